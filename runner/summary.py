@@ -1,0 +1,49 @@
+"""The run's outcome: a table for people, one JSON object for machines."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+
+class RunSummary(BaseModel):
+    zenml_run_id: str
+    zenml_run_name: str
+    status: str
+    model_name: str
+    model_version: str
+    model_version_number: int
+    stage: str | None
+    mlflow_run_id: str | None
+    mlflow_tracking_uri: str | None
+    base_metrics: dict[str, float]
+    tuned_metrics: dict[str, float]
+    n_test_examples: int
+    promoted: bool
+    promotion_reason: str
+    primary_metric: str
+
+
+def render_table(s: RunSummary) -> str:
+    names = sorted(s.tuned_metrics, key=lambda k: (k != s.primary_metric, k))
+    lines = [f"{'metric':<16} {'base':>8} {'tuned':>8} {'delta':>8}", "-" * 43]
+    for k in names:
+        b, t = s.base_metrics.get(k, float("nan")), s.tuned_metrics[k]
+        mark = "  <- primary" if k == s.primary_metric else ""
+        lines.append(f"{k:<16} {b:>8.4f} {t:>8.4f} {t - b:>+8.4f}{mark}")
+    lines += [
+        "",
+        f"test examples: {s.n_test_examples}",
+        f"model: {s.model_name} version {s.model_version} -> stage: {s.stage or 'none'}",
+        f"promotion: {'PROMOTED' if s.promoted else 'not promoted'} ({s.promotion_reason})",
+        f"zenml run: {s.zenml_run_name} ({s.zenml_run_id})",
+        f"mlflow run: {s.mlflow_run_id} at {s.mlflow_tracking_uri}",
+    ]
+    return "\n".join(lines)
+
+
+def write_json(s: RunSummary, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(s.model_dump(), indent=2) + "\n")

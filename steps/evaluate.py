@@ -1,0 +1,42 @@
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+from zenml import log_metadata, step
+
+from tuneline import tracking
+from tuneline.artifacts import ChatDataset, LoraAdapter
+from tuneline.config import EvaluationConfig, ModelConfig
+from tuneline.evaluation import EvalResult, evaluate_model, select_test
+from tuneline.modeling import resolve_base_model
+from tuneline.report import eval_html
+
+
+@step(experiment_tracker=True)
+def evaluate(
+    dataset: ChatDataset,
+    model: ModelConfig,
+    evaluation: EvaluationConfig,
+    task: str,
+    label: str,
+    adapter: Optional[LoraAdapter] = None,
+) -> Annotated[EvalResult, "eval_{label}"]:
+    """Run with `substitutions={"label": ...}` so base and tuned results are separate named artifacts."""
+    result = evaluate_model(
+        label,
+        task,
+        resolve_base_model(model.base),
+        select_test(dataset.splits["test"], evaluation),
+        evaluation,
+        adapter_dir=Path(adapter.path) if adapter else None,
+        dtype=model.dtype,
+    )
+    tracking.log_metrics(result.metrics, prefix=f"{label}.")
+    tracking.log_metrics({"examples_per_second": result.examples_per_second}, prefix=f"{label}.")
+    tracking.log_text(eval_html(result), f"eval/{label}_report.html")
+    tracking.log_text(
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.predictions),
+        f"eval/{label}_predictions.jsonl",
+    )
+    log_metadata(metadata={label: result.metrics, "test_set_hash": result.test_set_hash}, infer_model=True)
+    return result

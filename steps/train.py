@@ -1,0 +1,43 @@
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+from zenml import step
+
+from tuneline import tracking
+from tuneline.artifacts import ChatDataset, LoraAdapter
+from tuneline.config import LoraConfig, ModelConfig, TrainingConfig, flatten
+from tuneline.modeling import resolve_base_model
+from tuneline.training import train_lora as run_training
+
+
+@step(experiment_tracker=True)
+def train_lora(
+    dataset: ChatDataset, model: ModelConfig, lora: LoraConfig, training: TrainingConfig
+) -> Annotated[LoraAdapter, "lora_adapter"]:
+    tracking.log_params({f"model.{k}": v for k, v in flatten(model).items()})
+    tracking.log_params({f"lora.{k}": v for k, v in flatten(lora).items()})
+    tracking.log_params({f"training.{k}": v for k, v in flatten(training).items()})
+    work = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+    result = run_training(
+        resolve_base_model(model.base),
+        dataset.splits["train"],
+        dataset.splits.get("validation", []),
+        lora,
+        training,
+        work,
+        dtype=model.dtype,
+        on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
+    )
+    tracking.log_loss_curve(result.history)
+    tracking.log_dir(result.adapter_dir, "adapter")
+    summary = {
+        "steps": result.steps,
+        "train_loss": result.train_loss,
+        "eval_loss": result.eval_loss,
+        "train_seconds": round(result.seconds, 1),
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "train_examples": len(dataset.splits["train"]),
+    }
+    tracking.log_metrics({k: v for k, v in summary.items() if v is not None}, prefix="train.")
+    return LoraAdapter(path=str(result.adapter_dir), base_model=model.base, train_summary=summary)

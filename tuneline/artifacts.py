@@ -1,0 +1,24 @@
+"""Plain types that flow between steps; the ZenML materializers in `materializers/` store them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ChatDataset:
+    """Records per split: `{"messages", "prompt", "completion", "source"}` (raw rows before prepare)."""
+
+    splits: dict[str, list[dict]]
+
+    def counts(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self.splits.items()}
+
+
+@dataclass
+class LoraAdapter:
+    """A PEFT adapter folder (adapter_config.json, adapter_model.safetensors, tokenizer) and how it was made."""
+
+    path: str
+    base_model: str
+    train_summary: dict = field(default_factory=dict)

@@ -1,0 +1,175 @@
+"""The one typed tuneline config: the `parameters:` block of a ZenML run-config file.
+
+Every section is a pydantic model that forbids unknown keys, so a typo fails at load time with the dotted
+path of the bad key instead of being silently ignored halfway through a training run.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+TaskName = Literal["viggo", "json", "text"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    """Where the rows come from and how they become chat messages."""
+
+    source: str = Field(
+        "gem/viggo",
+        description="Hub dataset id, local .jsonl file or folder of split files, or 'synthetic:viggo'.",
+    )
+    task: TaskName = "viggo"
+    input_field: str = "target"
+    output_field: str = "meaning_representation"
+    system_prompt: str = (
+        "Convert the sentence about a video game into a meaning representation: "
+        "act(slot[value], ...)."
+    )
+    max_train_samples: int | None = Field(None, ge=1)
+    max_validation_samples: int | None = Field(None, ge=1)
+    max_test_samples: int | None = Field(None, ge=1)
+    seed: int = 42
+
+
+class ModelConfig(_Section):
+    """The base model: hub id, local folder, .gguf file, or 'tiny-random' (built locally)."""
+
+    base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class TrainingConfig(_Section):
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    max_seq_len: int = Field(256, ge=16)
+    logging_steps: int = Field(10, ge=1)
+    seed: int = 42
+    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
+
+
+class EvaluationConfig(_Section):
+    max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens: int = Field(96, ge=1)
+
+
+class PromotionConfig(_Section):
+    primary_metric: str = "exact_match"
+    target_stage: Literal["production", "staging"] = "production"
+
+
+class TunelineConfig(_Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    lora: LoraConfig = LoraConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    promotion: PromotionConfig = PromotionConfig()
+
+    @model_validator(mode="after")
+    def _primary_metric_exists(self) -> "TunelineConfig":
+        from tuneline.tasks import metric_names
+
+        names = metric_names(self.data.task)
+        if self.promotion.primary_metric not in names:
+            raise ValueError(
+                f"promotion.primary_metric '{self.promotion.primary_metric}' is not a metric of task "
+                f"'{self.data.task}'; choose one of {sorted(names)}"
+            )
+        return self
+
+
+class ConfigError(ValueError):
+    """A config file that cannot run; the message names the file and the bad key."""
+
+
+def _format_validation_error(path: str, err: ValidationError) -> str:
+    lines = [f"{path}: invalid config"]
+    for e in err.errors():
+        key = ".".join(["parameters", *(str(p) for p in e["loc"])])
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            got = "" if e["type"] == "missing" else f" (got {e.get('input')!r})"
+            lines.append(f"  {key}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` overrides; values are parsed as YAML so numbers and lists keep their type."""
+    out = copy.deepcopy(params)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. training.max_steps=20")
+        key, raw = item.split("=", 1)
+        node = out
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: '{p}' is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return out
+
+
+def parse_config(params: dict[str, Any], source: str = "<config>") -> TunelineConfig:
+    try:
+        return TunelineConfig.model_validate(params)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+
+
+def load_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[TunelineConfig, dict[str, Any]]:
+    """Read a run-config YAML; return the validated tuneline config and the remaining ZenML keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    params = raw.pop("parameters", None) or {}
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: 'parameters' must be a mapping of config sections")
+    config = parse_config(apply_overrides(params, list(overrides)), str(path))
+    return config, raw
+
+
+def flatten(config: BaseModel) -> dict[str, Any]:
+    """`{'training.learning_rate': 0.001, ...}`: the shape experiment trackers want for params."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value
+
+    walk("", config.model_dump())
+    return flat

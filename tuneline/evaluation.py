@@ -1,0 +1,75 @@
+"""Score one model (base, or base + adapter) on the test records."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from tuneline.config import EvaluationConfig
+from tuneline.generation import generate_greedy
+from tuneline.metrics import score
+
+log = logging.getLogger(__name__)
+
+
+class EvalResult(BaseModel):
+    label: str
+    task: str
+    metrics: dict[str, float]
+    n_examples: int
+    test_set_hash: str
+    seconds: float
+    examples_per_second: float
+    predictions: list[dict]
+
+
+def test_set_hash(records: list[dict]) -> str:
+    """Identifies the exact examples scored, so metrics are only ever compared on the same set."""
+    payload = json.dumps([[r["prompt"], r["messages"][-1]["content"]] for r in records], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
+    return records if cfg.max_samples is None else records[: cfg.max_samples]
+
+
+def evaluate_model(
+    label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
+    adapter_dir: Path | None = None, dtype: str = "float32",
+) -> EvalResult:
+    from tuneline.modeling import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    model = load_model(model_dir, dtype)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        # Merging makes generation as fast as the base model's; the adapter folder itself is unchanged.
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+
+    def progress(done: int, total: int, seconds: float) -> None:
+        log.info("evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs", label, done, total, seconds,
+                 seconds / done * (total - done))
+
+    prompts = [r["prompt"] for r in records]
+    references = [r["messages"][-1]["content"] for r in records]
+    gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress)
+    metrics, rows = score(task, gen.texts, references)
+    predictions = [
+        {"input": r["messages"][-2]["content"], "reference": ref, "prediction": pred, **row}
+        for r, ref, pred, row in zip(records, references, gen.texts, rows)
+    ]
+    return EvalResult(
+        label=label,
+        task=task,
+        metrics=metrics,
+        n_examples=len(records),
+        test_set_hash=test_set_hash(records),
+        seconds=gen.seconds,
+        examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
+        predictions=predictions,
+    )

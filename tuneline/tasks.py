@@ -1,0 +1,68 @@
+"""Tasks say how a target string becomes comparable fields.
+
+A parse returns `Parsed(act, fields)` or None when the text does not follow the task's grammar; metrics
+count None as wrong, never as skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+_VIGGO_MR = re.compile(r"\s*(\w+)\((.*)\)\s*", re.DOTALL)
+_VIGGO_SLOT = re.compile(r"(\w+)\[([^\[\]]*)\]")
+
+
+@dataclass(frozen=True)
+class Parsed:
+    act: str | None
+    fields: frozenset[tuple[str, str]]
+
+
+def _norm(value: str) -> str:
+    return " ".join(value.split()).lower()
+
+
+def parse_viggo(text: str) -> Parsed | None:
+    """`give_opinion(name[SpellForce 3], rating[poor])` -> act plus {(slot, value)}; strict grammar."""
+    m = _VIGGO_MR.fullmatch(text)
+    if not m:
+        return None
+    act, inner = m.group(1), m.group(2).strip()
+    slots = _VIGGO_SLOT.findall(inner)
+    # Every character of the argument list must be a slot: anything left over means a malformed MR.
+    if re.sub(r"\s+", "", ",".join(f"{k}[{v}]" for k, v in slots)) != re.sub(r"\s+", "", inner):
+        return None
+    return Parsed(act=act, fields=frozenset((k, _norm(v)) for k, v in slots))
+
+
+def parse_json(text: str) -> Parsed | None:
+    """A JSON object's top-level keys are its fields; values compare by canonical JSON."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    return Parsed(act=None, fields=frozenset((k, json.dumps(v, sort_keys=True)) for k, v in obj.items()))
+
+
+def parse_text(text: str) -> Parsed | None:
+    return Parsed(act=None, fields=frozenset())
+
+
+PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
+
+_ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
+_FIELD_METRICS = {"exact_match", "parse_rate", "slot_accuracy", "slot_precision", "slot_recall"}
+
+
+def metric_names(task: str) -> set[str]:
+    """The metrics `evaluate` reports for a task, so config validation can check the primary metric."""
+    names = _ROUGE | {"exact_match"}
+    if task != "text":
+        names |= _FIELD_METRICS
+    if task == "viggo":
+        names.add("act_accuracy")
+    return names
