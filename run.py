@@ -35,9 +35,14 @@ def preflight(config) -> None:
 
 
 def _setup_logging() -> None:
-    """INFO from our loggers; ZenML's root handler prints them and stores them with each step's logs."""
-    for name in ("tuneline", "runner"):
-        logging.getLogger(name).setLevel(logging.INFO)
+    """Inside steps ZenML prints (and stores) our `tuneline` logs; `runner` logs outside steps, so it gets a handler."""
+    logging.getLogger("tuneline").setLevel(logging.INFO)
+    runner = logging.getLogger("runner")
+    runner.setLevel(logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("tuneline: %(message)s"))
+    runner.addHandler(handler)
+    runner.propagate = False
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,11 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from runner.launch import launch  # ZenML is slow to import; bad configs fail before paying for it
+    from runner.launch import PipelineFailed, launch  # ZenML is slow to import; bad configs fail first
 
     try:
         summary = launch(config, zenml_config, enable_cache=not args.no_cache)
-    except (ConfigError, DataError) as err:
+    except PipelineFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     from runner.summary import render_table, write_json

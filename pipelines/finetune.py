@@ -18,7 +18,7 @@ def finetune(
 ) -> None:
     raw = load_data(data)
     dataset = prepare_dataset(raw, data, model)
-    adapter = train_lora(dataset, model, lora, training)
+    adapter = train_lora(dataset, data, model, lora, training)
     base_eval = evaluate.with_options(substitutions={"label": "base"})(
         dataset, model, evaluation, task=data.task, label="base", id="evaluate_base"
     )

@@ -7,6 +7,7 @@ import tempfile
 
 import yaml
 from zenml.client import Client
+from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
 from pipelines import finetune
@@ -27,8 +28,26 @@ def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
     if not enable_cache:
         options["enable_cache"] = False
     log.info("running pipeline 'finetune' on stack '%s' (model '%s')", stack, zenml_config["model"]["name"])
-    run = finetune.with_options(**options)(**{name: getattr(config, name) for name in TunelineConfig.model_fields})
+    try:
+        run = finetune.with_options(**options)(**{name: getattr(config, name) for name in TunelineConfig.model_fields})
+    except RuntimeError as err:
+        raise PipelineFailed(_failure_message(err)) from None
     return collect(run.id)
+
+
+class PipelineFailed(RuntimeError):
+    """A step failed; the message is the step's own error (file, line, field), not ZenML's wrapper."""
+
+
+def _failure_message(err: Exception) -> str:
+    last = Client().get_pipeline("finetune").last_run
+    failed = [s for s in last.steps.values() if s.status == ExecutionStatus.FAILED]
+    if not failed:
+        return str(err)
+    return "\n".join(
+        f"step '{s.name}' failed in run {last.name}: {s.exception_info.message if s.exception_info else err}"
+        for s in failed
+    )
 
 
 def collect(run_id) -> RunSummary:

@@ -2,7 +2,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-from zenml import log_metadata, step
+from zenml import step
 
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
@@ -22,6 +22,7 @@ def evaluate(
     adapter: Optional[LoraAdapter] = None,
 ) -> Annotated[EvalResult, "eval_{label}"]:
     """Run with `substitutions={"label": ...}` so base and tuned results are separate named artifacts."""
+    tracking.log_sections(evaluation=evaluation)
     result = evaluate_model(
         label,
         task,
@@ -38,5 +39,4 @@ def evaluate(
         "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.predictions),
         f"eval/{label}_predictions.jsonl",
     )
-    log_metadata(metadata={label: result.metrics, "test_set_hash": result.test_set_hash}, infer_model=True)
     return result

@@ -22,6 +22,9 @@ def promote(
     base: EvalResult, tuned: EvalResult, promotion: PromotionConfig
 ) -> Annotated[PromotionDecision, "promotion_decision"]:
     """Never cached: whether to promote depends on the registry's state now, not on the inputs alone."""
+    if base.test_set_hash != tuned.test_set_hash:
+        raise ValueError("base and tuned models were scored on different test examples")
+    tracking.log_sections(promotion=promotion)
     model = get_step_context().model
     current = _current(model.name, promotion.target_stage)
     production_metrics = None
@@ -40,7 +43,16 @@ def promote(
     if decision.promote:
         model.set_stage(promotion.target_stage, force=True)
     decision = decision.model_copy(update={"stage": promotion.target_stage if decision.promote else None})
-    log_metadata(metadata={"promotion": decision.model_dump()}, infer_model=True)
+    # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
+    log_metadata(
+        metadata={
+            "base": base.metrics,
+            "tuned": tuned.metrics,
+            "test_set_hash": tuned.test_set_hash,
+            "promotion": decision.model_dump(),
+        },
+        infer_model=True,
+    )
     tracking.log_metrics({"promoted": float(decision.promote)}, prefix="promotion.")
     tracking.log_text(decision.model_dump_json(indent=2), "promotion/decision.json")
     return decision

@@ -6,18 +6,16 @@ from zenml import step
 
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
-from tuneline.config import LoraConfig, ModelConfig, TrainingConfig, flatten
+from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
 from tuneline.modeling import resolve_base_model
 from tuneline.training import train_lora as run_training
 
 
 @step(experiment_tracker=True)
 def train_lora(
-    dataset: ChatDataset, model: ModelConfig, lora: LoraConfig, training: TrainingConfig
+    dataset: ChatDataset, data: DataConfig, model: ModelConfig, lora: LoraConfig, training: TrainingConfig
 ) -> Annotated[LoraAdapter, "lora_adapter"]:
-    tracking.log_params({f"model.{k}": v for k, v in flatten(model).items()})
-    tracking.log_params({f"lora.{k}": v for k, v in flatten(lora).items()})
-    tracking.log_params({f"training.{k}": v for k, v in flatten(training).items()})
+    tracking.log_sections(data=data, model=model, lora=lora, training=training)
     work = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
     result = run_training(
         resolve_base_model(model.base),

@@ -83,3 +83,13 @@ def test_prepare_caps_and_keeps_source(tiny_tokenizer):
     out = prepare_splits(raw, DataConfig(source="synthetic:viggo", max_train_samples=10), tiny_tokenizer)
     assert len(out["train"]) == 10 and out["train"][0]["source"].startswith("synthetic:viggo/train:")
     assert [m["role"] for m in out["test"][0]["messages"]] == ["system", "user", "assistant"]
+
+
+def test_eval_selection_spreads_over_test_split():
+    from tuneline.config import EvaluationConfig
+    from tuneline.evaluation import select_test
+
+    records = list(range(30))
+    assert select_test(records, EvaluationConfig(max_samples=3)) == [0, 10, 20]
+    assert select_test(records, EvaluationConfig(max_samples=None)) == records
+    assert select_test(records[:2], EvaluationConfig(max_samples=5)) == [0, 1]

@@ -21,6 +21,14 @@ def log_params(params: dict[str, Any]) -> None:
         mlflow.log_params({k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in params.items()})
 
 
+def log_sections(**sections) -> None:
+    """Each step logs the config sections it received; together the steps log the whole flattened config."""
+    from tuneline.config import flatten
+
+    for name, section in sections.items():
+        log_params({f"{name}.{k}": v for k, v in flatten(section).items()})
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
     if _run():
         import mlflow

@@ -1,0 +1,158 @@
+"""End to end: `run.py` on the smoke config through real ZenML (own config dir, SQLite store) and real MLflow."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = {
+    "load_data": "raw_data",
+    "prepare_dataset": "chat_dataset",
+    "train_lora": "lora_adapter",
+    "evaluate_base": "eval_base",
+    "evaluate_tuned": "eval_tuned",
+    "promote": "promotion_decision",
+}
+
+
+def run_cli(*args, tmp_path, expect_ok=True):
+    summary = tmp_path / f"summary-{len(list(tmp_path.glob('summary-*')))}.json"
+    proc = subprocess.run(
+        [sys.executable, "run.py", *args, "--summary-json", str(summary)],
+        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=600,
+    )
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return json.loads(summary.read_text()), proc
+    return None, proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    first, first_proc = run_cli("--config", "configs/smoke.yaml", tmp_path=tmp)
+    second, _ = run_cli("--config", "configs/smoke.yaml", tmp_path=tmp)
+    forced, _ = run_cli("--config", "configs/smoke.yaml", "--no-cache", tmp_path=tmp)
+    return first, second, forced, first_proc
+
+
+def test_summary_json_and_table(runs):
+    first, _, _, proc = runs
+    for key in ("zenml_run_id", "model_name", "model_version", "stage", "mlflow_run_id", "mlflow_tracking_uri",
+                "base_metrics", "tuned_metrics", "promoted", "promotion_reason"):
+        assert first[key] is not None, key
+    assert first["model_name"] == "tuneline-smoke"
+    assert "registered ZenML stack 'tuneline-local'" in proc.stdout + proc.stderr
+    assert "promotion:" in proc.stdout and "rougeL" in proc.stdout
+
+
+def test_artifacts_named_and_loadable(runs):
+    from zenml.client import Client
+
+    from tuneline.artifacts import ChatDataset, LoraAdapter
+    from tuneline.evaluation import EvalResult
+
+    run = Client().get_pipeline_run(runs[0]["zenml_run_id"])
+    for step, name in ARTIFACTS.items():
+        assert name in run.steps[step].outputs, (step, list(run.steps[step].outputs))
+    out = lambda step: run.steps[step].outputs[ARTIFACTS[step]][0]  # noqa: E731
+    dataset = out("prepare_dataset").load()
+    assert isinstance(dataset, ChatDataset) and {"train", "validation", "test"} <= set(dataset.splits)
+    adapter = out("train_lora").load()
+    assert isinstance(adapter, LoraAdapter) and (Path(adapter.path) / "adapter_config.json").is_file()
+    tuned = out("evaluate_tuned").load()
+    assert isinstance(tuned, EvalResult) and tuned.metrics == runs[0]["tuned_metrics"]
+    base = out("evaluate_base").load()
+    assert base.test_set_hash == tuned.test_set_hash and base.n_examples == tuned.n_examples == 16
+    visualizations = out("evaluate_tuned").visualizations
+    assert visualizations and visualizations[0].type.value == "html"
+
+
+def test_model_version_stage_and_metadata(runs):
+    from zenml.client import Client
+
+    first = runs[0]
+    version = Client().get_model_version(first["model_name"], first["model_version"])
+    meta = version.run_metadata
+    assert meta["tuned"]["rougeL"] == pytest.approx(first["tuned_metrics"]["rougeL"])
+    assert meta["base"]["rougeL"] == pytest.approx(first["base_metrics"]["rougeL"])
+    assert meta["promotion"]["promote"] == first["promoted"]
+    tuned, base = first["tuned_metrics"]["rougeL"], first["base_metrics"]["rougeL"]
+    # The stage follows the rule, whatever the numbers are: promoted exactly when tuned beats base.
+    assert first["promoted"] == (tuned > base)
+    assert first["stage"] == ("production" if tuned > base else None)
+
+
+def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
+    from mlflow.tracking import MlflowClient
+
+    first = runs[0]
+    client = MlflowClient(tracking_uri=first["mlflow_tracking_uri"])
+    run = client.get_run(first["mlflow_run_id"])
+    assert run.data.params["training.max_steps"] == "120"
+    assert run.data.params["lora.r"] == "8"
+    assert run.data.params["data.source"] == "synthetic:viggo"
+    assert run.data.params["evaluation.max_samples"] == "16"
+    assert run.data.params["promotion.primary_metric"] == "rougeL"
+    curve = client.get_metric_history(run.info.run_id, "train.loss")
+    assert len(curve) == 120 // 5 and curve[-1].step == 120
+    for label in ("base", "tuned"):
+        for metric in ("exact_match", "slot_accuracy", "act_accuracy", "rougeL"):
+            assert run.data.metrics[f"{label}.{metric}"] == pytest.approx(first[f"{label}_metrics"][metric])
+    paths = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
+    assert "adapter/adapter_config.json" in paths
+    evals = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
+    assert {"eval/tuned_predictions.jsonl", "eval/tuned_report.html", "eval/base_report.html"} <= evals
+    assert any(a.path.endswith("loss_curve.png") for a in client.list_artifacts(run.info.run_id, "training"))
+
+
+def test_second_run_is_cached_and_never_demotes(runs):
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    first, second, forced, _ = runs
+    run = Client().get_pipeline_run(second["zenml_run_id"])
+    for step in ("load_data", "prepare_dataset", "train_lora"):
+        assert run.steps[step].status == ExecutionStatus.CACHED, step
+    assert run.steps["promote"].status == ExecutionStatus.COMPLETED
+    assert second["model_version_number"] == first["model_version_number"] + 1
+    assert not second["promoted"] and second["tuned_metrics"] == first["tuned_metrics"]
+    if first["promoted"]:
+        still = Client().get_model_version(first["model_name"], first["model_version"])
+        assert still.stage == "production"
+    forced_run = Client().get_pipeline_run(forced["zenml_run_id"])
+    assert forced_run.steps["train_lora"].status == ExecutionStatus.COMPLETED
+
+
+def test_unknown_config_key_fails_before_zenml(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("parameters:\n  training:\n    lerning_rate: 0.1\n")
+    _, proc = run_cli("--config", str(cfg), tmp_path=tmp_path, expect_ok=False)
+    assert proc.returncode == 2
+    assert f"{cfg}: invalid config" in proc.stderr and "parameters.training.lerning_rate: unknown key" in proc.stderr
+
+
+def test_missing_data_path_fails_before_zenml(tmp_path):
+    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", "data.source=./no/such.jsonl",
+                      tmp_path=tmp_path, expect_ok=False)
+    assert proc.returncode == 2 and "data.source: no such file or folder" in proc.stderr
+
+
+def test_malformed_jsonl_line_fails_before_training(tmp_path):
+    from zenml.client import Client
+
+    data = tmp_path / "data.jsonl"
+    good = json.dumps({"target": "I think Doom is good.", "meaning_representation": "give_opinion(name[Doom], rating[good])"})
+    data.write_text("\n".join([good] * 5 + ['{"target": "cut off', good]) + "\n")
+    before = Client().list_pipeline_runs(size=100).total
+    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", f"data.source={data}",
+                      tmp_path=tmp_path, expect_ok=False)
+    assert proc.returncode == 1
+    assert f"{data}:6: not valid JSON" in proc.stderr
+    runs = Client().list_pipeline_runs(size=100, sort_by="desc:created")
+    assert runs.total == before + 1
+    assert "train_lora" not in runs.items[0].steps or runs.items[0].steps["train_lora"].status != "completed"
