@@ -53,7 +53,10 @@ def _failure_message(err: Exception) -> str:
 def collect(run_id) -> RunSummary:
     client = Client()
     run = client.get_pipeline_run(run_id)
-    load = lambda step, name: run.steps[step].outputs[name][0].load()  # noqa: E731
+
+    def load(step: str, name: str):
+        return run.steps[step].outputs[name][0].load()
+
     decision = load("promote", "promotion_decision")
     base, tuned = load("evaluate_base", "eval_base"), load("evaluate_tuned", "eval_tuned")
     version = client.get_model_version(run.model_version.model.name, run.model_version.number)

@@ -51,7 +51,10 @@ def _split_one(rows: list[dict], seed: int) -> dict[str, list[dict]]:
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n_test, n_val = max(1, len(rows) // 10), max(1, len(rows) // 20)
-    pick = lambda idx: [rows[i] for i in sorted(idx)]  # noqa: E731 - keep file order inside a split
+
+    def pick(idx: list[int]) -> list[dict]:
+        return [rows[i] for i in sorted(idx)]  # file order inside a split
+
     return {
         "test": pick(order[:n_test]),
         "validation": pick(order[n_test : n_test + n_val]),

@@ -113,10 +113,10 @@ def train_lora(
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir)
-    encode = lambda recs: [  # noqa: E731
-        tokenize_example(tokenizer, r["prompt"], r["completion"], cfg.max_seq_len) for r in recs
-    ]
-    train_set, val_set = encode(train_records), encode(validation_records)
+    train_set, val_set = (
+        [tokenize_example(tokenizer, r["prompt"], r["completion"], cfg.max_seq_len) for r in records]
+        for records in (train_records, validation_records)
+    )
 
     model = load_model(model_dir, dtype)
     model = get_peft_model(
