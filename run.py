@@ -23,6 +23,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set training.max_steps=20 (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="re-run every step even if ZenML has cached outputs")
+    p.add_argument("--prepare-only", action="store_true",
+                   help="run only the data steps and print the data report; exit 1 when the reject limit is crossed")
     p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
     return p.parse_args(argv)
 
@@ -55,15 +57,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from runner.launch import PipelineFailed, launch  # ZenML is slow to import; bad configs fail first
+    from runner.launch import PipelineFailed, launch, launch_prepare  # slow import: bad configs fail first
+    from runner.summary import render_data_report, render_table, write_json
+
+    if args.prepare_only:
+        try:
+            report, error = launch_prepare(config, zenml_config, enable_cache=not args.no_cache)
+        except PipelineFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(render_data_report(report))
+        if error:
+            print(f"error: {error}", file=sys.stderr)
+        return 1 if error else 0
 
     try:
         summary = launch(config, zenml_config, enable_cache=not args.no_cache)
     except PipelineFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    from runner.summary import render_table, write_json
-
     print(render_table(summary))
     if args.summary_json:
         write_json(summary, args.summary_json)

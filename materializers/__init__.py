@@ -1,7 +1,15 @@
 """Materializers for the artifacts ZenML cannot store well by itself. Importing registers them."""
 
 from materializers.chat_dataset import ChatDatasetMaterializer
+from materializers.data_report import DataReportMaterializer
 from materializers.eval_result import EvalResultMaterializer
 from materializers.lora_adapter import LoraAdapterMaterializer
+from materializers.quarantine import QuarantineMaterializer
 
-__all__ = ["ChatDatasetMaterializer", "EvalResultMaterializer", "LoraAdapterMaterializer"]
+__all__ = [
+    "ChatDatasetMaterializer",
+    "DataReportMaterializer",
+    "EvalResultMaterializer",
+    "LoraAdapterMaterializer",
+    "QuarantineMaterializer",
+]

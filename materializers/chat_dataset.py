@@ -1,5 +1,6 @@
 """A dataset artifact is one JSONL file per split, readable without ZenML, with an HTML preview."""
 
+import hashlib
 import json
 import os
 from typing import Any, Dict, Type
@@ -7,6 +8,7 @@ from typing import Any, Dict, Type
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.materializers.base_materializer import BaseMaterializer
 
+from materializers.jsonl import read_jsonl, write_html, write_jsonl
 from tuneline.artifacts import ChatDataset
 from tuneline.report import dataset_html
 
@@ -21,24 +23,27 @@ class ChatDatasetMaterializer(BaseMaterializer):
     def load(self, data_type: Type[Any]) -> ChatDataset:
         with self.artifact_store.open(os.path.join(self.uri, "splits.json"), "r") as f:
             names = json.load(f)
-        splits = {}
-        for name in names:
-            with self.artifact_store.open(self._split_path(name), "r") as f:
-                splits[name] = [json.loads(line) for line in f if line.strip()]
-        return ChatDataset(splits=splits)
+        return ChatDataset(splits={name: read_jsonl(self.artifact_store, self._split_path(name)) for name in names})
 
     def save(self, data: ChatDataset) -> None:
         with self.artifact_store.open(os.path.join(self.uri, "splits.json"), "w") as f:
             json.dump(list(data.splits), f)
         for name, rows in data.splits.items():
-            with self.artifact_store.open(self._split_path(name), "w") as f:
-                f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+            write_jsonl(self.artifact_store, self._split_path(name), rows)
 
     def save_visualizations(self, data: ChatDataset) -> Dict[str, VisualizationType]:
         path = os.path.join(self.uri, "preview.html")
-        with self.artifact_store.open(path, "w") as f:
-            f.write(dataset_html(data.splits))
+        write_html(self.artifact_store, path, dataset_html(data.splits))
         return {path: VisualizationType.HTML}
+
+    def compute_content_hash(self, data: ChatDataset) -> str:
+        """Lets the next step's cache key on the rows themselves, not on which run produced them."""
+        digest = hashlib.sha256()
+        for name, rows in data.splits.items():
+            digest.update(name.encode())
+            for row in rows:
+                digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode())
+        return digest.hexdigest()
 
     def extract_metadata(self, data: ChatDataset) -> Dict[str, Any]:
         return {f"rows_{k}": v for k, v in data.counts().items()}

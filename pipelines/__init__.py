@@ -1,3 +1,3 @@
-from pipelines.finetune import finetune
+from pipelines.finetune import finetune, prepare_data
 
-__all__ = ["finetune"]
+__all__ = ["finetune", "prepare_data"]

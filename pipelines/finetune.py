@@ -1,10 +1,23 @@
-"""The finetune pipeline: wiring only. Each section of the tuneline config is one pipeline parameter, so a
-step's cache key holds only the sections it reads (changing `evaluation` never retrains)."""
+"""Pipelines: wiring only. Each section of the tuneline config is one pipeline parameter, so a step's cache
+key holds only the sections it reads (changing `evaluation` never retrains)."""
 
 from zenml import pipeline
 
-from steps import evaluate, load_data, prepare_dataset, promote, train_lora
+from steps import check_data, evaluate, load_data, prepare_dataset, promote, train_lora
 from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, TrainingConfig
+
+
+def _data_steps(data: DataConfig, model: ModelConfig):
+    raw = load_data(data)
+    dataset, quarantine, report = prepare_dataset(raw, data, model)
+    check_data(report, quarantine)
+    return dataset
+
+
+@pipeline(name="prepare_data")
+def prepare_data(data: DataConfig, model: ModelConfig) -> None:
+    """`run.py --prepare-only`: the same data steps (and cache entries) as `finetune`, nothing else."""
+    _data_steps(data, model)
 
 
 @pipeline(name="finetune")
@@ -16,11 +29,10 @@ def finetune(
     evaluation: EvaluationConfig,
     promotion: PromotionConfig,
 ) -> None:
-    raw = load_data(data)
-    dataset = prepare_dataset(raw, data, model)
-    adapter = train_lora(dataset, data, model, lora, training)
+    dataset = _data_steps(data, model)
+    adapter = train_lora(dataset, data, model, lora, training, after="check_data")
     base_eval = evaluate.with_options(substitutions={"label": "base"})(
-        dataset, model, evaluation, task=data.task, label="base", id="evaluate_base"
+        dataset, model, evaluation, task=data.task, label="base", id="evaluate_base", after="check_data"
     )
     tuned_eval = evaluate.with_options(substitutions={"label": "tuned"})(
         dataset, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"

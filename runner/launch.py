@@ -1,4 +1,4 @@
-"""Run the finetune pipeline on the active (or freshly registered local) stack and collect what it produced."""
+"""Run a pipeline on the active (or freshly registered local) stack and collect what it produced."""
 
 from __future__ import annotations
 
@@ -10,37 +10,35 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
-from pipelines import finetune
+from pipelines import finetune, prepare_data
 from runner.stack import ensure_tracking_stack
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
+from tuneline.validation import DataReport
 
 log = logging.getLogger(__name__)
-
-
-def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> RunSummary:
-    stack = ensure_tracking_stack()
-    zenml_config = dict(zenml_config)
-    zenml_config.setdefault("model", {"name": f"tuneline-{config.data.task}"})
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
-        yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
-    options = {"config_path": fh.name}
-    if not enable_cache:
-        options["enable_cache"] = False
-    log.info("running pipeline 'finetune' on stack '%s' (model '%s')", stack, zenml_config["model"]["name"])
-    try:
-        run = finetune.with_options(**options)(**{name: getattr(config, name) for name in TunelineConfig.model_fields})
-    except RuntimeError as err:
-        raise PipelineFailed(_failure_message(err)) from None
-    return collect(run.id)
 
 
 class PipelineFailed(RuntimeError):
     """A step failed; the message is the step's own error (file, line, field), not ZenML's wrapper."""
 
 
-def _failure_message(err: Exception) -> str:
-    last = Client().get_pipeline("finetune").last_run
+def _run(pipeline, config: TunelineConfig, zenml_config: dict, enable_cache: bool, sections: list[str]):
+    stack = ensure_tracking_stack()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+        yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
+    options = {"config_path": fh.name}
+    if not enable_cache:
+        options["enable_cache"] = False
+    log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
+    try:
+        return pipeline.with_options(**options)(**{name: getattr(config, name) for name in sections})
+    except RuntimeError as err:
+        raise PipelineFailed(_failure_message(pipeline.name, err)) from None
+
+
+def _failure_message(pipeline_name: str, err: Exception) -> str:
+    last = Client().get_pipeline(pipeline_name).last_run
     failed = [s for s in last.steps.values() if s.status == ExecutionStatus.FAILED]
     if not failed:
         return str(err)
@@ -48,6 +46,27 @@ def _failure_message(err: Exception) -> str:
         f"step '{s.name}' failed in run {last.name}: {s.exception_info.message if s.exception_info else err}"
         for s in failed
     )
+
+
+def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> RunSummary:
+    zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
+    run = _run(finetune, config, zenml_config, enable_cache, list(TunelineConfig.model_fields))
+    return collect(run.id)
+
+
+def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> tuple[DataReport, str | None]:
+    """Only the data steps; no model version is created. Returns the report and the gate's message, if it failed."""
+    zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
+    error = None
+    try:
+        _run(prepare_data, config, zenml_config, enable_cache, ["data", "model"])
+    except PipelineFailed as err:
+        error = str(err)
+    run = Client().get_pipeline(prepare_data.name).last_run
+    step = run.steps.get("prepare_dataset")
+    if step is None or step.status not in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED):
+        raise PipelineFailed(error or "prepare_dataset did not run")
+    return step.outputs["data_report"][0].load(), error
 
 
 def collect(run_id) -> RunSummary:
@@ -59,6 +78,7 @@ def collect(run_id) -> RunSummary:
 
     decision = load("promote", "promotion_decision")
     base, tuned = load("evaluate_base", "eval_base"), load("evaluate_tuned", "eval_tuned")
+    report = load("prepare_dataset", "data_report")
     version = client.get_model_version(run.model_version.model.name, run.model_version.number)
     train_meta = run.steps["train_lora"].run_metadata
     tracker = client.active_stack.experiment_tracker
@@ -78,4 +98,6 @@ def collect(run_id) -> RunSummary:
         promoted=decision.promote,
         promotion_reason=decision.reason,
         primary_metric=decision.metric,
+        data={split: counts.model_dump() for split, counts in report.splits.items()},
+        quarantined=report.reason_totals(),
     )

@@ -24,6 +24,8 @@ class RunSummary(BaseModel):
     promoted: bool
     promotion_reason: str
     primary_metric: str
+    data: dict[str, dict[str, int]]  # split -> input / accepted / quarantined / truncated / used
+    quarantined: dict[str, int]  # reason -> rows
 
 
 def render_table(s: RunSummary) -> str:
@@ -33,9 +35,11 @@ def render_table(s: RunSummary) -> str:
         b, t = s.base_metrics.get(k, float("nan")), s.tuned_metrics[k]
         mark = "  <- primary" if k == s.primary_metric else ""
         lines.append(f"{k:<16} {b:>8.4f} {t:>8.4f} {t - b:>+8.4f}{mark}")
+    used = ", ".join(f"{split} {c['used']}" for split, c in s.data.items())
     lines += [
         "",
-        f"test examples: {s.n_test_examples}",
+        f"data: {used} rows used; quarantined: {s.quarantined or 'none'}",
+        f"test examples scored: {s.n_test_examples}",
         f"model: {s.model_name} version {s.model_version} -> stage: {s.stage or 'none'}",
         f"promotion: {'PROMOTED' if s.promoted else 'not promoted'} ({s.promotion_reason})",
         f"zenml run: {s.zenml_run_name} ({s.zenml_run_id})",
@@ -47,3 +51,21 @@ def render_table(s: RunSummary) -> str:
 def write_json(s: RunSummary, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(s.model_dump(), indent=2) + "\n")
+
+
+def render_data_report(report) -> str:
+    lines = [f"{'split':<12} {'input':>7} {'accepted':>9} {'quarantined':>12} {'truncated':>10} {'used':>7}", "-" * 62]
+    for split, c in report.splits.items():
+        lines.append(f"{split:<12} {c.input:>7} {c.accepted:>9} {c.quarantined:>12} {c.truncated:>10} {c.used:>7}")
+    lines.append("")
+    for split, reasons in report.reasons.items():
+        for reason, n in reasons.items():
+            lines.append(f"quarantined {split:<10} {reason:<18} {n:>6}")
+    stats = ", ".join(f"{k} {v:.0f}" for k, v in report.token_lengths.items())
+    lines += [
+        f"formats: {report.formats}",
+        f"tokens per row: {stats} (max_seq_len {report.max_seq_len})",
+        f"quarantined share: {report.reject_fraction:.2%} (limit {report.max_reject_fraction:.2%}) -> "
+        + ("passed" if report.passed else "FAILED"),
+    ]
+    return "\n".join(lines)

@@ -1,9 +1,9 @@
 """Thin ZenML steps: typed, named artifacts in and out; the work happens in the `tuneline` package."""
 
 import materializers  # noqa: F401  (registers our materializers before any step runs)
-from steps.data import load_data, prepare_dataset
+from steps.data import check_data, load_data, prepare_dataset
 from steps.evaluate import evaluate
 from steps.promote import promote
 from steps.train import train_lora
 
-__all__ = ["load_data", "prepare_dataset", "train_lora", "evaluate", "promote"]
+__all__ = ["load_data", "prepare_dataset", "check_data", "train_lora", "evaluate", "promote"]

@@ -1,20 +1,43 @@
-from typing import Annotated
+from typing import Annotated, Tuple
 
 from zenml import step
 
-from tuneline.artifacts import ChatDataset
-from tuneline.chat_format import prepare_splits
+from steps.caching import CACHE_POLICY
+
+from tuneline import tracking
+from tuneline.artifacts import ChatDataset, Quarantine
+from tuneline.chat_format import ensure_chat_template
 from tuneline.config import DataConfig, ModelConfig
 from tuneline.modeling import load_tokenizer, resolve_base_model
-from tuneline.sources import load_splits
+from tuneline.report import data_report_html
+from tuneline.sources import DataError, load_splits
+from tuneline.validation import DataReport, gate_message, prepare
 
 
-@step
+@step(enable_cache=False)
 def load_data(data: DataConfig) -> Annotated[ChatDataset, "raw_data"]:
+    """Never cached: files and hub datasets change under the same config. The artifact's content hash lets
+    the steps after it hit the cache when the rows did not change."""
     return ChatDataset(splits=load_splits(data))
 
 
-@step
-def prepare_dataset(raw: ChatDataset, data: DataConfig, model: ModelConfig) -> Annotated[ChatDataset, "chat_dataset"]:
+@step(experiment_tracker=True, cache_policy=CACHE_POLICY)
+def prepare_dataset(
+    raw: ChatDataset, data: DataConfig, model: ModelConfig
+) -> Tuple[
+    Annotated[ChatDataset, "chat_dataset"], Annotated[Quarantine, "quarantine"], Annotated[DataReport, "data_report"]
+]:
     tokenizer = load_tokenizer(resolve_base_model(model.base))
-    return ChatDataset(splits=prepare_splits(raw.splits, data, tokenizer))
+    fallback = ensure_chat_template(tokenizer)
+    prepared = prepare(raw.splits, data, tokenizer, template_fallback=fallback)
+    tracking.log_sections(data=data)
+    tracking.log_metrics(prepared.report.metrics(), prefix="data.")
+    tracking.log_text(data_report_html(prepared.report), "data/report.html")
+    return ChatDataset(splits=prepared.splits), Quarantine(rows=prepared.quarantine), prepared.report
+
+
+@step(cache_policy=CACHE_POLICY)
+def check_data(report: DataReport, quarantine: Quarantine) -> None:
+    """The gate: after prepare so the quarantine and report are saved even when the run stops here."""
+    if not report.passed:
+        raise DataError(gate_message(report, quarantine.rows))

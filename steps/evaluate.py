@@ -4,6 +4,8 @@ from typing import Annotated, Optional
 
 from zenml import step
 
+from steps.caching import CACHE_POLICY
+
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import EvaluationConfig, ModelConfig
@@ -12,7 +14,7 @@ from tuneline.modeling import resolve_base_model
 from tuneline.report import eval_html
 
 
-@step(experiment_tracker=True)
+@step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def evaluate(
     dataset: ChatDataset,
     model: ModelConfig,

@@ -4,6 +4,8 @@ from typing import Annotated
 
 from zenml import step
 
+from steps.caching import CACHE_POLICY
+
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
@@ -11,7 +13,7 @@ from tuneline.modeling import resolve_base_model
 from tuneline.training import train_lora as run_training
 
 
-@step(experiment_tracker=True)
+@step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def train_lora(
     dataset: ChatDataset, data: DataConfig, model: ModelConfig, lora: LoraConfig, training: TrainingConfig
 ) -> Annotated[LoraAdapter, "lora_adapter"]:
@@ -24,6 +26,7 @@ def train_lora(
         lora,
         training,
         work,
+        max_seq_len=data.max_seq_len,
         dtype=model.dtype,
         on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
     )

@@ -2,11 +2,15 @@ import json
 
 import pytest
 
-from tuneline.chat_format import prepare_splits, render, to_messages
+from tuneline.chat_format import FALLBACK_TEMPLATE, ensure_chat_template, render
 from tuneline.config import DataConfig
-from tuneline.sources import DataError, load_splits, read_jsonl
+from tuneline.formats import RowError, detect_format, to_messages
+from tuneline.readers import FileError, read_file
+from tuneline.sources import DataError, load_splits
+from tuneline.validation import gate_message, prepare
 
 ROW = {"target": "I think Doom is good.", "meaning_representation": "give_opinion(name[Doom], rating[good])"}
+PLAIN = DataConfig(system_prompt="")
 
 
 def write_jsonl(path, rows):
@@ -14,25 +18,41 @@ def write_jsonl(path, rows):
     return path
 
 
-def test_malformed_line_is_named(tmp_path):
-    p = tmp_path / "train.jsonl"
-    p.write_text(json.dumps(ROW) + "\n" + '{"target": "x", \n')
-    with pytest.raises(DataError, match=rf"{p}:2: not valid JSON"):
-        read_jsonl(p)
+def row(i, **extra):
+    return {"target": f"Game {i} is fun.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])", **extra}
 
 
-def test_non_utf8_line_is_named(tmp_path):
-    p = tmp_path / "train.jsonl"
-    p.write_bytes(json.dumps(ROW).encode() + b"\n" + b'{"target": "\xff"}\n')
-    with pytest.raises(DataError, match=rf"{p}:2: not UTF-8"):
-        read_jsonl(p)
+# --- readers ---------------------------------------------------------------------------------------------
+
+def test_jsonl_bad_lines_become_error_rows_with_line_numbers(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(b"\n".join([json.dumps(ROW).encode(), b'{"target": "\xff"}', b"[1, 2]", b"", json.dumps(ROW).encode(),
+                              b'{"target": "cut o']))
+    rows = read_file(p)
+    assert [(r["_line"], r.get("_error")) for r in rows] == [
+        (1, None), (2, "encoding"), (3, "unparseable"), (5, None), (6, "unparseable")]
+    assert "truncated last line" in rows[-1]["_detail"] and rows[-1]["_raw"] == '{"target": "cut o'
 
 
-def test_missing_field_is_named(tmp_path):
-    p = write_jsonl(tmp_path / "d.jsonl", [ROW, {"target": "no answer"}])
-    rows = read_jsonl(p)
-    with pytest.raises(DataError, match=rf"{p}:2: field 'meaning_representation' is missing"):
-        to_messages(rows[1], DataConfig())
+def test_csv_parquet_json_readers(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_bytes(b'target,meaning_representation\n"Hi, there",inform(name[X])\nbad\xff,x\nonly_one\n')
+    rows = read_file(csv_path)
+    assert rows[0]["target"] == "Hi, there" and rows[0]["_line"] == 2
+    assert [r.get("_error") for r in rows] == [None, "encoding", "unparseable"]
+
+    pq.write_table(pa.Table.from_pylist([ROW, ROW]), tmp_path / "d.parquet")
+    assert [r["_line"] for r in read_file(tmp_path / "d.parquet")] == [1, 2]
+
+    (tmp_path / "d.json").write_text(json.dumps({"data": [ROW, 3]}))
+    rows = read_file(tmp_path / "d.json")
+    assert rows[0]["target"] == ROW["target"] and rows[1]["_error"] == "unparseable"
+    (tmp_path / "broken.json").write_text('[{"a": 1},\n {"a": ')
+    with pytest.raises(FileError, match=r"broken.json:2: not valid JSON"):
+        read_file(tmp_path / "broken.json")
 
 
 def test_missing_path():
@@ -41,8 +61,7 @@ def test_missing_path():
 
 
 def test_single_file_splits_are_seeded_and_disjoint(tmp_path):
-    rows = [{"target": f"t{i}", "meaning_representation": f"inform(name[g{i}])"} for i in range(100)]
-    p = write_jsonl(tmp_path / "all.jsonl", rows)
+    p = write_jsonl(tmp_path / "all.jsonl", [row(i) for i in range(100)])
     a, b = load_splits(DataConfig(source=str(p))), load_splits(DataConfig(source=str(p)))
     assert a == b
     lines = {s: {r["_line"] for r in v} for s, v in a.items()}
@@ -52,11 +71,12 @@ def test_single_file_splits_are_seeded_and_disjoint(tmp_path):
     assert {r["_line"] for r in c["test"]} != lines["test"]
 
 
-def test_folder_with_splits(tmp_path):
-    for split in ("train", "validation", "test"):
-        write_jsonl(tmp_path / f"{split}.jsonl", [ROW] * 3)
+def test_folder_with_split_files_of_any_type(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl", [row(i) for i in range(3)])
+    (tmp_path / "dev.csv").write_text("target,meaning_representation\nA game.,inform(name[A])\n")
+    (tmp_path / "test.json").write_text(json.dumps([row(9)]))
     splits = load_splits(DataConfig(source=str(tmp_path)))
-    assert {k: len(v) for k, v in splits.items()} == {"train": 3, "validation": 3, "test": 3}
+    assert {k: len(v) for k, v in splits.items()} == {"train": 3, "validation": 1, "test": 1}
 
 
 def test_hub_id_falls_back_to_mirror(tmp_path, monkeypatch):
@@ -72,17 +92,132 @@ def test_hub_id_falls_back_to_mirror(tmp_path, monkeypatch):
         load_splits(DataConfig(source="org/name"))
 
 
-def test_render_puts_eos_at_end_of_completion(tiny_tokenizer):
-    parts = render(tiny_tokenizer, to_messages({**ROW, "_file": "f", "_line": 1}, DataConfig()))
-    assert parts["prompt"].endswith("<|im_start|>assistant\n")
-    assert parts["completion"] == ROW["meaning_representation"] + "<|im_end|>"
+# --- formats ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, fmt, user, answer", [
+    ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}, "chat", "Q", "A"),
+    ({"instruction": "Do it", "input": "ctx", "output": "A"}, "instruction", "Do it\n\nctx", "A"),
+    ({"instruction": "Do it", "output": "A"}, "instruction", "Do it", "A"),
+    ({"prompt": "Q", "completion": "A"}, "prompt_completion", "Q", "A"),
+    (ROW, "fields", ROW["target"], ROW["meaning_representation"]),
+])
+def test_each_format_becomes_messages(raw, fmt, user, answer):
+    assert detect_format(raw, PLAIN) == fmt
+    messages = to_messages(raw, PLAIN)
+    assert messages[-2:] == [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 
-def test_prepare_caps_and_keeps_source(tiny_tokenizer):
+def test_declared_format_and_field_mapping():
+    cfg = DataConfig(format="fields", input_field="q", output_field="a", system_prompt="S")
+    assert to_messages({"q": "x", "a": "y", "prompt": "ignored", "completion": "ignored"}, cfg) == [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+
+
+@pytest.mark.parametrize("raw, reason", [
+    ({"target": "x"}, "missing_field"),
+    ({"target": "  ", "meaning_representation": "y"}, "empty_field"),
+    ({"target": 3, "meaning_representation": "y"}, "invalid_field"),
+    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "invalid_role"),
+    ({"messages": [{"role": "user", "content": "x"}]}, "invalid_role"),
+    ({"messages": []}, "invalid_field"),
+])
+def test_bad_rows_name_their_reason(raw, reason):
+    with pytest.raises(RowError) as err:
+        to_messages(raw, PLAIN)
+    assert err.value.reason == reason
+
+
+def test_multi_turn_trains_on_every_assistant_turn(tiny_tokenizer):
+    from tuneline.chat_format import IGNORE, tokenize_segments
+
+    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
+                {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
+                {"role": "assistant", "content": "A2"}]
+    rendered = render(tiny_tokenizer, messages)
+    trained = [s["text"] for s in rendered["segments"] if s["train"]]
+    assert trained == ["A1<|im_end|>", "A2<|im_end|>"]
+    assert "".join(s["text"] for s in rendered["segments"]) + "\n" == tiny_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert rendered["prompt"].endswith("Q2<|im_end|>\n<|im_start|>assistant\n")
+    ex = tokenize_segments(tiny_tokenizer, rendered["segments"], 512)
+    targets = [t for t in ex["labels"] if t != IGNORE]
+    assert targets.count(tiny_tokenizer.eos_token_id) == 2  # both answers end in a learned EOS (pad == eos here)
+
+
+def test_tokenizer_without_template_gets_fallback(tiny_model_dir):
+    from tuneline.modeling import load_tokenizer
+
+    tok = load_tokenizer(tiny_model_dir)
+    tok.chat_template = None
+    assert ensure_chat_template(tok) and tok.chat_template == FALLBACK_TEMPLATE
+    assert not ensure_chat_template(tok)
+    assert render(tok, to_messages(ROW, PLAIN))["prompt"] == f"<|im_start|>user\n{ROW['target']}<|im_end|>\n<|im_start|>assistant\n"
+
+
+# --- validation and quarantine ---------------------------------------------------------------------------
+
+def messy_splits(tmp_path):
+    """A file with one of every problem, and exact expected counts."""
+    train = tmp_path / "train.jsonl"
+    lines = [json.dumps(row(i)) for i in range(20)]                       # 20 good rows
+    lines += [json.dumps(row(3))]                                         # duplicate of line 4
+    lines += [json.dumps({"target": "no answer"})]                        # missing_field
+    lines += [json.dumps({"target": "", "meaning_representation": "x"})]  # empty_field
+    lines += [json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]})]  # invalid_role
+    lines += [json.dumps(row(100, target="word " * 300))]                 # too_long
+    lines += [json.dumps(row(50, target="  THE  test   input "))]         # leakage (matches test row below)
+    lines += ["{not json"]                                                # unparseable
+    data = "\n".join(lines).encode() + b'\n{"target": "\xff\xfe"}\n' + b'{"target": "trunc'  # encoding, truncated
+    train.write_bytes(data)
+    write_jsonl(tmp_path / "validation.jsonl", [row(i) for i in range(30, 33)])
+    write_jsonl(tmp_path / "test.jsonl", [row(60, target="the test input"), row(61), row(61)])  # + duplicate in test
+    return load_splits(DataConfig(source=str(tmp_path)))
+
+
+def test_every_rejection_reason_counted_exactly_and_nothing_lost(tmp_path, tiny_tokenizer):
+    raw = messy_splits(tmp_path)
+    cfg = DataConfig(source=str(tmp_path), system_prompt="", max_seq_len=128, max_reject_fraction=0.5)
+    prepared = prepare(raw, cfg, tiny_tokenizer)
+    report = prepared.report
+    assert report.reasons["train"] == {"duplicate": 1, "missing_field": 1, "empty_field": 1, "invalid_role": 1,
+                                       "too_long": 1, "leakage": 1, "unparseable": 2, "encoding": 1}
+    assert report.reasons["test"] == {"duplicate": 1}
+    assert report.splits["train"].input == 29 and report.splits["train"].accepted == 20
+    for counts in report.splits.values():
+        assert counts.accepted + counts.quarantined == counts.input
+    assert len(prepared.quarantine) == sum(c.quarantined for c in report.splits.values()) == 10
+    q = {(r["reason"], r["line"]) for r in prepared.quarantine if r["split"] == "train"}
+    assert ("duplicate", 21) in q and ("leakage", 26) in q and ("unparseable", 29) in q and ("encoding", 28) in q
+    leak = next(r for r in prepared.quarantine if r["reason"] == "leakage")
+    assert leak["raw"]["target"] == "  THE  test   input " and leak["file"].endswith("train.jsonl")
+    assert report.reject_fraction == pytest.approx(10 / 35) and report.passed
+    assert report.field_coverage["target"] == pytest.approx(30 / 32)  # 32 readable: one empty, one chat row
+    assert report.histogram and report.formats == {"fields": 20 + 3 + 2}
+
+
+def test_overlong_rows_can_be_truncated_and_counted(tmp_path, tiny_tokenizer):
+    raw = {"train": [{**row(1, target="word " * 300), "_file": "f", "_line": 1}, {**row(2), "_file": "f", "_line": 2}],
+           "test": [{**row(3), "_file": "t", "_line": 1}]}
+    prepared = prepare(raw, DataConfig(system_prompt="", max_seq_len=64, overlong="truncate"), tiny_tokenizer)
+    assert prepared.report.splits["train"].truncated == 1 and prepared.report.splits["train"].accepted == 2
+    assert not prepared.quarantine
+
+
+def test_gate_fails_over_threshold_with_file_and_line(tmp_path, tiny_tokenizer):
+    raw = messy_splits(tmp_path)
+    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt="", max_seq_len=128), tiny_tokenizer)
+    assert not prepared.report.passed
+    message = gate_message(prepared.report, prepared.quarantine)
+    assert "28.6% of input rows were quarantined, above data.max_reject_fraction 5.0%" in message
+    assert f"{tmp_path / 'train.jsonl'}:21: duplicate" in message
+
+
+def test_caps_sample_after_validation(tiny_tokenizer):
     raw = load_splits(DataConfig(source="synthetic:viggo"))
-    out = prepare_splits(raw, DataConfig(source="synthetic:viggo", max_train_samples=10), tiny_tokenizer)
-    assert len(out["train"]) == 10 and out["train"][0]["source"].startswith("synthetic:viggo/train:")
-    assert [m["role"] for m in out["test"][0]["messages"]] == ["system", "user", "assistant"]
+    prepared = prepare(raw, DataConfig(source="synthetic:viggo", max_train_samples=10), tiny_tokenizer)
+    assert prepared.report.splits["train"].used == 10 and prepared.report.splits["train"].accepted == 96
+    rec = prepared.splits["train"][0]
+    assert rec["source"].startswith("synthetic:viggo/train:") and [m["role"] for m in rec["messages"]] == [
+        "system", "user", "assistant"]
 
 
 def test_eval_selection_spreads_over_test_split():

@@ -1,13 +1,15 @@
-import torch
-
+from tuneline.chat_format import IGNORE, tokenize_segments
 from tuneline.config import EvaluationConfig, LoraConfig, TrainingConfig
-from tuneline.training import IGNORE, PadCollator, tokenize_example
+from tuneline.training import PadCollator
+
+PROMPT = {"text": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "train": False}
+ANSWER = {"text": "request(genres[puzzle])<|im_end|>", "train": True}
 
 
 def test_labels_cover_answer_and_eos_even_when_pad_is_eos(tiny_tokenizer):
     tok = tiny_tokenizer
     assert tok.pad_token_id == tok.eos_token_id  # the trap this guards against
-    ex = tokenize_example(tok, "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "request(genres[puzzle])<|im_end|>", 64)
+    ex = tokenize_segments(tok, [PROMPT, ANSWER], 64)
     targets = [t for t in ex["labels"] if t != IGNORE]
     assert targets[-1] == tok.eos_token_id
     assert tok.decode(targets[:-1]) == "request(genres[puzzle])"
@@ -18,24 +20,24 @@ def test_labels_cover_answer_and_eos_even_when_pad_is_eos(tiny_tokenizer):
 
 
 def test_truncation_keeps_answer(tiny_tokenizer):
-    ex = tokenize_example(tiny_tokenizer, "x " * 200, "request(genres[puzzle])<|im_end|>", 32)
-    assert len(ex["input_ids"]) == 32 and ex["labels"][-1] == tiny_tokenizer.eos_token_id
+    ex = tokenize_segments(tiny_tokenizer, [{"text": "x " * 200, "train": False}, ANSWER], 32)
+    assert len(ex["input_ids"]) == 32 and ex["labels"][-1] == tiny_tokenizer.eos_token_id and ex["truncated"]
 
 
 def test_lora_training_learns_and_adapter_generates(tiny_model_dir, tiny_tokenizer, tmp_path):
     """Real peft + Trainer on the tiny model: loss falls, and the saved adapter loads for evaluation."""
-    from tuneline.chat_format import prepare_splits
     from tuneline.config import DataConfig
     from tuneline.evaluation import evaluate_model
     from tuneline.sources import load_splits
     from tuneline.training import train_lora
+    from tuneline.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
-    splits = prepare_splits(load_splits(data), data, tiny_tokenizer)
+    splits = prepare(load_splits(data), data, tiny_tokenizer).splits
     logged = []
     result = train_lora(
         tiny_model_dir, splits["train"], splits["validation"], LoraConfig(r=8, alpha=16, dropout=0.0),
-        TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10), tmp_path,
+        TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10), tmp_path, max_seq_len=128,
         on_metrics=lambda step, values: logged.append((step, values)),
     )
     losses = [h["loss"] for h in result.history]

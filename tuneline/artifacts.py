@@ -22,3 +22,10 @@ class LoraAdapter:
     path: str
     base_model: str
     train_summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class Quarantine:
+    """Rejected rows: `{"split", "file", "line", "reason", "detail", "raw"}` each, the raw row kept whole."""
+
+    rows: list[dict]

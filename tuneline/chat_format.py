@@ -1,66 +1,71 @@
-"""Rows -> chat messages -> (prompt, completion) strings rendered with the base model's chat template.
+"""Chat messages -> text rendered with the base model's chat template, split into what the model reads and
+what it must learn to write.
 
-Training and generation both start from the same rendered `prompt`, so what the model learns to continue is
-exactly what it is asked to continue at evaluation time.
+`render` returns the evaluation `prompt` (everything before the last answer, with the generation prompt) and
+training `segments`: `[{"text", "train"}]` pieces whose concatenation is the whole conversation, where every
+assistant answer (EOS included) is a `train` piece. Training and generation start from the same rendering.
 """
 
 from __future__ import annotations
 
-import random
+import logging
 
-from tuneline.config import DataConfig
-from tuneline.sources import DataError
+from tuneline.formats import RowError
 
+log = logging.getLogger(__name__)
 
-def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:
-    where = f"{row.get('_file', '<row>')}:{row.get('_line', '?')}"
-    for field in (cfg.input_field, cfg.output_field):
-        value = row.get(field)
-        if not isinstance(value, str) or not value.strip():
-            problem = "missing" if field not in row else "empty or not a string"
-            raise DataError(f"{where}: field '{field}' is {problem}")
-    messages = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
-    return messages + [
-        {"role": "user", "content": row[cfg.input_field].strip()},
-        {"role": "assistant", "content": row[cfg.output_field].strip()},
-    ]
+IGNORE = -100
+
+# Used when a base model's tokenizer has no chat template (base, non-instruct models): ChatML, the format of
+# SmolLM2, Qwen2.5 and many others. Its markers are plain text to such a tokenizer; EOS ends each answer.
+FALLBACK_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 
 
-def render(tokenizer, messages: list[dict[str, str]]) -> dict[str, str]:
-    """Split the templated conversation into the prompt and the answer the model must produce, EOS included."""
-    if not tokenizer.chat_template:
-        raise ValueError("the base model's tokenizer has no chat template; use an instruct/chat model")
-    full = tokenizer.apply_chat_template(messages, tokenize=False)
-    prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-    if not full.startswith(prompt):
-        raise ValueError("chat template renders the prompt differently with and without the answer")
-    completion = full[len(prompt) :]
+def ensure_chat_template(tokenizer) -> bool:
+    """Give a template-less tokenizer the fallback; returns True when it did."""
+    if tokenizer.chat_template:
+        return False
+    tokenizer.chat_template = FALLBACK_TEMPLATE
+    log.warning("base model has no chat template; using the ChatML fallback (see tuneline/chat_format.py)")
+    return True
+
+
+def _template(tokenizer, messages, generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def render(tokenizer, messages: list[dict[str, str]]) -> dict:
     eos = tokenizer.eos_token
-    # Templates append separators after EOS (ChatML adds "\n"); the model must learn to stop at EOS itself.
-    if eos in completion:
-        completion = completion[: completion.rindex(eos) + len(eos)]
-    else:
-        completion += eos
-    return {"prompt": prompt, "completion": completion}
+    segments: list[dict] = []
+    done = ""  # text covered by segments so far
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        before = _template(tokenizer, messages[:i], True)
+        upto = _template(tokenizer, messages[: i + 1], False)
+        if not (before.startswith(done) and upto.startswith(before)):
+            raise RowError("template_mismatch", "chat template renders earlier turns differently as the chat grows")
+        answer = upto[len(before) :]
+        # Templates put separators after EOS (ChatML adds "\n"); the answer ends at EOS so the model learns to stop.
+        answer = answer[: answer.rindex(eos) + len(eos)] if eos in answer else answer + eos
+        segments += [{"text": before[len(done) :], "train": False}, {"text": answer, "train": True}]
+        done = before + answer
+    return {"prompt": _template(tokenizer, messages[:-1], True), "segments": segments}
 
 
-def _sample(rows: list, cap: int | None, seed: int) -> list:
-    if cap is None or cap >= len(rows):
-        return rows
-    picked = sorted(random.Random(seed).sample(range(len(rows)), cap))
-    return [rows[i] for i in picked]
-
-
-def prepare_splits(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer) -> dict[str, list[dict]]:
-    caps = {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples, "test": cfg.max_test_samples}
-    out: dict[str, list[dict]] = {}
-    for split, rows in raw.items():
-        records = []
-        for row in _sample(rows, caps.get(split), cfg.seed):
-            messages = to_messages(row, cfg)
-            records.append({"messages": messages, **render(tokenizer, messages), "source": f"{row['_file']}:{row['_line']}"})
-        out[split] = records
-    missing = [s for s in ("train", "test") if not out.get(s)]
-    if missing:
-        raise DataError(f"data.source '{cfg.source}': split(s) {missing} are empty")
-    return out
+def tokenize_segments(tokenizer, segments: list[dict], max_len: int) -> dict:
+    """Token ids and labels (IGNORE outside answers). Over-long rows lose their start, never the last answer;
+    `truncated` says whether that happened."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for seg in segments:
+        part = tokenizer(seg["text"], add_special_tokens=False)["input_ids"]
+        if seg["train"] and (not part or part[-1] != tokenizer.eos_token_id):
+            part = part + [tokenizer.eos_token_id]
+        ids += part
+        labels += part if seg["train"] else [IGNORE] * len(part)
+    cut = max(0, len(ids) - max_len)
+    return {"input_ids": ids[cut:], "labels": labels[cut:], "truncated": cut > 0, "n_tokens": len(ids)}

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 TaskName = Literal["viggo", "json", "text"]
+DataFormat = Literal["auto", "chat", "instruction", "prompt_completion", "fields"]
 
 
 class _Section(BaseModel):
@@ -21,15 +22,16 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    """Where the rows come from and how they become chat messages."""
+    """Where the rows come from, how they become chat messages, and which rows are fit to train on."""
 
     source: str = Field(
         "gem/viggo",
-        description="Hub dataset id, local .jsonl file or folder of split files, or 'synthetic:viggo'.",
+        description="Hub dataset id, a .jsonl/.json/.csv/.parquet file, a folder of split files, or 'synthetic:viggo'.",
     )
     task: TaskName = "viggo"
-    input_field: str = "target"
-    output_field: str = "meaning_representation"
+    format: DataFormat = Field("auto", description="Row format; 'auto' detects it per row from the keys present.")
+    input_field: str = Field("target", description="For format 'fields': the user message.")
+    output_field: str = Field("meaning_representation", description="For format 'fields': the answer.")
     system_prompt: str = (
         "Convert the sentence about a video game into a meaning representation: "
         "act(slot[value], ...)."
@@ -38,6 +40,13 @@ class DataConfig(_Section):
     max_validation_samples: int | None = Field(None, ge=1)
     max_test_samples: int | None = Field(None, ge=1)
     seed: int = 42
+    max_seq_len: int = Field(256, ge=16, description="Token limit for one rendered conversation.")
+    overlong: Literal["quarantine", "truncate"] = Field(
+        "quarantine", description="Rows over max_seq_len: quarantine them, or cut the start of the prompt."
+    )
+    max_reject_fraction: float = Field(
+        0.05, ge=0.0, le=1.0, description="Fail the run when more than this share of input rows is quarantined."
+    )
 
 
 class ModelConfig(_Section):
@@ -62,7 +71,6 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
-    max_seq_len: int = Field(256, ge=16)
     logging_steps: int = Field(10, ge=1)
     seed: int = 42
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")

@@ -47,3 +47,52 @@ def _preview_text(row: dict) -> str:
     if "messages" in row:
         return "\n".join(f"{m['role']}: {m['content']}" for m in row["messages"])
     return "\n".join(f"{k}: {v}" for k, v in row.items() if not k.startswith("_"))
+
+
+def _bars_svg(histogram: list[tuple[int, int, int]], limit: int, width: int = 520, height: int = 140) -> str:
+    """Token-length histogram as inline SVG (no plotting library, renders anywhere HTML does)."""
+    if not histogram:
+        return "<p>no accepted rows</p>"
+    top = max(c for _, _, c in histogram) or 1
+    bar = width / len(histogram)
+    rects = "".join(
+        f'<rect x="{i * bar:.1f}" y="{height - c / top * height:.1f}" width="{bar - 1:.1f}" '
+        f'height="{c / top * height:.1f}" fill="{"#d93025" if hi > limit else "#1a73e8"}">'
+        f"<title>{lo}-{hi} tokens: {c} rows</title></rect>"
+        for i, (lo, hi, c) in enumerate(histogram)
+    )
+    lo, hi = histogram[0][0], histogram[-1][1]
+    return (f'<svg width="{width}" height="{height + 16}">{rects}<text x="0" y="{height + 14}" font-size="11">{lo}'
+            f'</text><text x="{width - 30}" y="{height + 14}" font-size="11">{hi}</text></svg>')
+
+
+def data_report_html(report) -> str:
+    verdict = "passed" if report.passed else "FAILED"
+    splits = _table(
+        ["split", "input", "accepted", "quarantined", "truncated", "used"],
+        [[escape(s), c.input, c.accepted, c.quarantined, c.truncated, c.used] for s, c in report.splits.items()],
+    )
+    reasons = _table(
+        ["split", "reason", "rows"],
+        [[escape(s), escape(r), n] for s, rs in report.reasons.items() for r, n in rs.items()] or [["-", "none", 0]],
+    )
+    coverage = _table(["field", "rows with it"], [[escape(k), f"{v:.1%}"] for k, v in report.field_coverage.items()])
+    stats = ", ".join(f"{k} {v:.0f}" for k, v in report.token_lengths.items())
+    fallback = "<p>The base model has no chat template: the ChatML fallback was used.</p>" if report.chat_template_fallback else ""
+    return (
+        f"<html><head>{_STYLE}</head><body><h2>Data report: {verdict}</h2>"
+        f"<p>{report.reject_fraction:.2%} of input rows quarantined (limit {report.max_reject_fraction:.2%}). "
+        f"Formats: {escape(str(report.formats))}</p>{fallback}{splits}<h3>Quarantined by reason</h3>{reasons}"
+        f"<h3>Token lengths (accepted rows; red: over max_seq_len {report.max_seq_len})</h3><p>{stats}</p>"
+        f"{_bars_svg(report.histogram, report.max_seq_len)}<h3>Field coverage</h3>{coverage}</body></html>"
+    )
+
+
+def quarantine_html(rows: list[dict], preview: int = 100) -> str:
+    shown = [
+        [escape(f"{r['file']}:{r['line']}"), escape(r["split"]), escape(r["reason"]), escape(r["detail"]),
+         f"<pre>{escape(str(r['raw'])[:500])}</pre>"]
+        for r in rows[:preview]
+    ]
+    return (f"<html><head>{_STYLE}</head><body><h2>Quarantine: {len(rows)} rows</h2>"
+            f"{_table(['where', 'split', 'reason', 'detail', 'raw row'], shown)}</body></html>")

@@ -1,17 +1,18 @@
-"""Load raw rows per split from a hub id, a local JSONL file or folder, the offline mirror, or synthetic data.
+"""Load raw rows per split from a hub id, a local file or folder of split files, the offline mirror, or synthetic data.
 
-Each row carries `_file` and `_line` so every later error can name where the row came from.
+Each row carries `_file` and `_line` so every later error can name where the row came from; rows that could
+not be read arrive as error rows (see `readers`) and are quarantined by `validation`, never dropped here.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
 from pathlib import Path
 
 from tuneline.config import DataConfig
+from tuneline.readers import SUFFIXES, FileError, read_file
 
 log = logging.getLogger(__name__)
 
@@ -26,24 +27,6 @@ class DataError(ValueError):
 def mirror_root() -> Path | None:
     value = os.environ.get("TUNELINE_MIRROR")
     return Path(value) if value else None
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    rows = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not UTF-8 ({err.reason} at byte {err.start})") from None
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}:{lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            rows.append({**obj, "_file": str(path), "_line": lineno})
-    return rows
 
 
 def _split_one(rows: list[dict], seed: int) -> dict[str, list[dict]]:
@@ -62,11 +45,33 @@ def _split_one(rows: list[dict], seed: int) -> dict[str, list[dict]]:
     }
 
 
+SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
+
+
+def _split_files(folder: Path) -> dict[str, Path]:
+    found = {}
+    for split, stems in SPLIT_ALIASES.items():
+        matches = [folder / f"{stem}{suffix}" for stem in stems for suffix in SUFFIXES]
+        matches = [m for m in matches if m.is_file()]
+        if len(matches) > 1:
+            raise DataError(f"{folder}: several files for split '{split}': {[m.name for m in matches]}")
+        if matches:
+            found[split] = matches[0]
+    return found
+
+
+def _read(path: Path) -> list[dict]:
+    try:
+        return read_file(path)
+    except FileError as err:
+        raise DataError(str(err)) from None
+
+
 def _from_folder(folder: Path, seed: int) -> dict[str, list[dict]]:
-    found = {s: folder / f"{s}.jsonl" for s in SPLITS if (folder / f"{s}.jsonl").is_file()}
+    found = _split_files(folder)
     if "train" not in found:
-        raise DataError(f"{folder}: no train.jsonl (expected train.jsonl, validation.jsonl, test.jsonl)")
-    splits = {s: read_jsonl(p) for s, p in found.items()}
+        raise DataError(f"{folder}: no train file (expected train.*, validation.*, test.* with suffix {'/'.join(SUFFIXES)})")
+    splits = {s: _read(p) for s, p in found.items()}
     if set(found) != set(SPLITS):
         log.info("%s has %s only; making seeded splits from train", folder, sorted(found))
         splits = _split_one(splits["train"], seed)
@@ -98,7 +103,7 @@ def load_splits(cfg: DataConfig) -> dict[str, list[dict]]:
         }
     path = Path(source).expanduser()
     if path.is_file():
-        return _split_one(read_jsonl(path), cfg.seed)
+        return _split_one(_read(path), cfg.seed)
     if path.is_dir():
         return _from_folder(path, cfg.seed)
     if looks_like_path(source):
@@ -107,7 +112,7 @@ def load_splits(cfg: DataConfig) -> dict[str, list[dict]]:
 
 
 def looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or Path(source).suffix in {".jsonl", ".json"}
+    return source.startswith((".", "/", "~")) or Path(source).suffix in SUFFIXES
 
 
 def _from_hub_or_mirror(dataset_id: str, seed: int) -> dict[str, list[dict]]:

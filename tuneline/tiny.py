@@ -11,10 +11,6 @@ from pathlib import Path
 
 import torch
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -22,6 +18,7 @@ def build_tiny_tokenizer(vocab_size: int = 400):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    from tuneline.chat_format import FALLBACK_TEMPLATE
     from tuneline.synthetic import corpus
 
     tok = Tokenizer(models.BPE())
@@ -40,7 +37,7 @@ def build_tiny_tokenizer(vocab_size: int = 400):
         eos_token="<|im_end|>",
         pad_token="<|im_end|>",  # pad == eos, like SmolLM2: keeps the EOS-masking bug reachable in tests
         unk_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE,
+        chat_template=FALLBACK_TEMPLATE,
     )
 
 

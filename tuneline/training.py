@@ -15,23 +15,12 @@ from typing import Callable
 
 import torch
 
+from tuneline.chat_format import IGNORE, ensure_chat_template, tokenize_segments
 from tuneline.config import LoraConfig, TrainingConfig
 
 log = logging.getLogger(__name__)
 
-IGNORE = -100
 MetricsHook = Callable[[int, dict[str, float]], None]
-
-
-def tokenize_example(tokenizer, prompt: str, completion: str, max_len: int) -> dict[str, list[int]]:
-    """Prompt tokens get label IGNORE; answer tokens (ending in EOS) are the targets. Left-truncate the prompt."""
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if not c or c[-1] != tokenizer.eos_token_id:
-        c = c + [tokenizer.eos_token_id]
-    c = c[:max_len]
-    p = p[max(0, len(p) - (max_len - len(c))) :] if len(p) + len(c) > max_len else p
-    return {"input_ids": p + c, "labels": [IGNORE] * len(p) + c}
 
 
 @dataclass
@@ -100,6 +89,7 @@ def train_lora(
     lora_cfg: LoraConfig,
     cfg: TrainingConfig,
     output_dir: Path,
+    max_seq_len: int,
     dtype: str = "float32",
     on_metrics: MetricsHook | None = None,
 ) -> TrainResult:
@@ -113,8 +103,9 @@ def train_lora(
         torch.set_num_threads(cfg.threads)
     set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir)
+    ensure_chat_template(tokenizer)  # saved with the adapter, so evaluation renders the same way
     train_set, val_set = (
-        [tokenize_example(tokenizer, r["prompt"], r["completion"], cfg.max_seq_len) for r in records]
+        [tokenize_segments(tokenizer, r["segments"], max_seq_len) for r in records]
         for records in (train_records, validation_records)
     )
 

@@ -1,0 +1,108 @@
+"""Read rows from .jsonl, .json, .csv and .parquet files without ever dropping one.
+
+A line that cannot be read becomes an error row `{"_error": reason, "_detail": ..., "_raw": text}` so the
+validation step can quarantine it with its file and line; every row carries `_file` and `_line`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+ERROR, DETAIL, RAW = "_error", "_detail", "_raw"
+
+
+class FileError(ValueError):
+    """A whole file is unusable (e.g. a .json document that does not parse); names the file and position."""
+
+
+def _error_row(path: Path, line: int, reason: str, detail: str, raw: str) -> dict:
+    return {ERROR: reason, DETAIL: detail, RAW: raw, "_file": str(path), "_line": line}
+
+
+def read_file(path: Path) -> list[dict]:
+    readers = {".jsonl": _read_jsonl, ".json": _read_json, ".csv": _read_csv, ".parquet": _read_parquet}
+    reader = readers.get(path.suffix.lower())
+    if reader is None:
+        raise FileError(f"{path}: unsupported file type '{path.suffix}' (use one of {', '.join(SUFFIXES)})")
+    return reader(path)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            rows.append(_error_row(path, lineno, "encoding", f"not UTF-8 ({err.reason} at byte {err.start})",
+                                   raw.decode("utf-8", "replace")))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            last = lineno == len(lines) and not data.endswith(b"\n")
+            detail = f"not valid JSON: {err.msg} (column {err.colno})" + ("; truncated last line" if last else "")
+            rows.append(_error_row(path, lineno, "unparseable", detail, text))
+            continue
+        if not isinstance(obj, dict):
+            rows.append(_error_row(path, lineno, "unparseable", f"expected a JSON object, got {type(obj).__name__}", text))
+            continue
+        rows.append({**obj, "_file": str(path), "_line": lineno})
+    return rows
+
+
+def _read_json(path: Path) -> list[dict]:
+    """A JSON array of objects (or {"data": [...]}); `_line` is the record's position, counted from 1."""
+    try:
+        doc = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise FileError(f"{path}: not UTF-8 at byte {err.start}; the whole document is unreadable") from None
+    except json.JSONDecodeError as err:
+        raise FileError(f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
+    if isinstance(doc, dict) and isinstance(doc.get("data"), list):
+        doc = doc["data"]
+    if not isinstance(doc, list):
+        raise FileError(f"{path}: expected a JSON array of objects (or {{\"data\": [...]}})")
+    return [
+        {**item, "_file": str(path), "_line": i}
+        if isinstance(item, dict)
+        else _error_row(path, i, "unparseable", f"record is a {type(item).__name__}, not an object", json.dumps(item))
+        for i, item in enumerate(doc, start=1)
+    ]
+
+
+def _read_csv(path: Path) -> list[dict]:
+    """`_line` is the line where the record ends; bytes that are not UTF-8 make that row an `encoding` error."""
+    rows = []
+    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+        reader = csv.DictReader(fh)
+        for record in reader:
+            line = reader.line_num
+            raw = ",".join("" if v is None else str(v) for v in record.values())
+            if None in record or None in record.values():
+                rows.append(_error_row(path, line, "unparseable", "wrong number of columns", _printable(raw)))
+            elif any(_has_surrogates(v) for v in record.values()):
+                rows.append(_error_row(path, line, "encoding", "not UTF-8", _printable(raw)))
+            else:
+                rows.append({**record, "_file": str(path), "_line": line})
+    return rows
+
+
+def _has_surrogates(value) -> bool:
+    return isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value)
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return [{**row, "_file": str(path), "_line": i} for i, row in enumerate(pq.read_table(path).to_pylist(), start=1)]

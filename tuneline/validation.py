@@ -1,0 +1,196 @@
+"""Turn raw rows into training records, quarantining every row that is unfit, with its reason.
+
+Order of checks per split: unreadable (`encoding`, `unparseable`), format problems (`missing_field`,
+`empty_field`, `invalid_field`, `invalid_role`, `template_mismatch`), length (`too_long`, or truncated and
+counted), exact duplicates within the split (`duplicate`), then `leakage`: a train row whose normalized user
+input also appears in test. Accepted + quarantined = input for every split; nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+
+from pydantic import BaseModel
+
+from tuneline.chat_format import render, tokenize_segments
+from tuneline.config import DataConfig
+from tuneline.formats import RowError, detect_format, to_messages, user_input
+from tuneline.readers import DETAIL, ERROR, RAW
+from tuneline.sources import DataError
+
+HISTOGRAM_BINS = 20
+
+
+class SplitCounts(BaseModel):
+    input: int = 0
+    accepted: int = 0
+    quarantined: int = 0
+    truncated: int = 0
+    used: int = 0  # accepted rows kept after data.max_*_samples caps
+
+
+class DataReport(BaseModel):
+    splits: dict[str, SplitCounts]
+    reasons: dict[str, dict[str, int]]  # split -> reason -> count
+    formats: dict[str, int]
+    field_coverage: dict[str, float]  # share of readable raw rows with the field present and non-empty
+    token_lengths: dict[str, float]  # min, mean, p50, p95, max over accepted rows
+    histogram: list[tuple[int, int, int]]  # (low, high, count) of token lengths of accepted rows
+    max_seq_len: int
+    chat_template_fallback: bool
+    reject_fraction: float
+    max_reject_fraction: float
+
+    @property
+    def passed(self) -> bool:
+        return self.reject_fraction <= self.max_reject_fraction
+
+    def reason_totals(self) -> dict[str, int]:
+        total: Counter = Counter()
+        for counts in self.reasons.values():
+            total.update(counts)
+        return dict(total.most_common())
+
+    def metrics(self) -> dict[str, float]:
+        """Flat numbers for an experiment tracker."""
+        out = {f"{split}.{k}": float(v) for split, c in self.splits.items() for k, v in c.model_dump().items()}
+        out |= {f"quarantined.{reason}": float(n) for reason, n in self.reason_totals().items()}
+        out |= {f"tokens.{k}": v for k, v in self.token_lengths.items()}
+        return out | {"reject_fraction": self.reject_fraction}
+
+
+class Prepared(BaseModel):
+    splits: dict[str, list[dict]]
+    quarantine: list[dict]
+    report: DataReport
+
+
+def _quarantine(split: str, row: dict, reason: str, detail: str) -> dict:
+    raw = row.get(RAW) if ERROR in row else {k: v for k, v in row.items() if not k.startswith("_")}
+    return {"split": split, "file": row.get("_file"), "line": row.get("_line"), "reason": reason, "detail": detail,
+            "raw": raw}
+
+
+def _sample(rows: list, cap: int | None, seed: int) -> list:
+    if cap is None or cap >= len(rows):
+        return rows
+    picked = sorted(random.Random(seed).sample(range(len(rows)), cap))
+    return [rows[i] for i in picked]
+
+
+def _histogram(lengths: list[int]) -> list[tuple[int, int, int]]:
+    if not lengths:
+        return []
+    lo, hi = min(lengths), max(lengths)
+    width = max(1, -(-(hi - lo + 1) // HISTOGRAM_BINS))
+    counts = Counter((n - lo) // width for n in lengths)
+    return [(lo + b * width, lo + (b + 1) * width - 1, counts.get(b, 0)) for b in range(max(counts) + 1)]
+
+
+def _length_stats(lengths: list[int]) -> dict[str, float]:
+    if not lengths:
+        return {}
+    s = sorted(lengths)
+    return {"min": s[0], "mean": sum(s) / len(s), "p50": s[len(s) // 2], "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+            "max": s[-1]}
+
+
+def _coverage(raw: dict[str, list[dict]]) -> dict[str, float]:
+    readable = [r for rows in raw.values() for r in rows if ERROR not in r]
+    if not readable:
+        return {}
+    present: Counter = Counter()
+    for r in readable:
+        present.update(k for k, v in r.items() if not k.startswith("_") and v not in (None, "", [], {}))
+    return {k: n / len(readable) for k, n in sorted(present.items())}
+
+
+def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fallback: bool = False) -> Prepared:
+    quarantine: list[dict] = []
+    counts = {split: SplitCounts(input=len(rows)) for split, rows in raw.items()}
+    formats: Counter = Counter()
+    accepted: dict[str, list[dict]] = {}
+    for split, rows in raw.items():
+        seen: set[str] = set()
+        kept = []
+        for row in rows:
+            if ERROR in row:
+                quarantine.append(_quarantine(split, row, row[ERROR], row[DETAIL]))
+                continue
+            try:
+                messages = to_messages(row, cfg)
+                rendered = render(tokenizer, messages)
+            except RowError as err:
+                quarantine.append(_quarantine(split, row, err.reason, str(err)))
+                continue
+            n_tokens = tokenize_segments(tokenizer, rendered["segments"], cfg.max_seq_len)["n_tokens"]
+            if n_tokens > cfg.max_seq_len and cfg.overlong == "quarantine":
+                quarantine.append(_quarantine(split, row, "too_long", f"{n_tokens} tokens > data.max_seq_len {cfg.max_seq_len}"))
+                continue
+            key = json.dumps(messages, sort_keys=True)
+            if key in seen:
+                quarantine.append(_quarantine(split, row, "duplicate", "same conversation appears earlier in this split"))
+                continue
+            seen.add(key)
+            counts[split].truncated += n_tokens > cfg.max_seq_len
+            kept.append((row, {"messages": messages, **rendered, "n_tokens": n_tokens,
+                               "source": f"{row['_file']}:{row['_line']}"}))
+        accepted[split] = kept
+
+    test_inputs = {user_input(rec["messages"]) for _, rec in accepted.get("test", [])}
+    if "train" in accepted and test_inputs:
+        clean = []
+        for row, rec in accepted["train"]:
+            if user_input(rec["messages"]) in test_inputs:
+                quarantine.append(_quarantine("train", row, "leakage", "its input also appears in the test split"))
+            else:
+                clean.append((row, rec))
+        accepted["train"] = clean
+
+    caps = {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples, "test": cfg.max_test_samples}
+    splits = {}
+    for split, kept in accepted.items():
+        formats.update(detect_format(row, cfg) for row, _ in kept)
+        counts[split].accepted = len(kept)
+        splits[split] = _sample([rec for _, rec in kept], caps.get(split), cfg.seed)
+        counts[split].used = len(splits[split])
+    reasons: dict[str, Counter] = {split: Counter() for split in raw}
+    for q in quarantine:
+        reasons[q["split"]][q["reason"]] += 1
+    for split, c in counts.items():
+        c.quarantined = sum(reasons[split].values())
+        if c.accepted + c.quarantined != c.input:
+            raise RuntimeError(f"row accounting broken for split {split}: {c}")
+
+    lengths = [rec["n_tokens"] for kept in accepted.values() for _, rec in kept]
+    total_in = sum(c.input for c in counts.values())
+    report = DataReport(
+        splits=counts,
+        reasons={s: dict(r.most_common()) for s, r in reasons.items()},
+        formats=dict(formats),
+        field_coverage=_coverage(raw),
+        token_lengths=_length_stats(lengths),
+        histogram=_histogram(lengths),
+        max_seq_len=cfg.max_seq_len,
+        chat_template_fallback=template_fallback,
+        reject_fraction=len(quarantine) / total_in if total_in else 0.0,
+        max_reject_fraction=cfg.max_reject_fraction,
+    )
+    missing = [s for s in ("train", "test") if not splits.get(s)]
+    if missing and report.passed:
+        raise DataError(f"data.source '{cfg.source}': no usable rows in split(s) {missing}")
+    return Prepared(splits=splits, quarantine=quarantine, report=report)
+
+
+def gate_message(report: DataReport, quarantine: list[dict], examples: int = 5) -> str:
+    """Why a run stops: the share, the counts by reason, and the first rejected rows with file and line."""
+    lines = [
+        f"{report.reject_fraction:.1%} of input rows were quarantined, above data.max_reject_fraction "
+        f"{report.max_reject_fraction:.1%}; counts by reason: {report.reason_totals()}",
+    ]
+    lines += [f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in quarantine[:examples]]
+    if len(quarantine) > examples:
+        lines.append(f"  ... and {len(quarantine) - examples} more in the 'quarantine' artifact")
+    return "\n".join(lines)
