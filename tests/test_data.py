@@ -228,3 +228,14 @@ def test_eval_selection_spreads_over_test_split():
     assert select_test(records, EvaluationConfig(max_samples=3)) == [0, 10, 20]
     assert select_test(records, EvaluationConfig(max_samples=None)) == records
     assert select_test(records[:2], EvaluationConfig(max_samples=5)) == [0, 1]
+
+
+def test_duplicates_across_splits_leave_test_intact(tiny_tokenizer):
+    raw = {"train": [{**row(1), "_file": "tr", "_line": 1}, {**row(2), "_file": "tr", "_line": 2},
+                     {**row(4), "_file": "tr", "_line": 3}],
+           "validation": [{**row(2), "_file": "va", "_line": 1}],
+           "test": [{**row(1), "_file": "te", "_line": 1}, {**row(3), "_file": "te", "_line": 2}]}
+    prepared = prepare(raw, DataConfig(system_prompt="", max_reject_fraction=1.0), tiny_tokenizer)
+    assert prepared.report.reasons == {"train": {"duplicate": 2}, "validation": {}, "test": {}}
+    assert [r["source"] for r in prepared.splits["test"]] == ["te:1", "te:2"]
+    assert list(prepared.splits) == ["train", "validation", "test"]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = {
     "load_data": "raw_data",
-    "prepare_dataset": "chat_dataset",
+    "prepare_dataset": "chat_dataset",  # also "quarantine" and "data_report"
     "train_lora": "lora_adapter",
     "evaluate_base": "eval_base",
     "evaluate_tuned": "eval_tuned",
@@ -59,7 +60,11 @@ def test_artifacts_named_and_loadable(runs):
     run = Client().get_pipeline_run(runs[0]["zenml_run_id"])
     for step, name in ARTIFACTS.items():
         assert name in run.steps[step].outputs, (step, list(run.steps[step].outputs))
-    out = lambda step: run.steps[step].outputs[ARTIFACTS[step]][0]  # noqa: E731
+    assert {"quarantine", "data_report"} <= set(run.steps["prepare_dataset"].outputs)
+
+    def out(step):
+        return run.steps[step].outputs[ARTIFACTS[step]][0]
+
     dataset = out("prepare_dataset").load()
     assert isinstance(dataset, ChatDataset) and {"train", "validation", "test"} <= set(dataset.splits)
     adapter = out("train_lora").load()
@@ -116,9 +121,10 @@ def test_second_run_is_cached_and_never_demotes(runs):
 
     first, second, forced, _ = runs
     run = Client().get_pipeline_run(second["zenml_run_id"])
-    for step in ("load_data", "prepare_dataset", "train_lora"):
+    for step in ("prepare_dataset", "train_lora", "evaluate_tuned"):
         assert run.steps[step].status == ExecutionStatus.CACHED, step
-    assert run.steps["promote"].status == ExecutionStatus.COMPLETED
+    for step in ("load_data", "promote"):  # always run: data as it is now, registry as it is now
+        assert run.steps[step].status == ExecutionStatus.COMPLETED, step
     assert second["model_version_number"] == first["model_version_number"] + 1
     assert not second["promoted"] and second["tuned_metrics"] == first["tuned_metrics"]
     if first["promoted"]:
@@ -142,17 +148,62 @@ def test_missing_data_path_fails_before_zenml(tmp_path):
     assert proc.returncode == 2 and "data.source: no such file or folder" in proc.stderr
 
 
-def test_malformed_jsonl_line_fails_before_training(tmp_path):
+def _good_rows(n):
+    return [json.dumps({"target": f"I think Game {i} is good.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])"})
+            for i in range(n)]
+
+
+def test_malformed_jsonl_line_is_quarantined_and_stops_before_training(tmp_path):
     from zenml.client import Client
+    from zenml.enums import ExecutionStatus
 
     data = tmp_path / "data.jsonl"
-    good = json.dumps({"target": "I think Doom is good.", "meaning_representation": "give_opinion(name[Doom], rating[good])"})
-    data.write_text("\n".join([good] * 5 + ['{"target": "cut off', good]) + "\n")
-    before = Client().list_pipeline_runs(size=100).total
+    rows = _good_rows(7)
+    data.write_text("\n".join(rows[:5] + ['{"target": "cut off'] + rows[5:]) + "\n")
     _, proc = run_cli("--config", "configs/smoke.yaml", "--set", f"data.source={data}",
                       tmp_path=tmp_path, expect_ok=False)
     assert proc.returncode == 1
-    assert f"{data}:6: not valid JSON" in proc.stderr
-    runs = Client().list_pipeline_runs(size=100, sort_by="desc:created")
-    assert runs.total == before + 1
-    assert "train_lora" not in runs.items[0].steps or runs.items[0].steps["train_lora"].status != "completed"
+    assert "12.5% of input rows were quarantined, above data.max_reject_fraction 5.0%" in proc.stderr
+    assert f"{data}:6: unparseable: not valid JSON" in proc.stderr
+    run = Client().get_pipeline("finetune").last_run
+    assert run.steps["check_data"].status == ExecutionStatus.FAILED
+    assert "train_lora" not in run.steps or run.steps["train_lora"].status != ExecutionStatus.COMPLETED
+    quarantine = run.steps["prepare_dataset"].outputs["quarantine"][0].load()
+    assert [(q["line"], q["reason"]) for q in quarantine.rows] == [(6, "unparseable")]
+    assert quarantine.rows[0]["raw"] == '{"target": "cut off'
+
+
+def _prepare_only(tmp_path, *args):
+    proc = subprocess.run([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--prepare-only", *args],
+                          cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    return proc
+
+
+def test_prepare_only_reports_messy_file_and_caches_on_content(tmp_path):
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    data = tmp_path / "messy.jsonl"
+    rows = _good_rows(40)
+    data.write_bytes(("\n".join(rows + [rows[0], '{"target": "x"}']) + "\n").encode() + b'{"target": "\xff"}\n')
+    proc = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    for reason in ("duplicate", "missing_field", "encoding"):
+        assert re.search(rf"quarantined \w+\s+{reason}\s+1\b", out), (reason, out[-1500:])
+    assert re.search(r"quarantined share: 6\.98% \(limit 10\.00%\) -> passed", out)
+    report = Client().get_pipeline("prepare_data").last_run.steps["prepare_dataset"].outputs["data_report"][0].load()
+    assert sum(c.input for c in report.splits.values()) == 43
+    assert sum(c.accepted + c.quarantined for c in report.splits.values()) == 43
+
+    again = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.1")
+    steps = Client().get_pipeline("prepare_data").last_run.steps
+    assert again.returncode == 0 and steps["prepare_dataset"].status == ExecutionStatus.CACHED
+    data.write_text("\n".join(_good_rows(41)) + "\n")  # the file changed: prepare must run again
+    changed = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.1")
+    steps = Client().get_pipeline("prepare_data").last_run.steps
+    assert changed.returncode == 0 and steps["prepare_dataset"].status == ExecutionStatus.COMPLETED
+
+    strict = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.0",
+                           "--set", "data.max_seq_len=16")
+    assert strict.returncode == 1 and "too_long" in strict.stdout and "above data.max_reject_fraction" in strict.stderr

@@ -1,9 +1,9 @@
 """Turn raw rows into training records, quarantining every row that is unfit, with its reason.
 
-Order of checks per split: unreadable (`encoding`, `unparseable`), format problems (`missing_field`,
-`empty_field`, `invalid_field`, `invalid_role`, `template_mismatch`), length (`too_long`, or truncated and
-counted), exact duplicates within the split (`duplicate`), then `leakage`: a train row whose normalized user
-input also appears in test. Accepted + quarantined = input for every split; nothing is silently dropped.
+Order of checks: unreadable (`encoding`, `unparseable`), format problems (`missing_field`, `empty_field`,
+`invalid_field`, `invalid_role`, `template_mismatch`), length (`too_long`, or truncated and counted), exact
+duplicates across all splits (`duplicate`; the test copy is kept), then `leakage`: a train row whose
+normalized user input also appears in test. Accepted + quarantined = input for every split; nothing is lost.
 """
 
 from __future__ import annotations
@@ -112,8 +112,10 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
     counts = {split: SplitCounts(input=len(rows)) for split, rows in raw.items()}
     formats: Counter = Counter()
     accepted: dict[str, list[dict]] = {}
-    for split, rows in raw.items():
-        seen: set[str] = set()
+    seen: set[str] = set()
+    # Test first: a row that is in test and also elsewhere stays in test, its copies go (test stays stable).
+    for split in sorted(raw, key=lambda s: {"test": 0, "validation": 1}.get(s, 2)):
+        rows = raw[split]
         kept = []
         for row in rows:
             if ERROR in row:
@@ -131,10 +133,9 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
                 continue
             key = json.dumps(messages, sort_keys=True)
             if key in seen:
-                quarantine.append(_quarantine(split, row, "duplicate", "same conversation appears earlier in this split"))
+                quarantine.append(_quarantine(split, row, "duplicate", "same conversation appears earlier"))
                 continue
             seen.add(key)
-            counts[split].truncated += n_tokens > cfg.max_seq_len
             kept.append((row, {"messages": messages, **rendered, "n_tokens": n_tokens,
                                "source": f"{row['_file']}:{row['_line']}"}))
         accepted[split] = kept
@@ -151,8 +152,10 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
 
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples, "test": cfg.max_test_samples}
     splits = {}
-    for split, kept in accepted.items():
+    for split in raw:
+        kept = accepted[split]
         formats.update(detect_format(row, cfg) for row, _ in kept)
+        counts[split].truncated = sum(rec["n_tokens"] > cfg.max_seq_len for _, rec in kept)
         counts[split].accepted = len(kept)
         splits[split] = _sample([rec for _, rec in kept], caps.get(split), cfg.seed)
         counts[split].used = len(splits[split])
