@@ -1,6 +1,10 @@
 """tuneline: run the finetune pipeline from one run-config file.
 
     python run.py --config configs/finetune.yaml [--set training.max_steps=50] [--no-cache] [--summary-json out.json]
+    python run.py --config configs/finetune.yaml --prepare-only
+    python run.py --config configs/finetune.yaml --evaluate-only --model-version 3|production|base
+    python run.py review export --config configs/finetune.yaml --model-version production [--n 20] [--out reviews]
+    python run.py review import reviews/review-tuneline-viggo-v3.csv
 """
 
 from __future__ import annotations
@@ -25,8 +29,54 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-cache", action="store_true", help="re-run every step even if ZenML has cached outputs")
     p.add_argument("--prepare-only", action="store_true",
                    help="run only the data steps and print the data report; exit 1 when the reject limit is crossed")
+    p.add_argument("--evaluate-only", action="store_true", help="score --model-version on the test set, no training")
+    p.add_argument("--model-version", help="with --evaluate-only: a version number or name, a stage, or 'base'")
     p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
+    args = p.parse_args(argv)
+    if args.evaluate_only and not args.model_version:
+        p.error("--evaluate-only needs --model-version (a number, a stage such as production, or base)")
+    return args
+
+
+def parse_review_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py review", description="Human review sheets for a model version.")
+    sub = p.add_subparsers(dest="action", required=True)
+    ex = sub.add_parser("export", help="write a CSV and HTML sheet of sampled test examples to score 1-5")
+    ex.add_argument("--config", required=True)
+    ex.add_argument("--model-version", default="production")
+    ex.add_argument("--n", type=int, default=20)
+    ex.add_argument("--seed", type=int, default=0)
+    ex.add_argument("--out", type=Path, default=Path("reviews"))
+    im = sub.add_parser("import", help="validate a scored sheet and log its mean scores")
+    im.add_argument("file", type=Path)
     return p.parse_args(argv)
+
+
+def review(argv: list[str]) -> int:
+    args = parse_review_args(argv)
+    from tuneline.review import ReviewError
+
+    try:
+        if args.action == "export":
+            _, zenml_config = load_run_config(args.config)
+            from runner.review import export
+
+            model_name = zenml_config.get("model", {}).get("name")
+            if not model_name:
+                raise ConfigError(f"{args.config}: no 'model: name:' to take versions from")
+            csv_path, html_path = export(model_name, args.model_version, args.n, args.seed, args.out)
+            print(f"review sheet: {csv_path} (read it as {html_path}); score each row 1-5, then: "
+                  f"python run.py review import {csv_path}")
+        else:
+            from runner.review import import_scores
+
+            model_name, version, means, n = import_scores(args.file)
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in means.items())
+            print(f"imported {n} reviewed rows for {model_name} version {version}: {scores}")
+    except (ReviewError, ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def preflight(config) -> None:
@@ -48,6 +98,9 @@ def _setup_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["review"]:
+        return review(argv[1:])
     args = parse_args(argv)
     _setup_logging()
     try:
@@ -57,8 +110,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from runner.launch import PipelineFailed, launch, launch_prepare  # slow import: bad configs fail first
-    from runner.summary import render_data_report, render_table, write_json
+    from runner.launch import PipelineFailed, launch, launch_evaluate, launch_prepare  # slow: bad configs fail first
+    from runner.summary import render_data_report, render_eval, render_table, write_json
+
+    if args.evaluate_only:
+        try:
+            result = launch_evaluate(config, zenml_config, args.model_version, enable_cache=not args.no_cache)
+        except PipelineFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(render_eval(result))
+        return 0
 
     if args.prepare_only:
         try:

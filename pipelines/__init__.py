@@ -1,3 +1,4 @@
+from pipelines.evaluate_version import evaluate_version
 from pipelines.finetune import finetune, prepare_data
 
-__all__ = ["finetune", "prepare_data"]
+__all__ = ["evaluate_version", "finetune", "prepare_data"]

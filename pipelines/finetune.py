@@ -7,7 +7,7 @@ from steps import check_data, evaluate, load_data, prepare_dataset, promote, tra
 from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, TrainingConfig
 
 
-def _data_steps(data: DataConfig, model: ModelConfig):
+def data_steps(data: DataConfig, model: ModelConfig):
     raw = load_data(data)
     dataset, quarantine, report = prepare_dataset(raw, data, model)
     check_data(report, quarantine)
@@ -17,7 +17,7 @@ def _data_steps(data: DataConfig, model: ModelConfig):
 @pipeline(name="prepare_data")
 def prepare_data(data: DataConfig, model: ModelConfig) -> None:
     """`run.py --prepare-only`: the same data steps (and cache entries) as `finetune`, nothing else."""
-    _data_steps(data, model)
+    data_steps(data, model)
 
 
 @pipeline(name="finetune")
@@ -29,7 +29,7 @@ def finetune(
     evaluation: EvaluationConfig,
     promotion: PromotionConfig,
 ) -> None:
-    dataset = _data_steps(data, model)
+    dataset = data_steps(data, model)
     adapter = train_lora(dataset, data, model, lora, training, after="check_data")
     base_eval = evaluate.with_options(substitutions={"label": "base"})(
         dataset, model, evaluation, task=data.task, label="base", id="evaluate_base", after="check_data"
@@ -37,4 +37,4 @@ def finetune(
     tuned_eval = evaluate.with_options(substitutions={"label": "tuned"})(
         dataset, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"
     )
-    promote(base_eval, tuned_eval, promotion)
+    promote(base_eval, tuned_eval, dataset, model, evaluation, promotion)

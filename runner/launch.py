@@ -10,10 +10,11 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
-from pipelines import finetune, prepare_data
+from pipelines import evaluate_version, finetune, prepare_data
 from runner.stack import ensure_tracking_stack
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
+from tuneline.evaluation import EvalResult
 from tuneline.validation import DataReport
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,18 @@ class PipelineFailed(RuntimeError):
 
 def _run(pipeline, config: TunelineConfig, zenml_config: dict, enable_cache: bool, sections: list[str]):
     stack = ensure_tracking_stack()
+    log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
+    return _call(pipeline, zenml_config, enable_cache, {name: getattr(config, name) for name in sections})
+
+
+def _call(pipeline, zenml_config: dict, enable_cache: bool, params: dict):
     with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
     options = {"config_path": fh.name}
     if not enable_cache:
         options["enable_cache"] = False
-    log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
     try:
-        return pipeline.with_options(**options)(**{name: getattr(config, name) for name in sections})
+        return pipeline.with_options(**options)(**params)
     except RuntimeError as err:
         raise PipelineFailed(_failure_message(pipeline.name, err)) from None
 
@@ -67,6 +72,29 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     if step is None or step.status not in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED):
         raise PipelineFailed(error or "prepare_dataset did not run")
     return step.outputs["data_report"][0].load(), error
+
+
+def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True) -> EvalResult:
+    """Score model version `version` (number, name, stage, or 'base') of the config's model on today's test set."""
+    model_name = zenml_config.get("model", {}).get("name", f"tuneline-{config.data.task}")
+    zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
+    label, adapter_id = "base", None
+    if version != "base":
+        try:
+            mv = Client().get_model_version(model_name, version)
+        except KeyError:
+            raise PipelineFailed(f"model '{model_name}' has no version '{version}'") from None
+        adapter = mv.get_artifact("lora_adapter")
+        if adapter is None:
+            raise PipelineFailed(f"model '{model_name}' version {mv.name} has no 'lora_adapter' artifact")
+        label, adapter_id = f"v{mv.name}", str(adapter.id)
+    params = {"data": config.data, "model": config.model, "evaluation": config.evaluation, "label": label,
+              "adapter_id": adapter_id}
+    stack = ensure_tracking_stack()
+    log.info("running pipeline 'evaluate_version' on stack '%s' for %s version %s", stack, model_name, version)
+    run = _call(evaluate_version, zenml_config, enable_cache, params)
+    step = Client().get_pipeline_run(run.id).steps["evaluate"]
+    return next(iter(step.outputs.values()))[0].load()
 
 
 def collect(run_id) -> RunSummary:

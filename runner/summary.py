@@ -29,7 +29,7 @@ class RunSummary(BaseModel):
 
 
 def render_table(s: RunSummary) -> str:
-    names = sorted(s.tuned_metrics, key=lambda k: (k != s.primary_metric, k))
+    names = sorted((k for k in s.tuned_metrics if not k.startswith("f1.")), key=lambda k: (k != s.primary_metric, k))
     lines = [f"{'metric':<16} {'base':>8} {'tuned':>8} {'delta':>8}", "-" * 43]
     for k in names:
         b, t = s.base_metrics.get(k, float("nan")), s.tuned_metrics[k]
@@ -68,4 +68,10 @@ def render_data_report(report) -> str:
         f"quarantined share: {report.reject_fraction:.2%} (limit {report.max_reject_fraction:.2%}) -> "
         + ("passed" if report.passed else "FAILED"),
     ]
+    return "\n".join(lines)
+
+
+def render_eval(result) -> str:
+    lines = [f"{result.label} model on {result.n_examples} test examples (set {result.test_set_hash}):"]
+    lines += [f"  {k:<16} {v:.4f}" for k, v in sorted(result.metrics.items()) if not k.startswith("f1.")]
     return "\n".join(lines)

@@ -28,14 +28,15 @@ def evaluate(
     result = evaluate_model(
         label,
         task,
-        resolve_base_model(model.base),
+        resolve_base_model(adapter.base_model if adapter else model.base),  # an adapter fits its own base only
         select_test(dataset.splits["test"], evaluation),
         evaluation,
         adapter_dir=Path(adapter.path) if adapter else None,
         dtype=model.dtype,
     )
     tracking.log_metrics(result.metrics, prefix=f"{label}.")
-    tracking.log_metrics({"examples_per_second": result.examples_per_second}, prefix=f"{label}.")
+    tracking.log_metrics({"examples_per_second": result.examples_per_second,
+                          "latency_ms_per_example": result.latency_ms_per_example}, prefix=f"{label}.")
     tracking.log_text(eval_html(result), f"eval/{label}_report.html")
     tracking.log_text(
         "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.predictions),

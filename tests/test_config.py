@@ -39,7 +39,7 @@ def test_unknown_section_is_named(tmp_path):
 
 def test_primary_metric_must_exist_for_task(tmp_path):
     p = write(tmp_path, "parameters:\n  data: {task: text}\n  promotion: {primary_metric: slot_accuracy}\n")
-    with pytest.raises(ConfigError, match="slot_accuracy.*not a metric of task 'text'"):
+    with pytest.raises(ConfigError, match="slot_accuracy.*not a testable metric of task 'text'"):
         load_run_config(p)
 
 

@@ -16,7 +16,7 @@ ARTIFACTS = {
     "train_lora": "lora_adapter",
     "evaluate_base": "eval_base",
     "evaluate_tuned": "eval_tuned",
-    "promote": "promotion_decision",
+    "promote": "promotion_decision",  # also "eval_report"
 }
 
 
@@ -75,6 +75,11 @@ def test_artifacts_named_and_loadable(runs):
     assert base.test_set_hash == tuned.test_set_hash and base.n_examples == tuned.n_examples == 16
     visualizations = out("evaluate_tuned").visualizations
     assert visualizations and visualizations[0].type.value == "html"
+    report = run.steps["promote"].outputs["eval_report"][0]
+    assert report.visualizations[0].type.value == "html"
+    html = report.load()
+    for section in ("Base vs tuned", "Per field", "Error taxonomy", "Guards", "Worst"):
+        assert section in html
 
 
 def test_model_version_stage_and_metadata(runs):
@@ -85,11 +90,13 @@ def test_model_version_stage_and_metadata(runs):
     meta = version.run_metadata
     assert meta["tuned"]["rougeL"] == pytest.approx(first["tuned_metrics"]["rougeL"])
     assert meta["base"]["rougeL"] == pytest.approx(first["base_metrics"]["rougeL"])
-    assert meta["promotion"]["promote"] == first["promoted"]
-    tuned, base = first["tuned_metrics"]["rougeL"], first["base_metrics"]["rougeL"]
-    # The stage follows the rule, whatever the numbers are: promoted exactly when tuned beats base.
-    assert first["promoted"] == (tuned > base)
-    assert first["stage"] == ("production" if tuned > base else None)
+    decision = meta["promotion"]
+    assert decision["promote"] == first["promoted"] and decision["reference"] == "base model"
+    assert decision["ci_low"] <= decision["difference"] <= decision["ci_high"]
+    # The stage follows the rule, whatever the numbers are: the interval above min_gain and every guard ok.
+    rule = decision["ci_low"] > decision["min_gain"] and all(g["ok"] for g in decision["guards"].values())
+    assert first["promoted"] == rule
+    assert first["stage"] == ("production" if rule else None)
 
 
 def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
@@ -113,6 +120,9 @@ def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
     evals = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}
     assert {"eval/tuned_predictions.jsonl", "eval/tuned_report.html", "eval/base_report.html"} <= evals
     assert any(a.path.endswith("loss_curve.png") for a in client.list_artifacts(run.info.run_id, "training"))
+    if first["promoted"]:  # the MLflow registry mirrors the ZenML stage
+        mv = client.get_model_version_by_alias(first["model_name"], "production")
+        assert mv.tags["zenml_version"] == str(first["model_version_number"])
 
 
 def test_second_run_is_cached_and_never_demotes(runs):
@@ -127,6 +137,8 @@ def test_second_run_is_cached_and_never_demotes(runs):
         assert run.steps[step].status == ExecutionStatus.COMPLETED, step
     assert second["model_version_number"] == first["model_version_number"] + 1
     assert not second["promoted"] and second["tuned_metrics"] == first["tuned_metrics"]
+    if first["promoted"]:  # compared with production's stored predictions on the same examples: a tie
+        assert "production version 1" in second["promotion_reason"] and "CI [+0.0000, +0.0000]" in second["promotion_reason"]
     if first["promoted"]:
         still = Client().get_model_version(first["model_name"], first["model_version"])
         assert still.stage == "production"
@@ -207,3 +219,56 @@ def test_prepare_only_reports_messy_file_and_caches_on_content(tmp_path):
     strict = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.0",
                            "--set", "data.max_seq_len=16")
     assert strict.returncode == 1 and "too_long" in strict.stdout and "above data.max_reject_fraction" in strict.stderr
+
+
+def _cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_evaluate_only_reproduces_stored_scores(runs):
+    first = runs[0]
+    version = _cli("--config", "configs/smoke.yaml", "--evaluate-only", "--model-version", str(first["model_version"]))
+    assert version.returncode == 0, version.stderr[-2000:]
+    assert f"rougeL           {first['tuned_metrics']['rougeL']:.4f}" in version.stdout
+    base = _cli("--config", "configs/smoke.yaml", "--evaluate-only", "--model-version", "base")
+    assert base.returncode == 0 and f"rougeL           {first['base_metrics']['rougeL']:.4f}" in base.stdout
+    missing = _cli("--config", "configs/smoke.yaml", "--evaluate-only", "--model-version", "99")
+    assert missing.returncode == 1 and "has no version '99'" in missing.stderr
+
+
+def test_review_export_import_round_trip(runs, tmp_path):
+    import csv
+
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    first = runs[0]
+    exported = _cli("review", "export", "--config", "configs/smoke.yaml", "--model-version",
+                    str(first["model_version"]), "--n", "4", "--out", str(tmp_path))
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    sheet = tmp_path / f"review-{first['model_name']}-v{first['model_version']}.csv"
+    with sheet.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and (tmp_path / sheet.name.replace(".csv", ".html")).is_file()
+    for row, score in zip(rows, ("5", "4", "4", "3")):
+        row.update(relevance=score, accuracy=score, fluency="5", format="2")
+    rows[2]["accuracy"] = "9"
+    with sheet.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    bad = _cli("review", "import", str(sheet))
+    assert bad.returncode == 2 and f"{sheet}:4 (id" in bad.stderr and "got '9'" in bad.stderr
+
+    rows[2]["accuracy"] = "4"
+    with sheet.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    good = _cli("review", "import", str(sheet))
+    assert good.returncode == 0, good.stderr[-2000:]
+    meta = Client().get_model_version(first["model_name"], first["model_version"]).run_metadata["human_review"]
+    assert meta["accuracy"] == pytest.approx(4.0) and meta["format"] == pytest.approx(2.0) and meta["rows"] == 4
+    client = MlflowClient(tracking_uri=first["mlflow_tracking_uri"])
+    assert client.get_run(first["mlflow_run_id"]).data.metrics["review.accuracy"] == pytest.approx(4.0)

@@ -1,27 +1,62 @@
-from tuneline.promotion import decide
+"""Promotion against a reference on the same examples: better, worse, tied, noisy, and a guarded regression."""
 
-BASE = {"exact_match": 0.0}
+import pytest
 
+from tuneline.config import PromotionConfig
+from tuneline.metrics import score
+from tuneline.promotion import decide, paired_bootstrap
 
-def test_first_version_promoted_when_it_beats_base():
-    d = decide("exact_match", {"exact_match": 0.3}, BASE)
-    assert d.promote and "no production version" in d.reason
-
-
-def test_first_version_not_promoted_when_no_better_than_base():
-    assert not decide("exact_match", {"exact_match": 0.0}, BASE).promote
+REF = "give_opinion(name[Doom], rating[good])"
+RIGHT, WRONG = REF, "garbage"
 
 
-def test_beats_production():
-    d = decide("exact_match", {"exact_match": 0.5}, BASE, {"exact_match": 0.4}, "3")
-    assert d.promote and d.production == 0.4 and "version 3" in d.reason
+def rows(n_right: int, n: int = 100, pred_right=RIGHT, pred_wrong=WRONG):
+    return score("viggo", [pred_right] * n_right + [pred_wrong] * (n - n_right), [REF] * n)[1]
 
 
-def test_tie_and_worse_do_not_promote():
-    assert not decide("exact_match", {"exact_match": 0.4}, BASE, {"exact_match": 0.4}, "3").promote
-    assert not decide("exact_match", {"exact_match": 0.3}, BASE, {"exact_match": 0.4}, "3").promote
+CFG = PromotionConfig(guarded_metrics=[])
 
 
-def test_incomparable_production_is_kept():
-    d = decide("exact_match", {"exact_match": 0.9}, BASE, None, "3", production_comparable=False)
-    assert not d.promote and "different test set" in d.reason
+def test_clearly_better_is_promoted():
+    d = decide(CFG, rows(60), rows(20), "production version 1", "1")
+    assert d.promote and d.ci_low > 0 and d.difference == pytest.approx(0.4)
+    assert d.reason.startswith("promote:") and "production version 1" in d.reason
+
+
+def test_worse_is_kept():
+    d = decide(CFG, rows(20), rows(60), "production version 1", "1")
+    assert not d.promote and d.ci_high < 0
+
+
+def test_tie_is_kept():
+    same = rows(50)
+    d = decide(CFG, same, same, "base model")
+    assert not d.promote and d.difference == 0 and d.ci_low == 0 and d.ci_high == 0
+
+
+def test_noisy_gain_is_kept():
+    """One more right answer in 20 examples: a real but tiny gain whose interval includes zero."""
+    d = decide(CFG, rows(11, n=20), rows(10, n=20), "production version 1")
+    assert d.difference > 0 and d.ci_low <= 0 and not d.promote
+
+
+def test_min_gain_raises_the_bar():
+    cand, ref = rows(60), rows(50)
+    assert decide(CFG, cand, ref, "x").promote
+    assert not decide(PromotionConfig(guarded_metrics=[], min_gain=0.05), cand, ref, "x").promote
+
+
+def test_guarded_field_regression_blocks_promotion():
+    better_exact_worse_rating = score("viggo", [RIGHT] * 60 + ["give_opinion(name[Doom])"] * 40, [REF] * 100)[1]
+    reference = score("viggo", [RIGHT] * 50 + ["give_opinion(name[Doom], rating[good], genres[x])"] * 50, [REF] * 100)[1]
+    d = decide(PromotionConfig(), better_exact_worse_rating, reference, "production version 1")
+    assert d.ci_low > 0 and not d.promote
+    assert not d.guards["f1.rating"].ok and d.guards["f1.name"].ok
+    assert "guard f1.rating drops" in d.reason
+
+
+def test_bootstrap_is_paired_and_seeded():
+    a, b = rows(55), rows(45)
+    assert paired_bootstrap("exact_match", a, b, 500, 0) == paired_bootstrap("exact_match", a, b, 500, 0)
+    with pytest.raises(ValueError, match="same examples"):
+        paired_bootstrap("exact_match", a, b[:-1], 100, 0)

@@ -83,7 +83,16 @@ class EvaluationConfig(_Section):
 
 
 class PromotionConfig(_Section):
+    """Promote when the paired-bootstrap 95% interval of (candidate - reference) on the primary metric lies above
+    `min_gain`, and no guarded metric drops by more than `tolerance`. The reference is the current version in
+    `target_stage`, or the base model when there is none."""
+
     primary_metric: str = "exact_match"
+    min_gain: float = Field(0.0, ge=0.0, description="The interval's lower bound must exceed this.")
+    guarded_metrics: list[str] = Field(["f1.*"], description="'f1.*' means every field's F1.")
+    tolerance: float = Field(0.02, ge=0.0, description="Largest drop allowed in a guarded metric.")
+    bootstrap_samples: int = Field(2000, ge=100)
+    seed: int = 0
     target_stage: Literal["production", "staging"] = "production"
 
 
@@ -96,15 +105,15 @@ class TunelineConfig(_Section):
     promotion: PromotionConfig = PromotionConfig()
 
     @model_validator(mode="after")
-    def _primary_metric_exists(self) -> "TunelineConfig":
-        from tuneline.tasks import metric_names
+    def _promotion_metrics_exist(self) -> "TunelineConfig":
+        from tuneline.tasks import can_be_tested, metric_names
 
-        names = metric_names(self.data.task)
-        if self.promotion.primary_metric not in names:
-            raise ValueError(
-                f"promotion.primary_metric '{self.promotion.primary_metric}' is not a metric of task "
-                f"'{self.data.task}'; choose one of {sorted(names)}"
-            )
+        task = self.data.task
+        for key, names in (("primary_metric", [self.promotion.primary_metric]), ("guarded_metrics", self.promotion.guarded_metrics)):
+            for name in names:
+                if name != "f1.*" and not can_be_tested(name, task):
+                    choices = sorted(metric_names(task) - {"macro_f1"}) + ([] if task == "text" else ["f1.<field>", "f1.*"])
+                    raise ValueError(f"promotion.{key}: '{name}' is not a testable metric of task '{task}'; choose from {choices}")
         return self
 
 

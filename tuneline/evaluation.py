@@ -24,7 +24,8 @@ class EvalResult(BaseModel):
     test_set_hash: str
     seconds: float
     examples_per_second: float
-    predictions: list[dict]
+    latency_ms_per_example: float  # batched generation time divided by examples
+    predictions: list[dict]  # input, reference, prediction and the per-example row from metrics.compare
 
 
 def test_set_hash(records: list[dict]) -> str:
@@ -74,5 +75,6 @@ def evaluate_model(
         test_set_hash=test_set_hash(records),
         seconds=gen.seconds,
         examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
+        latency_ms_per_example=1000 * gen.seconds / max(1, len(records)),
         predictions=predictions,
     )

@@ -1,71 +1,143 @@
-"""ROUGE from `rouge-score` plus field accuracy from the task parser.
+"""Metrics from per-example rows: ROUGE (rouge-score) plus field metrics from the task parser.
 
-Field metrics (micro over the test set):
-- exact_match: the prediction parses and has the reference's act and exactly its (slot, value) pairs;
-  for the `text` task, the stripped strings are equal.
-- act_accuracy: parses and the act matches.
-- slot_precision / slot_recall: matched pairs over predicted / reference pairs.
-- slot_accuracy: matched pairs over the union of predicted and reference pairs, so both missing and extra
-  slots cost; an unparseable prediction contributes every reference pair as missed.
+Every metric is a ratio of sums over examples, `sum(num) / sum(den)`, so the reported value and a paired
+bootstrap over examples (promotion) come from the same arrays:
+
+- rouge1/2/L/Lsum, exact_match, act_accuracy, parse_rate: per-example values averaged (den = 1).
+- slot_precision = tp / (tp + fp), slot_recall = tp / (tp + fn), micro_f1 = 2tp / (2tp + fp + fn),
+  slot_accuracy = tp / (tp + fp + fn): micro over all (slot, value) pairs.
+- f1.<field>: the same F1 for one field; macro_f1 is their mean (reported, not bootstrapped).
+
+A prediction that does not parse counts as wrong: all its reference fields are missed (fn).
+Error taxonomy per example: unparseable, wrong_act; per field: missing (in reference only), extra (in
+prediction only), wrong_value (in both, values differ; counts as one fp and one fn).
 """
 
 from __future__ import annotations
 
-from tuneline.tasks import PARSERS, Parsed
+from collections import Counter
+
+import numpy as np
+
+from tuneline.tasks import PARSERS
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+MEAN_METRICS = {"exact_match": "exact", "act_accuracy": "act_ok", "parse_rate": "parsed"} | {r: r for r in ROUGE_TYPES}
+ERROR_KINDS = ("unparseable", "wrong_act", "missing", "extra", "wrong_value")
 
 
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean F-measure per ROUGE type; the same scorer `evaluate`'s rouge metric wraps (hub-free)."""
+def _rouge(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
+    """Per-example F-measure; the scorer `evaluate`'s rouge metric wraps, used directly so no hub is needed."""
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES))
-    totals = dict.fromkeys(ROUGE_TYPES, 0.0)
-    for p, r in zip(predictions, references, strict=True):
-        for k, s in scorer.score(r, p).items():
-            totals[k] += s.fmeasure
-    n = max(1, len(predictions))
-    return {k: v / n for k, v in totals.items()}
+    return [{k: s.fmeasure for k, s in scorer.score(r, p).items()} for p, r in zip(predictions, references, strict=True)]
 
 
 def compare(task: str, prediction: str, reference: str) -> dict:
-    """Per-example field comparison; also what the report shows for each row."""
+    """One example: parse both, classify each field, and say what went wrong."""
     parse = PARSERS[task]
     ref = parse(reference)
     if ref is None:
         raise ValueError(f"reference does not parse as task '{task}': {reference!r}")
-    pred: Parsed | None = parse(prediction)
     if task == "text":
-        exact = prediction.strip() == reference.strip()
-        return {"parsed": True, "exact": exact, "act_ok": None, "matched": 0, "n_pred": 0, "n_ref": 0}
+        return {"parsed": True, "exact": prediction.strip() == reference.strip(), "act_ok": True, "fields": {},
+                "errors": []}
+    pred = parse(prediction)
     if pred is None:
-        return {"parsed": False, "exact": False, "act_ok": False, "matched": 0, "n_pred": 0, "n_ref": len(ref.fields)}
-    matched = len(pred.fields & ref.fields)
+        fields = {name: "missing" for name, _ in ref.fields}
+        return {"parsed": False, "exact": False, "act_ok": False, "fields": fields, "errors": ["unparseable"]}
+    ref_map, pred_map = dict(ref.fields), dict(pred.fields)
+    fields = {}
+    for name in sorted(set(ref_map) | set(pred_map)):
+        if name not in pred_map:
+            fields[name] = "missing"
+        elif name not in ref_map:
+            fields[name] = "extra"
+        else:
+            fields[name] = "tp" if ref_map[name] == pred_map[name] else "wrong_value"
+    errors = (["wrong_act"] if pred.act != ref.act else []) + sorted({o for o in fields.values() if o != "tp"})
+    return {"parsed": True, "exact": pred.act == ref.act and pred.fields == ref.fields, "act_ok": pred.act == ref.act,
+            "fields": fields, "errors": errors}
+
+
+def field_counts(fields: dict[str, str], only: str | None = None) -> tuple[int, int, int]:
+    """(tp, fp, fn) of one example, over all fields or just `only`."""
+    tp = fp = fn = 0
+    for name, outcome in fields.items():
+        if only is not None and name != only:
+            continue
+        tp += outcome == "tp"
+        fp += outcome in ("extra", "wrong_value")
+        fn += outcome in ("missing", "wrong_value")
+    return tp, fp, fn
+
+
+def ratio_arrays(metric: str, rows: list[dict]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-example numerator and denominator of a metric; the metric is their sums' ratio."""
+    if metric in MEAN_METRICS:
+        key = MEAN_METRICS[metric]
+        return np.array([float(r[key]) for r in rows]), np.ones(len(rows))
+    field = metric.split(".", 1)[1] if metric.startswith("f1.") else None
+    tp, fp, fn = (np.array(c, dtype=float) for c in zip(*[field_counts(r["fields"], field) for r in rows]))
+    if metric in ("micro_f1", "slot_f1") or field:
+        return 2 * tp, 2 * tp + fp + fn
     return {
-        "parsed": True,
-        "exact": pred.act == ref.act and pred.fields == ref.fields,
-        "act_ok": pred.act == ref.act,
-        "matched": matched,
-        "n_pred": len(pred.fields),
-        "n_ref": len(ref.fields),
-    }
+        "slot_precision": (tp, tp + fp),
+        "slot_recall": (tp, tp + fn),
+        "slot_accuracy": (tp, tp + fp + fn),
+    }[metric]
+
+
+def metric_value(metric: str, rows: list[dict]) -> float:
+    num, den = ratio_arrays(metric, rows)
+    return float(num.sum() / den.sum()) if den.sum() else 0.0
+
+
+def field_names(rows: list[dict]) -> list[str]:
+    return sorted({name for r in rows for name in r["fields"]})
+
+
+def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
+    names = list(ROUGE_TYPES) + ["exact_match"]
+    if task != "text":
+        names += ["parse_rate", "slot_precision", "slot_recall", "slot_accuracy", "micro_f1"]
+    if task == "viggo":
+        names.append("act_accuracy")
+    metrics = {name: metric_value(name, rows) for name in names}
+    if task != "text":
+        per_field = {f"f1.{f}": metric_value(f"f1.{f}", rows) for f in field_names(rows)}
+        metrics["macro_f1"] = sum(per_field.values()) / len(per_field) if per_field else 0.0
+        metrics |= per_field
+    return metrics
+
+
+def field_table(rows: list[dict]) -> dict[str, dict[str, float]]:
+    """Per field: support (reference count), tp, fp, fn, precision, recall, f1."""
+    table = {}
+    for name in field_names(rows):
+        tp, fp, fn = (sum(c) for c in zip(*[field_counts(r["fields"], name) for r in rows]))
+        table[name] = {
+            "support": tp + fn, "tp": tp, "fp": fp, "fn": fn,
+            "precision": tp / (tp + fp) if tp + fp else 0.0,
+            "recall": tp / (tp + fn) if tp + fn else 0.0,
+            "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
+        }
+    return table
+
+
+def taxonomy(rows: list[dict]) -> dict[str, int]:
+    """unparseable and wrong_act count examples; missing, extra and wrong_value count fields."""
+    counts = Counter({kind: 0 for kind in ERROR_KINDS})
+    for r in rows:
+        counts["unparseable"] += "unparseable" in r["errors"]
+        counts["wrong_act"] += "wrong_act" in r["errors"]
+        if r["parsed"]:
+            counts.update(o for o in r["fields"].values() if o != "tp")
+    return dict(counts)
 
 
 def score(task: str, predictions: list[str], references: list[str]) -> tuple[dict[str, float], list[dict]]:
-    rows = [compare(task, p, r) for p, r in zip(predictions, references, strict=True)]
-    n = max(1, len(rows))
-    metrics = rouge(predictions, references)
-    metrics["exact_match"] = sum(r["exact"] for r in rows) / n
-    if task != "text":
-        matched = sum(r["matched"] for r in rows)
-        predicted = sum(r["n_pred"] for r in rows)
-        reference = sum(r["n_ref"] for r in rows)
-        metrics["parse_rate"] = sum(r["parsed"] for r in rows) / n
-        metrics["slot_precision"] = matched / predicted if predicted else 0.0
-        metrics["slot_recall"] = matched / reference if reference else 0.0
-        union = predicted + reference - matched
-        metrics["slot_accuracy"] = matched / union if union else 0.0
-    if task == "viggo":
-        metrics["act_accuracy"] = sum(bool(r["act_ok"]) for r in rows) / n
-    return metrics, rows
+    rouge = _rouge(predictions, references)
+    rows = [compare(task, p, r) | rg for p, r, rg in zip(predictions, references, rouge, strict=True)]
+    return aggregate(task, rows), rows

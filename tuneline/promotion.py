@@ -1,50 +1,95 @@
-"""The promotion rule, as a pure function so every branch is unit-tested without a model registry."""
+"""The promotion rule, as pure functions over per-example rows, so every branch is unit-tested without a registry.
+
+The candidate and the reference (the version now in the target stage, or the base model when there is none)
+are scored on the same examples. A paired bootstrap resamples examples, recomputes both on each resample and
+gives a 95% interval for the difference in the primary metric. The candidate is promoted only when the
+interval's lower bound is above `min_gain` and no guarded metric drops by more than `tolerance`. A tie
+therefore never promotes, and neither does a gain too noisy to tell from zero.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 from pydantic import BaseModel
+
+from tuneline.config import PromotionConfig
+from tuneline.metrics import field_names, metric_value, ratio_arrays
+
+
+class Guard(BaseModel):
+    candidate: float
+    reference: float
+    drop: float
+    ok: bool
 
 
 class PromotionDecision(BaseModel):
     promote: bool
     reason: str
+    reasons: list[str]
     metric: str
+    reference: str  # what the candidate was compared with
     candidate: float
-    base: float
-    production: float | None = None
+    reference_score: float
+    difference: float
+    ci_low: float
+    ci_high: float
+    min_gain: float
+    guards: dict[str, Guard]
+    n_examples: int
     production_version: str | None = None
-    stage: str | None = None  # the stage the candidate holds after this decision
+    stage: str | None = None  # the candidate's stage after this decision
 
 
-def decide(
-    metric: str,
-    candidate: dict[str, float],
-    base: dict[str, float],
-    production: dict[str, float] | None = None,
-    production_version: str | None = None,
-    production_comparable: bool = True,
-) -> PromotionDecision:
-    """Promote when there is no production version and the candidate beats its base model, or when it beats
-    the production version on the same test set. Ties never promote, so re-running a config changes nothing.
-    A production version scored on other examples cannot be beaten by comparison, so it stays."""
-    cand, base_score = candidate[metric], base[metric]
-    common = dict(metric=metric, candidate=cand, base=base_score, production_version=production_version)
-    if production_version is not None and not production_comparable:
-        return PromotionDecision(
-            promote=False, **common,
-            reason=f"production version {production_version} was scored on a different test set; not comparable",
-        )
-    if production is None:
-        promote = cand > base_score
-        verdict = "beats" if promote else "does not beat"
-        return PromotionDecision(
-            promote=promote, **common,
-            reason=f"no production version; {metric} {cand:.4f} {verdict} base {base_score:.4f}",
-        )
-    prod = production[metric]
-    promote = cand > prod
-    verdict = "beats" if promote else "does not beat"
+def paired_bootstrap(metric: str, candidate: list[dict], reference: list[dict], samples: int, seed: int):
+    """(difference, low, high): the point difference and the 2.5/97.5 percentiles over paired resamples."""
+    if len(candidate) != len(reference):
+        raise ValueError("paired bootstrap needs the same examples for both models")
+    cn, cd = ratio_arrays(metric, candidate)
+    rn, rd = ratio_arrays(metric, reference)
+    idx = np.random.default_rng(seed).integers(0, len(candidate), size=(samples, len(candidate)))
+
+    def ratio(num, den):
+        n, d = num[idx].sum(axis=1), den[idx].sum(axis=1)
+        return np.divide(n, d, out=np.zeros_like(n), where=d > 0)
+
+    diffs = ratio(cn, cd) - ratio(rn, rd)
+    point = metric_value(metric, candidate) - metric_value(metric, reference)
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return point, float(low), float(high)
+
+
+def _guarded(names: list[str], candidate: list[dict], reference: list[dict]) -> list[str]:
+    out = []
+    for name in names:
+        out += [f"f1.{f}" for f in field_names(reference + candidate)] if name == "f1.*" else [name]
+    return sorted(set(out))
+
+
+def decide(cfg: PromotionConfig, candidate: list[dict], reference: list[dict], reference_label: str,
+           production_version: str | None = None) -> PromotionDecision:
+    metric = cfg.primary_metric
+    diff, low, high = paired_bootstrap(metric, candidate, reference, cfg.bootstrap_samples, cfg.seed)
+    cand_score, ref_score = metric_value(metric, candidate), metric_value(metric, reference)
+    reasons = []
+    gain_ok = low > cfg.min_gain
+    reasons.append(
+        f"{metric}: {cand_score:.4f} vs {reference_label} {ref_score:.4f}, difference {diff:+.4f}, "
+        f"95% CI [{low:+.4f}, {high:+.4f}] {'>' if gain_ok else 'not >'} min_gain {cfg.min_gain:+.4f}"
+    )
+    guards = {}
+    for name in _guarded(cfg.guarded_metrics, candidate, reference):
+        c, r = metric_value(name, candidate), metric_value(name, reference)
+        guards[name] = Guard(candidate=c, reference=r, drop=r - c, ok=r - c <= cfg.tolerance)
+        if not guards[name].ok:
+            reasons.append(f"guard {name} drops {r - c:.4f} ({r:.4f} -> {c:.4f}) > tolerance {cfg.tolerance:.4f}")
+    promote = gain_ok and all(g.ok for g in guards.values())
+    if guards and all(g.ok for g in guards.values()):
+        reasons.append(f"all {len(guards)} guarded metrics within tolerance {cfg.tolerance:.4f}")
+    verdict = "promote" if promote else "keep"
     return PromotionDecision(
-        promote=promote, production=prod, **common,
-        reason=f"{metric} {cand:.4f} {verdict} production version {production_version} ({prod:.4f})",
+        promote=promote, reason=f"{verdict}: " + "; ".join(reasons), reasons=reasons, metric=metric,
+        reference=reference_label, candidate=cand_score, reference_score=ref_score, difference=diff, ci_low=low,
+        ci_high=high, min_gain=cfg.min_gain, guards=guards, n_examples=len(candidate),
+        production_version=production_version,
     )

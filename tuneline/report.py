@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from tuneline.evaluation import EvalResult
+from tuneline.metrics import field_table, taxonomy
 
 _STYLE = (
     "<style>body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:8px 0}"
@@ -19,18 +20,58 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _field_rows(result: EvalResult) -> list[list]:
+    return [[escape(f), int(v["support"]), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}"]
+            for f, v in field_table(result.predictions).items()]
+
+
 def eval_html(result: EvalResult, max_rows: int = 50) -> str:
-    metrics = _table(["metric", "value"], [[escape(k), f"{v:.4f}"] for k, v in sorted(result.metrics.items())])
+    headline = {k: v for k, v in sorted(result.metrics.items()) if not k.startswith("f1.")}
+    metrics = _table(["metric", "value"], [[escape(k), f"{v:.4f}"] for k, v in headline.items()])
     rows = []
     for p in result.predictions[:max_rows]:
         css = "ok" if p["exact"] else "bad"
-        rows.append([escape(p["input"]), escape(p["reference"]), f'<span class="{css}">{escape(p["prediction"])}</span>'])
+        rows.append([escape(p["input"]), escape(p["reference"]), f'<span class="{css}">{escape(p["prediction"])}</span>',
+                     escape(", ".join(p["errors"]))])
     return (
         f"<html><head>{_STYLE}</head><body><h2>Evaluation: {escape(result.label)} model</h2>"
         f"<p>{result.n_examples} test examples (set {result.test_set_hash}), task {escape(result.task)}, "
-        f"{result.examples_per_second:.2f} examples/s</p>{metrics}"
+        f"{result.examples_per_second:.2f} examples/s, {result.latency_ms_per_example:.0f} ms per example</p>{metrics}"
+        f"<h3>Per field</h3>{_table(['field', 'support', 'precision', 'recall', 'f1'], _field_rows(result))}"
+        f"<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
         f"<h3>Predictions (first {min(max_rows, len(result.predictions))}; green = exact match)</h3>"
-        f"{_table(['input', 'reference', 'prediction'], rows)}</body></html>"
+        f"{_table(['input', 'reference', 'prediction', 'errors'], rows)}</body></html>"
+    )
+
+
+def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 20) -> str:
+    """Base vs tuned on the same examples, the promotion decision, and the tuned model's worst examples."""
+    names = [k for k in sorted(tuned.metrics) if not k.startswith("f1.")]
+    headline = _table(["metric", "base", "tuned", "delta"],
+                      [[escape(k), f"{base.metrics.get(k, 0):.4f}", f"{tuned.metrics[k]:.4f}",
+                        f"{tuned.metrics[k] - base.metrics.get(k, 0):+.4f}"] for k in names])
+    bt, tt = field_table(base.predictions), field_table(tuned.predictions)
+    fields = _table(["field", "support", "base f1", "tuned f1", "tuned precision", "tuned recall"],
+                    [[escape(f), int(v["support"]), f"{bt.get(f, {}).get('f1', 0):.3f}", f"{v['f1']:.3f}",
+                      f"{v['precision']:.3f}", f"{v['recall']:.3f}"] for f, v in tt.items()])
+    tb, tx = taxonomy(base.predictions), taxonomy(tuned.predictions)
+    errors = _table(["kind", "base", "tuned"], [[k, tb[k], tx[k]] for k in tx])
+    order = sorted(range(len(tuned.predictions)),
+                   key=lambda i: (tuned.predictions[i]["exact"], tuned.predictions[i].get("rougeL", 0)))
+    side = [[escape(tuned.predictions[i]["input"]), escape(tuned.predictions[i]["reference"]),
+             escape(base.predictions[i]["prediction"]), f'<span class="bad">{escape(tuned.predictions[i]["prediction"])}</span>',
+             escape(", ".join(tuned.predictions[i]["errors"]))] for i in order[:worst]]
+    guards = _table(["guarded metric", "reference", "candidate", "drop", "ok"],
+                    [[escape(k), f"{g.reference:.3f}", f"{g.candidate:.3f}", f"{g.drop:+.3f}", "yes" if g.ok else "NO"]
+                     for k, g in decision.guards.items()])
+    verdict = "PROMOTED" if decision.promote else "not promoted"
+    return (
+        f"<html><head>{_STYLE}</head><body><h2>Base vs tuned: {verdict}</h2>"
+        f"<p>{escape(decision.reason)}</p><p>{tuned.n_examples} test examples (set {tuned.test_set_hash}); "
+        f"compared with {escape(decision.reference)}: {escape(decision.metric)} difference {decision.difference:+.4f}, "
+        f"95% CI [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]</p>{headline}<h3>Per field</h3>{fields}"
+        f"<h3>Error taxonomy</h3>{errors}<h3>Guards</h3>{guards}<h3>Worst {len(side)} tuned examples</h3>"
+        f"{_table(['input', 'reference', 'base', 'tuned', 'errors'], side)}</body></html>"
     )
 
 

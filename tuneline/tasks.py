@@ -55,14 +55,19 @@ def parse_text(text: str) -> Parsed | None:
 PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
 
 _ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
-_FIELD_METRICS = {"exact_match", "parse_rate", "slot_accuracy", "slot_precision", "slot_recall"}
+_FIELD_METRICS = {"parse_rate", "slot_accuracy", "slot_precision", "slot_recall", "micro_f1", "macro_f1"}
 
 
 def metric_names(task: str) -> set[str]:
-    """The metrics `evaluate` reports for a task, so config validation can check the primary metric."""
+    """Fixed metric names `metrics.aggregate` reports for a task; fields add `f1.<field>` per field seen."""
     names = _ROUGE | {"exact_match"}
     if task != "text":
         names |= _FIELD_METRICS
     if task == "viggo":
         names.add("act_accuracy")
     return names
+
+
+def can_be_tested(metric: str, task: str) -> bool:
+    """Promotion bootstraps a metric over examples; macro_f1 is a mean of per-field ratios, so it cannot be."""
+    return metric != "macro_f1" and (metric in metric_names(task) or (task != "text" and metric.startswith("f1.")))

@@ -70,3 +70,24 @@ def log_loss_curve(history: list[dict], artifact_file: str = "training/loss_curv
         fig.savefig(out, dpi=100)
         mlflow.log_artifact(str(out), artifact_path=str(Path(artifact_file).parent))
     plt.close(fig)
+
+
+def mirror_registry(model_name: str, zenml_version: str, run_id: str, alias: str | None) -> None:
+    """Register the adapter as a version in MLflow's model registry; move `alias` to it when it was promoted,
+    so MLflow users see the same production version as ZenML's Model Control Plane."""
+    if not _run():
+        return
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException:
+        pass  # already registered
+    existing = [v for v in client.search_model_versions(f"name='{model_name}'") if v.tags.get("zenml_version") == zenml_version]
+    mv = existing[0] if existing else client.create_model_version(
+        model_name, source=f"runs:/{run_id}/adapter", run_id=run_id, tags={"zenml_version": zenml_version}
+    )
+    if alias:
+        client.set_registered_model_alias(model_name, alias, mv.version)

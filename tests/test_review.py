@@ -1,0 +1,53 @@
+import csv
+
+import pytest
+
+from tuneline.review import RUBRIC, ReviewError, read_scores, sample_rows, write_sheet
+
+PREDS = [{"input": f"in {i}", "reference": f"ref {i}", "prediction": f"pred {i}"} for i in range(30)]
+
+
+def scored(tmp_path, edit=None):
+    csv_path, html_path = write_sheet(sample_rows(PREDS, 5, 0, "m", "3"), tmp_path, "sheet")
+    with csv_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows):
+        for j, col in enumerate(RUBRIC):
+            row[col] = str(1 + (i + j) % 5)
+    if edit:
+        edit(rows)
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return csv_path, html_path
+
+
+def test_export_samples_and_round_trips(tmp_path):
+    rows = sample_rows(PREDS, 5, 0, "m", "3")
+    assert len(rows) == 5 and rows == sample_rows(PREDS, 5, 0, "m", "3")
+    assert all(r[c] == "" for r in rows for c in RUBRIC)
+    csv_path, html_path = scored(tmp_path)
+    assert "pred" in html_path.read_text()
+    model, version, means, n = read_scores(csv_path)
+    assert (model, version, n) == ("m", "3", 5)
+    # relevance scores are 1..5 over the five rows, so their mean is 3
+    assert means["relevance"] == pytest.approx(3.0) and set(means) == set(RUBRIC)
+
+
+def test_out_of_range_and_missing_scores_name_the_row(tmp_path):
+    def edit(rows):
+        rows[1]["accuracy"] = "7"
+        rows[3]["fluency"] = ""
+
+    csv_path, _ = scored(tmp_path, edit)
+    with pytest.raises(ReviewError) as err:
+        read_scores(csv_path)
+    assert f"{csv_path}:3 (id " in str(err.value) and "'accuracy' must be an integer 1-5, got '7'" in str(err.value)
+    assert f"{csv_path}:5 (id " in str(err.value) and "'fluency' is empty" in str(err.value)
+
+
+def test_sheet_for_several_versions_is_refused(tmp_path):
+    csv_path, _ = scored(tmp_path, lambda rows: rows[0].update(version="4"))
+    with pytest.raises(ReviewError, match="several model versions"):
+        read_scores(csv_path)
