@@ -24,22 +24,17 @@ class PipelineFailed(RuntimeError):
     """A step failed; the message is the step's own error (file, line, field), not ZenML's wrapper."""
 
 
-def _run(pipeline, config: TunelineConfig, zenml_config: dict, enable_cache: bool, sections: list[str]):
+def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict):
     stack = ensure_tracking_stack()
     log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
-    return _call(pipeline, zenml_config, enable_cache, {name: getattr(config, name) for name in sections})
-
-
-def _call(pipeline, zenml_config: dict, enable_cache: bool, params: dict):
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as fh:
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
-    options = {"config_path": fh.name}
-    if not enable_cache:
-        options["enable_cache"] = False
-    try:
-        return pipeline.with_options(**options)(**params)
-    except RuntimeError as err:
-        raise PipelineFailed(_failure_message(pipeline.name, err)) from None
+        fh.flush()
+        options = {"config_path": fh.name} | ({} if enable_cache else {"enable_cache": False})
+        try:
+            return pipeline.with_options(**options)(**params)
+        except RuntimeError as err:
+            raise PipelineFailed(_failure_message(pipeline.name, err)) from None
 
 
 def _failure_message(pipeline_name: str, err: Exception) -> str:
@@ -55,7 +50,7 @@ def _failure_message(pipeline_name: str, err: Exception) -> str:
 
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> RunSummary:
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
-    run = _run(finetune, config, zenml_config, enable_cache, list(TunelineConfig.model_fields))
+    run = _run(finetune, zenml_config, enable_cache, {name: getattr(config, name) for name in TunelineConfig.model_fields})
     return collect(run.id)
 
 
@@ -64,7 +59,7 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
     error = None
     try:
-        _run(prepare_data, config, zenml_config, enable_cache, ["data", "model"])
+        _run(prepare_data, zenml_config, enable_cache, {"data": config.data, "model": config.model})
     except PipelineFailed as err:
         error = str(err)
     run = Client().get_pipeline(prepare_data.name).last_run
@@ -90,9 +85,7 @@ def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, en
         label, adapter_id = f"v{mv.name}", str(adapter.id)
     params = {"data": config.data, "model": config.model, "evaluation": config.evaluation, "label": label,
               "adapter_id": adapter_id}
-    stack = ensure_tracking_stack()
-    log.info("running pipeline 'evaluate_version' on stack '%s' for %s version %s", stack, model_name, version)
-    run = _call(evaluate_version, zenml_config, enable_cache, params)
+    run = _run(evaluate_version, zenml_config, enable_cache, params)
     step = Client().get_pipeline_run(run.id).steps["evaluate"]
     return next(iter(step.outputs.values()))[0].load()
 

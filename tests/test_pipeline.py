@@ -253,19 +253,18 @@ def test_review_export_import_round_trip(runs, tmp_path):
     assert len(rows) == 4 and (tmp_path / sheet.name.replace(".csv", ".html")).is_file()
     for row, score in zip(rows, ("5", "4", "4", "3")):
         row.update(relevance=score, accuracy=score, fluency="5", format="2")
-    rows[2]["accuracy"] = "9"
-    with sheet.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+
+    def save(accuracy_of_third_row: str) -> None:
+        rows[2]["accuracy"] = accuracy_of_third_row
+        with sheet.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+    save("9")
     bad = _cli("review", "import", str(sheet))
     assert bad.returncode == 2 and f"{sheet}:4 (id" in bad.stderr and "got '9'" in bad.stderr
-
-    rows[2]["accuracy"] = "4"
-    with sheet.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    save("4")
     good = _cli("review", "import", str(sheet))
     assert good.returncode == 0, good.stderr[-2000:]
     meta = Client().get_model_version(first["model_name"], first["model_version"]).run_metadata["human_review"]
