@@ -271,3 +271,14 @@ def test_review_export_import_round_trip(runs, tmp_path):
     assert meta["accuracy"] == pytest.approx(4.0) and meta["format"] == pytest.approx(2.0) and meta["rows"] == 4
     client = MlflowClient(tracking_uri=first["mlflow_tracking_uri"])
     assert client.get_run(first["mlflow_run_id"]).data.metrics["review.accuracy"] == pytest.approx(4.0)
+
+
+def test_changed_test_set_rescores_production_on_the_same_examples(runs, tmp_path):
+    first = runs[0]
+    assert first["promoted"], "the seeded smoke run must promote version 1, or there is nothing to re-score"
+    summary, _ = run_cli("--config", "configs/smoke.yaml", "--set", "evaluation.max_samples=12", tmp_path=tmp_path)
+    # Training is cached (only `evaluation` changed), so the candidate is production's own adapter: re-scored on
+    # the same 12 examples, the two tie exactly, which the stored 16-example predictions could not show.
+    assert summary["n_test_examples"] == 12
+    assert f"production version {first['model_version']}" in summary["promotion_reason"]
+    assert "CI [+0.0000, +0.0000]" in summary["promotion_reason"] and not summary["promoted"]
