@@ -3,6 +3,7 @@
     python run.py --config configs/finetune.yaml [--set training.max_steps=50] [--no-cache] [--summary-json out.json]
     python run.py --config configs/finetune.yaml --prepare-only
     python run.py --config configs/finetune.yaml --evaluate-only --model-version 3|production|base
+    python run.py --config configs/finetune.yaml --export --model-version production [--out merged/]
     python run.py review export --config configs/finetune.yaml --model-version production [--n 20] [--out reviews]
     python run.py review import reviews/review-tuneline-viggo-v3.csv
 """
@@ -30,11 +31,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prepare-only", action="store_true",
                    help="run only the data steps and print the data report; exit 1 when the reject limit is crossed")
     p.add_argument("--evaluate-only", action="store_true", help="score --model-version on the test set, no training")
-    p.add_argument("--model-version", help="with --evaluate-only: a version number or name, a stage, or 'base'")
+    p.add_argument("--export", action="store_true",
+                   help="merge --model-version's adapter into its base and store a plain HF folder as an artifact")
+    p.add_argument("--out", type=Path, help="with --export: also copy the merged folder here")
+    p.add_argument("--model-version", help="a version number or name, a stage, or (for --evaluate-only) 'base'")
     p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
     args = p.parse_args(argv)
-    if args.evaluate_only and not args.model_version:
-        p.error("--evaluate-only needs --model-version (a number, a stage such as production, or base)")
+    if (args.evaluate_only or args.export) and not args.model_version:
+        p.error("--evaluate-only and --export need --model-version (a number, or a stage such as production)")
     return args
 
 
@@ -110,8 +114,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from runner.launch import PipelineFailed, launch, launch_evaluate, launch_prepare  # slow: bad configs fail first
+    from runner.launch import (  # slow to import: bad configs fail before this
+        PipelineFailed, launch, launch_evaluate, launch_export, launch_prepare,
+    )
     from runner.summary import render_data_report, render_eval, render_table, write_json
+
+    if args.export:
+        try:
+            artifact = launch_export(config, zenml_config, args.model_version, enable_cache=not args.no_cache)
+        except PipelineFailed as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"merged model: artifact 'merged_model' version {artifact.version} at {artifact.uri}/files")
+        if args.out:
+            import shutil
+
+            shutil.copytree(artifact.load().path, args.out, dirs_exist_ok=True)
+            print(f"copied to {args.out}")
+        return 0
 
     if args.evaluate_only:
         try:

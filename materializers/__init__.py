@@ -3,13 +3,13 @@
 from materializers.chat_dataset import ChatDatasetMaterializer
 from materializers.data_report import DataReportMaterializer
 from materializers.eval_result import EvalResultMaterializer
-from materializers.lora_adapter import LoraAdapterMaterializer
+from materializers.model_folder import ModelFolderMaterializer
 from materializers.quarantine import QuarantineMaterializer
 
 __all__ = [
     "ChatDatasetMaterializer",
     "DataReportMaterializer",
     "EvalResultMaterializer",
-    "LoraAdapterMaterializer",
+    "ModelFolderMaterializer",
     "QuarantineMaterializer",
 ]

@@ -1,4 +1,5 @@
 from pipelines.evaluate_version import evaluate_version
+from pipelines.export_version import export_version
 from pipelines.finetune import finetune, prepare_data
 
-__all__ = ["evaluate_version", "finetune", "prepare_data"]
+__all__ = ["evaluate_version", "export_version", "finetune", "prepare_data"]

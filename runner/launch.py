@@ -10,7 +10,7 @@ from zenml.client import Client
 from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
-from pipelines import evaluate_version, finetune, prepare_data
+from pipelines import evaluate_version, export_version, finetune, prepare_data
 from runner.stack import ensure_tracking_stack
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
@@ -69,25 +69,45 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     return step.outputs["data_report"][0].load(), error
 
 
+def _model_name(config: TunelineConfig, zenml_config: dict) -> str:
+    return zenml_config.get("model", {}).get("name", f"tuneline-{config.data.task}")
+
+
+def _adapter_of(model_name: str, version: str) -> tuple[str, str]:
+    """(version name, id of its `lora_adapter` artifact version) for a version number, name or stage."""
+    try:
+        mv = Client().get_model_version(model_name, version)
+    except KeyError:
+        raise PipelineFailed(f"model '{model_name}' has no version '{version}'") from None
+    adapter = mv.get_artifact("lora_adapter")
+    if adapter is None:
+        raise PipelineFailed(f"model '{model_name}' version {mv.name} has no 'lora_adapter' artifact")
+    return mv.name, str(adapter.id)
+
+
 def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True) -> EvalResult:
     """Score model version `version` (number, name, stage, or 'base') of the config's model on today's test set."""
-    model_name = zenml_config.get("model", {}).get("name", f"tuneline-{config.data.task}")
+    model_name = _model_name(config, zenml_config)
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
     label, adapter_id = "base", None
     if version != "base":
-        try:
-            mv = Client().get_model_version(model_name, version)
-        except KeyError:
-            raise PipelineFailed(f"model '{model_name}' has no version '{version}'") from None
-        adapter = mv.get_artifact("lora_adapter")
-        if adapter is None:
-            raise PipelineFailed(f"model '{model_name}' version {mv.name} has no 'lora_adapter' artifact")
-        label, adapter_id = f"v{mv.name}", str(adapter.id)
+        name, adapter_id = _adapter_of(model_name, version)
+        label = f"v{name}"
     params = {"data": config.data, "model": config.model, "evaluation": config.evaluation, "label": label,
               "adapter_id": adapter_id}
     run = _run(evaluate_version, zenml_config, enable_cache, params)
     step = Client().get_pipeline_run(run.id).steps["evaluate"]
     return next(iter(step.outputs.values()))[0].load()
+
+
+def launch_export(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True):
+    """Merge version `version`'s adapter into its base model; returns the `merged_model` artifact version."""
+    model_name = _model_name(config, zenml_config)
+    name, adapter_id = _adapter_of(model_name, version)
+    zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
+    params = {"model": config.model, "adapter_id": adapter_id, "source": f"{model_name} version {name}"}
+    run = _run(export_version, zenml_config, enable_cache, params)
+    return Client().get_pipeline_run(run.id).steps["export_model"].outputs["merged_model"][0]
 
 
 def collect(run_id) -> RunSummary:

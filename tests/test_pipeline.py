@@ -282,3 +282,21 @@ def test_changed_test_set_rescores_production_on_the_same_examples(runs, tmp_pat
     assert summary["n_test_examples"] == 12
     assert f"production version {first['model_version']}" in summary["promotion_reason"]
     assert "CI [+0.0000, +0.0000]" in summary["promotion_reason"] and not summary["promoted"]
+
+
+def test_export_merges_a_version_into_a_plain_hf_folder(runs, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    first = runs[0]
+    out = tmp_path / "merged"
+    proc = _cli("--config", "configs/smoke.yaml", "--export", "--model-version", str(first["model_version"]),
+                "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "merged model: artifact 'merged_model'" in proc.stdout
+    assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
+    enc = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "Halo is good."}], tokenize=False,
+                                                  add_generation_prompt=True), return_tensors="pt")
+    with torch.no_grad():
+        assert torch.isfinite(model(**enc).logits).all()

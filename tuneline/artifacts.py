@@ -29,3 +29,12 @@ class Quarantine:
     """Rejected rows: `{"split", "file", "line", "reason", "detail", "raw"}` each, the raw row kept whole."""
 
     rows: list[dict]
+
+
+@dataclass
+class ModelFolder:
+    """A merged, plain Hugging Face model folder (config, safetensors, tokenizer) and where it came from."""
+
+    path: str
+    base_model: str
+    source: str  # e.g. "tuneline-viggo version 3"

@@ -45,15 +45,10 @@ def evaluate_model(
     label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
     adapter_dir: Path | None = None, dtype: str = "float32",
 ) -> EvalResult:
-    from tuneline.modeling import load_model, load_tokenizer
+    from tuneline.modeling import load_merged, load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, dtype)
-    if adapter_dir is not None:
-        from peft import PeftModel
-
-        # Merging makes generation as fast as the base model's; the adapter folder itself is unchanged.
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = load_model(model_dir, dtype) if adapter_dir is None else load_merged(model_dir, adapter_dir, dtype)
 
     def progress(done: int, total: int, seconds: float) -> None:
         log.info("evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs", label, done, total, seconds,

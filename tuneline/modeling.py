@@ -129,3 +129,10 @@ def load_model(model_dir: Path, dtype: str = "float32"):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+
+
+def load_merged(model_dir: Path, adapter_dir: Path, dtype: str = "float32"):
+    """Base + LoRA adapter folded into plain weights: generation runs at base-model speed, export saves it as is."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_model(model_dir, dtype), adapter_dir).merge_and_unload()
