@@ -114,17 +114,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from runner.launch import (  # slow to import: bad configs fail before this
-        PipelineFailed, launch, launch_evaluate, launch_export, launch_prepare,
-    )
+    from runner.launch import PipelineFailed  # slow to import (ZenML): bad configs fail before this
+
+    try:
+        return _run_mode(args, config, zenml_config)
+    except PipelineFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:
+    from runner import launch as runs
     from runner.summary import render_data_report, render_eval, render_table, write_json
 
+    cache = not args.no_cache
     if args.export:
-        try:
-            artifact = launch_export(config, zenml_config, args.model_version, enable_cache=not args.no_cache)
-        except PipelineFailed as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        artifact = runs.launch_export(config, zenml_config, args.model_version, enable_cache=cache)
         print(f"merged model: artifact 'merged_model' version {artifact.version} at {artifact.uri}/files")
         if args.out:
             import shutil
@@ -132,32 +137,16 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copytree(artifact.load().path, args.out, dirs_exist_ok=True)
             print(f"copied to {args.out}")
         return 0
-
     if args.evaluate_only:
-        try:
-            result = launch_evaluate(config, zenml_config, args.model_version, enable_cache=not args.no_cache)
-        except PipelineFailed as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        print(render_eval(result))
+        print(render_eval(runs.launch_evaluate(config, zenml_config, args.model_version, enable_cache=cache)))
         return 0
-
     if args.prepare_only:
-        try:
-            report, error = launch_prepare(config, zenml_config, enable_cache=not args.no_cache)
-        except PipelineFailed as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
+        report, error = runs.launch_prepare(config, zenml_config, enable_cache=cache)
         print(render_data_report(report))
         if error:
             print(f"error: {error}", file=sys.stderr)
         return 1 if error else 0
-
-    try:
-        summary = launch(config, zenml_config, enable_cache=not args.no_cache)
-    except PipelineFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    summary = runs.launch(config, zenml_config, enable_cache=cache)
     print(render_table(summary))
     if args.summary_json:
         write_json(summary, args.summary_json)
