@@ -58,7 +58,6 @@ def promote(
                       production_version=current.name if current else None)
     if decision.promote:
         version.set_stage(promotion.target_stage, force=True)
-    decision = decision.model_copy(update={"stage": promotion.target_stage if decision.promote else None})
     report = comparison_html(base, tuned, decision)
     # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
     log_metadata(

@@ -28,7 +28,7 @@ class EvalResult(BaseModel):
     predictions: list[dict]  # input, reference, prediction and the per-example row from metrics.compare
 
 
-def test_set_hash(records: list[dict]) -> str:
+def hash_examples(records: list[dict]) -> str:
     """Identifies the exact examples scored, so metrics are only ever compared on the same set."""
     payload = json.dumps([[r["prompt"], r["messages"][-1]["content"]] for r in records], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -67,7 +67,7 @@ def evaluate_model(
         task=task,
         metrics=metrics,
         n_examples=len(records),
-        test_set_hash=test_set_hash(records),
+        test_set_hash=hash_examples(records),
         seconds=gen.seconds,
         examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
         latency_ms_per_example=1000 * gen.seconds / max(1, len(records)),

@@ -10,10 +10,14 @@ class HubUnavailable(RuntimeError):
     pass
 
 
-def hub_snapshot(repo_id: str, repo_type: str) -> Path:
-    """Download (or reuse the HF cache of) a hub repo; raise HubUnavailable when offline or not reachable."""
+def _refuse_when_offline() -> None:
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise HubUnavailable("HF_HUB_OFFLINE=1")
+
+
+def hub_snapshot(repo_id: str, repo_type: str) -> Path:
+    """Download (or reuse the HF cache of) a hub repo; raise HubUnavailable when offline or not reachable."""
+    _refuse_when_offline()
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
@@ -26,8 +30,7 @@ def hub_snapshot(repo_id: str, repo_type: str) -> Path:
 
 def hub_reachable(repo_id: str, repo_type: str) -> None:
     """Raise HubUnavailable unless the hub answers for this repo; cheap enough to call before a download."""
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise HubUnavailable("HF_HUB_OFFLINE=1")
+    _refuse_when_offline()
     from huggingface_hub import HfApi
 
     try:

@@ -91,5 +91,5 @@ def decide(cfg: PromotionConfig, candidate: list[dict], reference: list[dict], r
         promote=promote, reason=f"{verdict}: " + "; ".join(reasons), reasons=reasons, metric=metric,
         reference=reference_label, candidate=cand_score, reference_score=ref_score, difference=diff, ci_low=low,
         ci_high=high, min_gain=cfg.min_gain, guards=guards, n_examples=len(candidate),
-        production_version=production_version,
+        production_version=production_version, stage=cfg.target_stage if promote else None,
     )
