@@ -1,6 +1,7 @@
 """tuneline: run the finetune pipeline from one run-config file.
 
     python run.py --config configs/finetune.yaml [--set training.max_steps=50] [--no-cache] [--summary-json out.json]
+    python run.py --config configs/finetune.yaml --resume      # after an interrupted run, from its last checkpoint
     python run.py --config configs/finetune.yaml --prepare-only
     python run.py --config configs/finetune.yaml --evaluate-only --model-version 3|production|base
     python run.py --config configs/finetune.yaml --export --model-version production [--out merged/]
@@ -28,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set training.max_steps=20 (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="re-run every step even if ZenML has cached outputs")
+    p.add_argument("--resume", action="store_true",
+                   help="continue training from the last checkpoint of an interrupted run (needs training.save_steps)")
     p.add_argument("--prepare-only", action="store_true",
                    help="run only the data steps and print the data report; exit 1 when the reject limit is crossed")
     p.add_argument("--evaluate-only", action="store_true", help="score --model-version on the test set, no training")
@@ -146,7 +149,7 @@ def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:
         if error:
             print(f"error: {error}", file=sys.stderr)
         return 1 if error else 0
-    summary = runs.launch(config, zenml_config, enable_cache=cache)
+    summary = runs.launch(config, zenml_config, enable_cache=cache, resume=args.resume)
     print(render_table(summary))
     if args.summary_json:
         write_json(summary, args.summary_json)

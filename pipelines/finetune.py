@@ -28,9 +28,10 @@ def finetune(
     training: TrainingConfig,
     evaluation: EvaluationConfig,
     promotion: PromotionConfig,
+    resume: bool = False,
 ) -> None:
     dataset = data_steps(data, model)
-    adapter = train_lora(dataset, data, model, lora, training, after="check_data")
+    adapter = train_lora(dataset, data, model, lora, training, resume=resume, after="check_data")
     base_eval = evaluate.with_options(substitutions={"label": "base"})(
         dataset, model, evaluation, task=data.task, label="base", id="evaluate_base", after="check_data"
     )

@@ -48,9 +48,10 @@ def _failure_message(pipeline_name: str, err: Exception) -> str:
     )
 
 
-def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> RunSummary:
+def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False) -> RunSummary:
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
-    run = _run(finetune, zenml_config, enable_cache, {name: getattr(config, name) for name in TunelineConfig.model_fields})
+    params = {name: getattr(config, name) for name in TunelineConfig.model_fields} | {"resume": resume}
+    run = _run(finetune, zenml_config, enable_cache, params)
     return collect(run.id)
 
 

@@ -15,7 +15,12 @@ from tuneline.training import train_lora as run_training
 
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def train_lora(
-    dataset: ChatDataset, data: DataConfig, model: ModelConfig, lora: LoraConfig, training: TrainingConfig
+    dataset: ChatDataset,
+    data: DataConfig,
+    model: ModelConfig,
+    lora: LoraConfig,
+    training: TrainingConfig,
+    resume: bool = False,
 ) -> Annotated[LoraAdapter, "lora_adapter"]:
     tracking.log_sections(data=data, model=model, lora=lora, training=training)
     work = Path(tempfile.mkdtemp(prefix="tuneline-train-"))

@@ -54,6 +54,9 @@ class ModelConfig(_Section):
 
     base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="QLoRA: load the frozen base in 4- or 8-bit through bitsandbytes (CUDA only)."
+    )
 
 
 class LoraConfig(_Section):
@@ -71,9 +74,30 @@ class TrainingConfig(_Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
     logging_steps: int = Field(10, ge=1)
     seed: int = 42
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
+    packing: bool = Field(
+        True, description="Pack examples into rows of max_seq_len tokens (attention never crosses examples) "
+        "instead of padding each batch to its longest row."
+    )
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory: recompute activations.")
+    eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (None: at the end only).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without a lower validation loss (needs eval_steps)."
+    )
+    save_steps: int | None = Field(
+        None, ge=1, description="Checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps; "
+        "`run.py --resume` continues from the last one."
+    )
+    num_processes: int = Field(1, ge=1, description="Data-parallel processes (GPUs); > 1 runs train under accelerate.")
+
+    @model_validator(mode="after")
+    def _early_stopping_needs_eval(self) -> "TrainingConfig":
+        if self.early_stopping_patience and not self.eval_steps:
+            raise ValueError("early_stopping_patience needs eval_steps: stopping is decided on validation loss")
+        return self
 
 
 class EvaluationConfig(_Section):
