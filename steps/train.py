@@ -5,11 +5,13 @@ from typing import Annotated
 from zenml import step
 
 from steps.caching import CACHE_POLICY
+from steps.checkpoints import CheckpointMirror, training_key
 
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
 from tuneline.modeling import resolve_base_model
+from tuneline.training import TrainingSetupError
 from tuneline.training import train_lora as run_training
 
 
@@ -23,27 +25,43 @@ def train_lora(
     resume: bool = False,
 ) -> Annotated[LoraAdapter, "lora_adapter"]:
     tracking.log_sections(data=data, model=model, lora=lora, training=training)
+    train, validation = dataset.splits["train"], dataset.splits.get("validation", [])
     work = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+    mirror = CheckpointMirror(training_key(
+        train, validation, data.max_seq_len, model.model_dump(), lora.model_dump(),
+        training.model_dump(exclude={"save_steps", "logging_steps"}),
+    ))
+    if resume and mirror.pull_latest(work / "checkpoints") is None:
+        raise TrainingSetupError(
+            f"--resume: no complete checkpoint in {mirror.remote}; an interrupted run with the same data and "
+            "config, and training.save_steps set, writes them there"
+        )
     result = run_training(
         resolve_base_model(model.base),
-        dataset.splits["train"],
-        dataset.splits.get("validation", []),
+        train,
+        validation,
         lora,
         training,
         work,
         max_seq_len=data.max_seq_len,
-        dtype=model.dtype,
+        model_cfg=model,
         on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
+        checkpoint_dir=work / "checkpoints",
+        resume=resume,
+        on_checkpoint=mirror.push,
     )
+    mirror.clear()
     tracking.log_loss_curve(result.history)
     tracking.log_dir(result.adapter_dir, "adapter")
     summary = {
         "steps": result.steps,
         "train_loss": result.train_loss,
+        "final_loss": result.history[-1]["loss"] if result.history else None,
         "eval_loss": result.eval_loss,
         "train_seconds": round(result.seconds, 1),
         "tokens_per_second": round(result.tokens_per_second, 1),
-        "train_examples": len(dataset.splits["train"]),
+        "train_examples": len(train),
+        "resumed_from_step": int(result.resumed_from.rsplit("-", 1)[1]) if result.resumed_from else None,
     }
     tracking.log_metrics({k: v for k, v in summary.items() if v is not None}, prefix="train.")
     return LoraAdapter(path=str(result.adapter_dir), base_model=model.base, train_summary=summary)

@@ -1,6 +1,10 @@
+import pytest
+import torch
+
+from tuneline.batching import PackCollator, PadCollator, pack
 from tuneline.chat_format import IGNORE, tokenize_segments
-from tuneline.config import EvaluationConfig, LoraConfig, TrainingConfig
-from tuneline.training import PadCollator
+from tuneline.config import EvaluationConfig, LoraConfig, ModelConfig, TrainingConfig
+from tuneline.training import TrainingSetupError, answer_loss, check_hardware
 
 PROMPT = {"text": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "train": False}
 ANSWER = {"text": "request(genres[puzzle])<|im_end|>", "train": True}
@@ -47,3 +51,65 @@ def test_lora_training_learns_and_adapter_generates(tiny_model_dir, tiny_tokeniz
     res = evaluate_model("tuned", "viggo", tiny_model_dir, splits["test"][:4], EvaluationConfig(batch_size=2, max_new_tokens=8),
                          adapter_dir=result.adapter_dir)
     assert res.n_examples == 4 and len(res.predictions) == 4 and 0.0 <= res.metrics["rouge1"] <= 1.0
+
+
+def _examples(tok, n):
+    answers = ["inform(name[Halo])", "request(genres[puzzle], platforms[PC])", "confirm(rating[good])"]
+    return [
+        tokenize_segments(tok, [{"text": f"<|im_start|>user\nsentence {i} " + "x " * (3 * i) + "<|im_end|>\n"
+                                 "<|im_start|>assistant\n", "train": False},
+                                {"text": answers[i % 3] + "<|im_end|>", "train": True}], 128)
+        for i in range(n)
+    ]
+
+
+def test_pack_fills_bins_without_overflow():
+    lengths = [70, 50, 40, 30, 20, 60]
+    bins = pack(lengths, 100)
+    assert sorted(i for b in bins for i in b) == list(range(6))
+    assert all(sum(lengths[i] for i in b) <= 100 for b in bins) and len(bins) == 3
+
+
+def test_packed_rows_never_attend_across_examples(tiny_model_dir, tiny_tokenizer):
+    """Same loss packed or padded: a token that saw its neighbour example would change it."""
+    from tuneline.modeling import load_model
+
+    model = load_model(tiny_model_dir).eval()
+    batch = _examples(tiny_tokenizer, 5)
+    packed = PackCollator(tiny_tokenizer.pad_token_id, capacity=128)(batch)
+    padded = PadCollator(tiny_tokenizer.pad_token_id)(batch)
+    assert packed["input_ids"].shape[0] < len(batch) and "attention_mask" not in packed
+    assert (packed["labels"] != IGNORE).sum() == (padded["labels"] != IGNORE).sum()
+    with torch.no_grad():
+        together, apart = answer_loss(model, packed), answer_loss(model, padded)
+        single = [answer_loss(model, PadCollator(tiny_tokenizer.pad_token_id)([b])) for b in batch]
+    assert torch.allclose(together, apart, atol=1e-5)
+    per_target = [int((torch.tensor(b["labels"][1:]) != IGNORE).sum()) for b in batch]
+    mean = sum(l * n for l, n in zip(single, per_target)) / sum(per_target)
+    assert torch.allclose(together, mean, atol=1e-5)
+    # Without the packed positions the same row attends across examples, and the loss moves.
+    with torch.no_grad():
+        crossing = answer_loss(model, {**packed, "position_ids": None})
+    assert not torch.allclose(crossing, together, atol=1e-4)
+
+
+def test_answer_loss_matches_the_models_own_loss(tiny_model_dir, tiny_tokenizer):
+    from tuneline.modeling import load_model
+
+    model = load_model(tiny_model_dir).eval()
+    batch = PadCollator(tiny_tokenizer.pad_token_id)(_examples(tiny_tokenizer, 3))
+    with torch.no_grad():
+        ours = answer_loss(model, batch)
+        theirs = model(**batch, use_cache=False).loss
+    assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("setting, key", [({"quantization": "4bit"}, "model.quantization: 4bit"),
+                                          ({"quantization": "8bit"}, "model.quantization: 8bit"),
+                                          ({"dtype": "bfloat16"}, "model.dtype: bfloat16")])
+def test_gpu_only_settings_fail_clearly_without_cuda(setting, key):
+    cfg = ModelConfig(**setting)
+    with pytest.raises(TrainingSetupError, match=key) as err:
+        check_hardware(cfg, cuda=False)
+    assert "CUDA" in str(err.value)
+    check_hardware(cfg, cuda=True)  # the same config is fine on a GPU machine
