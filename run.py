@@ -2,6 +2,7 @@
 
     python run.py --config configs/finetune.yaml [--set training.max_steps=50] [--no-cache] [--summary-json out.json]
     python run.py --config configs/finetune.yaml --resume      # after an interrupted run, from its last checkpoint
+    python run.py --config configs/gpu-qwen2.5-lora.yaml --schedule "0 3 * * 0"   # register weekly retraining
     python run.py --config configs/finetune.yaml --prepare-only
     python run.py --config configs/finetune.yaml --evaluate-only --model-version 3|production|base
     python run.py --config configs/finetune.yaml --export --model-version production [--out merged/]
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from runner.schedule import ScheduleError, requested_cron
 from tuneline.config import ConfigError, load_run_config
 from tuneline.sources import DataError, looks_like_path
 
@@ -39,9 +41,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="with --export: also copy the merged folder here")
     p.add_argument("--model-version", help="a version number or name, a stage, or (for --evaluate-only) 'base'")
     p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
+    p.add_argument("--schedule", metavar="CRON",
+                   help="register the finetune pipeline on this cron schedule (e.g. '0 3 * * 0') instead of running "
+                        "it now; needs a stack whose orchestrator runs schedules")
     args = p.parse_args(argv)
     if (args.evaluate_only or args.export) and not args.model_version:
         p.error("--evaluate-only and --export need --model-version (a number, or a stage such as production)")
+    if args.schedule and (args.resume or args.prepare_only or args.evaluate_only or args.export or args.summary_json):
+        p.error("--schedule registers future runs: it goes with none of --resume, --prepare-only, --evaluate-only, "
+                "--export, --summary-json")
     return args
 
 
@@ -113,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config, zenml_config = load_run_config(args.config, args.overrides)
         preflight(config)
-    except (ConfigError, DataError) as err:
+        args.schedule = requested_cron(args.schedule, zenml_config)
+    except (ConfigError, DataError, ScheduleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
@@ -121,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return _run_mode(args, config, zenml_config)
+    except ScheduleError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except PipelineFailed as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -149,6 +161,11 @@ def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:
         if error:
             print(f"error: {error}", file=sys.stderr)
         return 1 if error else 0
+    if args.schedule:
+        from runner.schedule import create, describe
+
+        print(describe(create(config, zenml_config, args.schedule, enable_cache=cache)))
+        return 0
     summary = runs.launch(config, zenml_config, enable_cache=cache, resume=args.resume)
     print(render_table(summary))
     if args.summary_json:

@@ -7,6 +7,7 @@ import tempfile
 
 import yaml
 from zenml.client import Client
+from zenml.config.schedule import Schedule
 from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
@@ -24,13 +25,14 @@ class PipelineFailed(RuntimeError):
     """A step failed; the message is the step's own error (file, line, field), not ZenML's wrapper."""
 
 
-def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict):
+def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedule: Schedule | None = None):
     stack = ensure_tracking_stack()
     log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
         fh.flush()
         options = {"config_path": fh.name} | ({} if enable_cache else {"enable_cache": False})
+        options |= {"schedule": schedule} if schedule else {}
         try:
             return pipeline.with_options(**options)(**params)
         except RuntimeError as err:
@@ -48,11 +50,13 @@ def _failure_message(pipeline_name: str, err: Exception) -> str:
     )
 
 
-def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False) -> RunSummary:
+def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,
+           schedule: Schedule | None = None) -> RunSummary | None:
+    """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
     params = {name: getattr(config, name) for name in TunelineConfig.model_fields} | {"resume": resume}
-    run = _run(finetune, zenml_config, enable_cache, params)
-    return collect(run.id)
+    run = _run(finetune, zenml_config, enable_cache, params, schedule)
+    return None if schedule else collect(run.id)
 
 
 def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> tuple[DataReport, str | None]:

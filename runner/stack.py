@@ -1,23 +1,49 @@
-"""Make sure the active ZenML stack can track experiments; register a local MLflow stack once if not."""
+"""Make sure the active ZenML stack can track experiments; register the local MLflow stack once if not.
+
+The local stack is defined once, in `stacks/local.yaml`, the format `zenml stack import` reads, so the stack
+run.py registers and the one a user imports by hand are the same.
+"""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
+from typing import Any
 
+import yaml
 from zenml.client import Client
 from zenml.enums import StackComponentType
 
 log = logging.getLogger(__name__)
 
-LOCAL_STACK = "tuneline-local"
-LOCAL_TRACKER = "tuneline-mlflow"
+STACKS = Path(__file__).resolve().parent.parent / "stacks"
+LOCAL_STACK_FILE = STACKS / "local.yaml"
 
 
-def _component_id(client: Client, kind: StackComponentType, name: str, flavor: str) -> str:
-    existing = client.list_stack_components(type=kind, name=name)
+def read_stack_file(path: Path) -> dict[str, Any]:
+    """A stack definition as `zenml stack export` writes it: stack_name, zenml_version, components by type."""
+    return yaml.safe_load(path.read_text())
+
+
+def _component_id(client: Client, kind: StackComponentType, spec: dict[str, Any]):
+    """Reuse a component of that name (as `zenml stack import` does), else register it."""
+    existing = client.list_stack_components(type=kind, name=spec["name"])
     if existing.items:
         return existing.items[0].id
-    return client.create_stack_component(name=name, flavor=flavor, component_type=kind, configuration={}).id
+    return client.create_stack_component(
+        name=spec["name"], flavor=spec["flavor"], component_type=kind, configuration=spec.get("configuration") or {}
+    ).id
+
+
+def register_stack(definition: dict[str, Any]) -> str:
+    """Register a stack definition without `zenml stack import`'s prompts; returns its name."""
+    client = Client()
+    components = {
+        StackComponentType(kind): [_component_id(client, StackComponentType(kind), spec) for spec in specs]
+        for kind, specs in definition["components"].items()
+    }
+    client.create_stack(name=definition["stack_name"], components=components)
+    return definition["stack_name"]
 
 
 def ensure_tracking_stack() -> str:
@@ -25,18 +51,12 @@ def ensure_tracking_stack() -> str:
     client = Client()
     if client.active_stack_model.components.get(StackComponentType.EXPERIMENT_TRACKER):
         return client.active_stack_model.name
-    existing = client.list_stacks(name=LOCAL_STACK)
-    if not existing.items:
-        components = {
-            StackComponentType.ORCHESTRATOR: _component_id(client, StackComponentType.ORCHESTRATOR, "default", "local"),
-            StackComponentType.ARTIFACT_STORE: _component_id(client, StackComponentType.ARTIFACT_STORE, "default", "local"),
-            StackComponentType.EXPERIMENT_TRACKER: _component_id(
-                client, StackComponentType.EXPERIMENT_TRACKER, LOCAL_TRACKER, "mlflow"
-            ),
-        }
-        client.create_stack(name=LOCAL_STACK, components=components)
-        log.info("registered ZenML stack '%s' (local orchestrator and artifact store, MLflow tracker '%s')",
-                 LOCAL_STACK, LOCAL_TRACKER)
-    client.activate_stack(LOCAL_STACK)
-    log.info("active stack had no experiment tracker; switched to '%s'", LOCAL_STACK)
-    return LOCAL_STACK
+    local = read_stack_file(LOCAL_STACK_FILE)
+    name = local["stack_name"]
+    if not client.list_stacks(name=name).items:
+        register_stack(local)
+        log.info("registered ZenML stack '%s' from %s (local orchestrator and artifact store, MLflow tracker)",
+                 name, LOCAL_STACK_FILE.relative_to(STACKS.parent))
+    client.activate_stack(name)
+    log.info("active stack had no experiment tracker; switched to '%s'", name)
+    return name

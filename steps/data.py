@@ -1,7 +1,8 @@
 from typing import Annotated, Tuple
 
-from zenml import step
+from zenml import get_step_context, log_metadata, step
 
+from materializers.chat_dataset import ChatDatasetMaterializer
 from steps.caching import CACHE_POLICY
 
 from tuneline import tracking
@@ -14,11 +15,23 @@ from tuneline.sources import DataError, load_splits
 from tuneline.validation import DataReport, gate_message, prepare
 
 
+def _record(key: str, dataset: ChatDataset, **extra) -> None:
+    """The rows' content hash (the one ZenML stores for the artifact) and counts, on the step run and on the model
+    version when the pipeline has one (`--prepare-only` has none), so every run says which data it used."""
+    values = {"content_hash": ChatDatasetMaterializer(uri="").compute_content_hash(dataset), "rows": dataset.counts(),
+              **extra}
+    log_metadata(metadata={key: values})
+    if get_step_context().model_version is not None:
+        log_metadata(metadata={key: values}, infer_model=True)
+
+
 @step(enable_cache=False)
 def load_data(data: DataConfig) -> Annotated[ChatDataset, "raw_data"]:
-    """Never cached: files and hub datasets change under the same config. The artifact's content hash lets
-    the steps after it hit the cache when the rows did not change."""
-    return ChatDataset(splits=load_splits(data))
+    """Never cached: files and hub datasets change under the same config, and a scheduled run must read them as
+    they are now. The artifact's content hash lets the steps after it hit the cache when the rows did not change."""
+    raw = ChatDataset(splits=load_splits(data))
+    _record("raw_data", raw, source=data.source)
+    return raw
 
 
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
@@ -30,10 +43,12 @@ def prepare_dataset(
     tokenizer = load_tokenizer(resolve_base_model(model.base))
     fallback = ensure_chat_template(tokenizer)
     prepared = prepare(raw.splits, data, tokenizer, template_fallback=fallback)
+    dataset = ChatDataset(splits=prepared.splits)
+    _record("chat_dataset", dataset, quarantined={split: c.quarantined for split, c in prepared.report.splits.items()})
     tracking.log_sections(data=data)
     tracking.log_metrics(prepared.report.metrics(), prefix="data.")
     tracking.log_text(data_report_html(prepared.report), "data/report.html")
-    return ChatDataset(splits=prepared.splits), Quarantine(rows=prepared.quarantine), prepared.report
+    return dataset, Quarantine(rows=prepared.quarantine), prepared.report
 
 
 @step(cache_policy=CACHE_POLICY)
