@@ -9,6 +9,8 @@ from tuneline.modeling import load_merged, load_tokenizer
 
 
 def export_merged(model_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float32") -> Path:
+    """The base is always loaded unquantized in `dtype`, also for QLoRA adapters: folding an update into 4-bit
+    weights would round it away, so the merge happens on the full-precision (dequantized) base."""
     merged = load_merged(model_dir, adapter_dir, dtype)
     merged.save_pretrained(out_dir, safe_serialization=True)
     # The adapter folder's tokenizer is the one training rendered with (chat template fallback included).
