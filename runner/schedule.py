@@ -91,11 +91,13 @@ def create(config: TunelineConfig, zenml_config: dict, cron: str, enable_cache: 
 
 
 def describe(schedule: ScheduleResponse) -> str:
+    """What was registered, when it next runs, and the ZenML commands that list, pause, resume and delete it."""
     nxt = croniter(schedule.cron_expression, datetime.now(timezone.utc)).get_next(datetime)
     return (
         f"schedule '{schedule.name}' registered: the finetune pipeline runs at cron '{schedule.cron_expression}' "
         f"(next {nxt:%Y-%m-%d %H:%M} UTC, by the orchestrator's clock).\n"
-        f"list: zenml pipeline schedule list   pause: zenml pipeline schedule deactivate {schedule.name}   "
-        f"resume: zenml pipeline schedule activate {schedule.name}   "
-        f"delete: zenml pipeline schedule delete {schedule.name}"
+        "  list:   zenml pipeline schedule list\n"
+        f"  pause:  zenml pipeline schedule deactivate {schedule.name}\n"
+        f"  resume: zenml pipeline schedule activate {schedule.name}\n"
+        f"  delete: zenml pipeline schedule delete {schedule.name}"
     )
