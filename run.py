@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tempfile
 from pathlib import Path
 
-import yaml
 
 from runner.schedule import ScheduleError, requested_cron
 from tuneline.config import ConfigError, load_run_config

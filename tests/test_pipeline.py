@@ -97,6 +97,11 @@ def test_model_version_stage_and_metadata(runs):
     rule = decision["ci_low"] > decision["min_gain"] and all(g["ok"] for g in decision["guards"].values())
     assert first["promoted"] == rule
     assert first["stage"] == ("production" if rule else None)
+    # What a scheduled run records of the data it found: the stored artifact's hash and its row counts.
+    run = Client().get_pipeline_run(first["zenml_run_id"])
+    raw = run.steps["load_data"].outputs["raw_data"][0]
+    assert meta["raw_data"]["content_hash"] == raw.content_hash and meta["raw_data"]["rows"] == raw.load().counts()
+    assert meta["chat_dataset"]["quarantined"] == {s: c["quarantined"] for s, c in first["data"].items()}
 
 
 def test_mlflow_has_params_curve_metrics_and_artifacts(runs):

@@ -79,8 +79,9 @@ class TrainingConfig(_Section):
     seed: int = 42
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
     packing: bool = Field(
-        True, description="Pack examples into rows of max_seq_len tokens (attention never crosses examples) "
-        "instead of padding each batch to its longest row."
+        False, description="Pack each batch into rows of max_seq_len tokens (attention never crosses examples) "
+        "instead of padding it to its longest row. Batches are grouped by length either way, which leaves "
+        "little padding on short single-turn rows; packing pays off when lengths in a batch differ widely."
     )
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory: recompute activations.")
     eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (None: at the end only).")
