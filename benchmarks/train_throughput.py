@@ -1,0 +1,236 @@
+"""Training throughput: our train step against what users would pick instead, same model, same examples.
+
+    python benchmarks/train_throughput.py [--n 128] [--batch-size 8] [--setups ours,trl_tuned,...] [--json]
+
+Every setup trains SmolLM2-135M-Instruct with the same LoRA (r, alpha, targets), learning rate, schedule, batch
+size and seed for one pass over the same ViGGO training examples, so all see the same target tokens:
+
+  ours        tuneline.training.train_lora: packed rows, answer-only logits
+  trl_default TRL SFTTrainer, SFTConfig defaults (bf16 and gradient checkpointing on), prompt-completion data
+  trl_tuned   the same, set up for a CPU as a careful user would (bf16=False, gradient_checkpointing=False)
+  pad512      a plain transformers Trainer padding every example to 512 tokens (ZenML's LLM fine-tuning project)
+
+Each runs in its own process so its peak memory (max RSS) is its own. Columns: non-pad tokens per second of
+training time, seconds per step, peak memory, the validation loss on answer tokens afterwards (scored the same way
+for every setup), and the share of this machine's matrix-multiply peak, measured in the same run, that training
+reaches at ~4 flops per frozen parameter per token (forward, and backward to the inputs) plus 6 per adapter one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+SETUPS = ("ours", "trl_default", "trl_tuned", "pad512")
+LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
+
+
+def matmul_peak_gflops(threads: int, seconds: float = 3.0) -> float:
+    """Best float32 GEMM rate of this machine: the ceiling any training step here could reach."""
+    import torch
+
+    torch.set_num_threads(threads)
+    best = 0.0
+    for n in (1024, 2048, 3072):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        a @ b  # warm up
+        reps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 3:
+            a @ b
+            reps += 1
+        best = max(best, 2 * n**3 * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def _data(n: int, n_val: int, model_dir: Path, max_seq_len: int):
+    from tuneline.config import DataConfig
+    from tuneline.modeling import load_tokenizer
+    from tuneline.sources import load_splits
+    from tuneline.validation import prepare
+
+    data = DataConfig(max_train_samples=n, max_validation_samples=n_val, max_test_samples=1, max_seq_len=max_seq_len)
+    splits = prepare(load_splits(data), data, load_tokenizer(model_dir)).splits
+    return splits["train"][:n], splits["validation"][:n_val]
+
+
+def _answer_eval_loss(model, tokenizer, records: list[dict], max_seq_len: int) -> float:
+    """Mean cross-entropy per answer token, the same scorer for every setup."""
+    import torch
+
+    from tuneline.batching import PadCollator
+    from tuneline.chat_format import IGNORE, tokenize_segments
+    from tuneline.training import answer_loss
+
+    examples = [tokenize_segments(tokenizer, r["segments"], max_seq_len) for r in records]
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(examples), 8):
+            batch = PadCollator(tokenizer.pad_token_id)(examples[i:i + 8])
+            n = int((batch["labels"][:, 1:] != IGNORE).sum())
+            total += float(answer_loss(model, batch)) * n
+            count += n
+    return total / count
+
+
+def _common_args(args, out_dir: Path) -> dict:
+    """Hyperparameters every setup shares, as TrainingArguments keywords."""
+    return dict(
+        output_dir=str(out_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
+        learning_rate=args.lr, warmup_steps=0, lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
+        report_to="none", seed=0, use_cpu=True, disable_tqdm=True,
+    )
+
+
+def _peft_config():
+    from peft import LoraConfig
+
+    from tuneline.config import LoraConfig as Ours
+
+    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
+                      target_modules=list(Ours().target_modules), task_type="CAUSAL_LM")
+
+
+def run_ours(args, model_dir, train, out_dir):
+    from tuneline.config import LoraConfig, TrainingConfig
+    from tuneline.modeling import load_tokenizer
+    from tuneline.training import train_lora
+
+    cfg = TrainingConfig(epochs=1, learning_rate=args.lr, batch_size=args.batch_size, warmup_ratio=0.0,
+                         logging_steps=1, seed=0)
+    result = train_lora(model_dir, train, [], LoraConfig(**LORA), cfg, out_dir, max_seq_len=args.max_seq_len)
+    tokenizer = load_tokenizer(model_dir)
+    from peft import AutoPeftModelForCausalLM
+
+    model = AutoPeftModelForCausalLM.from_pretrained(result.adapter_dir)
+    return result.seconds, result.tokens, result.steps, model, tokenizer
+
+
+def _trl(args, model_dir, train, out_dir, tuned: bool):
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train]
+    config = SFTConfig(**_common_args(args, out_dir), max_length=args.max_seq_len,
+                       **({"bf16": False, "gradient_checkpointing": False} if tuned else {}))
+    trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows),
+                         peft_config=_peft_config())
+    tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
+    start = time.monotonic()
+    trainer.train()
+    return time.monotonic() - start, tokens, trainer.state.global_step, trainer.model, trainer.processing_class
+
+
+def run_pad512(args, model_dir, train, out_dir):
+    """As ZenML's LLM LoRA project does: the whole chat as text, padded to a fixed 512, causal-LM collator."""
+    from datasets import Dataset
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
+
+    from tuneline.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in train]
+    enc = tokenizer(texts, padding="max_length", max_length=512, truncation=True)
+    tokens = sum(sum(m) for m in enc["attention_mask"])
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), _peft_config())
+    trainer = Trainer(model=model, args=TrainingArguments(**_common_args(args, out_dir)),
+                      train_dataset=Dataset.from_dict(dict(enc)),
+                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    start = time.monotonic()
+    trainer.train()
+    return time.monotonic() - start, tokens, trainer.state.global_step, model, tokenizer
+
+
+def worker(args) -> None:
+    import torch
+
+    from tuneline.modeling import resolve_base_model
+
+    torch.set_num_threads(args.threads)
+    model_dir = resolve_base_model(args.model)
+    train, val = _data(args.n, args.n_val, model_dir, args.max_seq_len)
+    with tempfile.TemporaryDirectory() as tmp:
+        out_dir = Path(tmp)
+        if args.worker == "ours":
+            seconds, tokens, steps, model, tokenizer = run_ours(args, model_dir, train, out_dir)
+        elif args.worker == "pad512":
+            seconds, tokens, steps, model, tokenizer = run_pad512(args, model_dir, train, out_dir)
+        else:
+            seconds, tokens, steps, model, tokenizer = _trl(args, model_dir, train, out_dir, args.worker == "trl_tuned")
+        trainable, total = model.get_nb_trainable_parameters()
+        eval_loss = _answer_eval_loss(model.float(), tokenizer, val, args.max_seq_len)
+    Path(args.out).write_text(json.dumps({
+        "setup": args.worker, "examples": len(train), "steps": steps, "seconds": seconds, "tokens": tokens,
+        "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "eval_loss": eval_loss,
+        "flops_per_token": 4 * (total - trainable) + 6 * trainable,
+    }))
+
+
+def table(results: dict, peak: float) -> str:
+    head = f"{'setup':<12}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}{'peak RSS MB':>13}{'eval loss':>11}{'% of peak':>11}"
+    lines = [head]
+    for r in results.values():
+        lines.append(f"{r['setup']:<12}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
+                     f"{r['peak_rss_mb']:>13.0f}{r['eval_loss']:>11.4f}{100 * r['share_of_peak']:>10.1f}%")
+    lines.append(f"matmul peak (float32 GEMM, same run): {peak:.1f} GFLOP/s")
+    if "ours" in results:
+        ours = results["ours"]["tokens_per_second"]
+        ratios = [f"{ours / r['tokens_per_second']:.2f}x {name}" for name, r in results.items() if name != "ours"]
+        if ratios:
+            lines.append("ours vs: " + ", ".join(ratios))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    p.add_argument("--n", type=int, default=128, help="training examples (one pass)")
+    p.add_argument("--n-val", type=int, default=64, help="validation examples for the eval loss")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--max-seq-len", type=int, default=256)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--worker", choices=SETUPS, help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return worker(args)
+
+    setups = [s for s in args.setups.split(",") if s]
+    unknown = set(setups) - set(SETUPS)
+    if unknown:
+        p.error(f"--setups: unknown {sorted(unknown)}; choose from {', '.join(SETUPS)}")
+    peak = matmul_peak_gflops(args.threads)
+    results = {}
+    passthrough = [a for a in sys.argv[1:] if a != "--json"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for setup in setups:
+            out = Path(tmp) / f"{setup}.json"
+            print(f"[{setup}] training ...", file=sys.stderr, flush=True)
+            subprocess.run([sys.executable, __file__, *passthrough, "--worker", setup, "--out", str(out)],
+                           check=True, env=os.environ.copy())
+            r = json.loads(out.read_text())
+            r["share_of_peak"] = r["tokens_per_second"] * r["flops_per_token"] / (peak * 1e9)
+            results[setup] = r
+    if args.json:
+        print(json.dumps({"matmul_peak_gflops": peak, "threads": args.threads, "results": results}, indent=2))
+    else:
+        print(table(results, peak))
+
+
+if __name__ == "__main__":
+    main()
