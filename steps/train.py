@@ -10,9 +10,10 @@ from steps.checkpoints import CheckpointMirror, training_key
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
+from tuneline.distributed import train_distributed
 from tuneline.modeling import resolve_base_model
 from tuneline.training import TrainingSetupError
-from tuneline.training import train_lora as run_training
+from tuneline.training import train_lora as train_in_process
 
 
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
@@ -36,6 +37,7 @@ def train_lora(
             f"--resume: no complete checkpoint in {mirror.remote}; an interrupted run with the same data and "
             "config, and training.save_steps set, writes them there"
         )
+    run_training = train_distributed if training.num_processes > 1 else train_in_process
     result = run_training(
         resolve_base_model(model.base),
         train,

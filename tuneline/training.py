@@ -91,18 +91,20 @@ def load_trainable_model(model_dir: Path, model_cfg: ModelConfig, lora_cfg: Lora
 
 
 def answer_loss(model, inputs: dict, num_items: torch.Tensor | int | None = None) -> torch.Tensor:
-    """Cross-entropy over answer tokens, projecting to the vocabulary only where there is a target."""
-    causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    """Cross-entropy over answer tokens, projecting to the vocabulary only where there is a target.
+
+    It calls the model itself (a boolean `logits_to_keep` mask selects the positions), never its inner modules:
+    under DDP only a forward through the wrapper makes the backward all-reduce the gradients."""
     labels = inputs["labels"]
-    hidden = causal_lm.model(
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = model(
         input_ids=inputs["input_ids"],
         attention_mask=inputs.get("attention_mask"),
         position_ids=inputs.get("position_ids"),
         use_cache=False,  # a cache would also switch off the packed-sequence mask
-    ).last_hidden_state
-    targets = labels[:, 1:]
-    keep = targets != IGNORE
-    logits = causal_lm.lm_head(hidden[:, :-1][keep]).float()
+        logits_to_keep=F.pad(keep, (0, 1), value=False),  # position t predicts token t + 1
+    ).logits.float()
     total = F.cross_entropy(logits, targets[keep], reduction="sum")
     return total / (num_items if num_items is not None else keep.sum().clamp(min=1))
 
@@ -117,6 +119,9 @@ def _trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = answer_loss(model, inputs, num_items_in_batch if model.training else None)
+            if model.training and num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # num_items_in_batch counts the targets of all processes and DDP averages the gradients over them
+                loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
 
     return AnswerLossTrainer
@@ -263,7 +268,7 @@ def train_lora(
     model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     start_step = int(resume_from.rsplit("-", 1)[1]) if resume_from else 0
-    seen = (trainer.state.global_step - start_step) * per_step  # tokens this process trained on
+    seen = (trainer.state.global_step - start_step) * per_step  # rows all processes trained on
     avg_len = sum(len(x["input_ids"]) for x in train_set) / max(1, len(train_set))
     avg_target = sum(sum(1 for t in x["labels"] if t != IGNORE) for x in train_set) / max(1, len(train_set))
     return TrainResult(
