@@ -113,3 +113,27 @@ def test_gpu_only_settings_fail_clearly_without_cuda(setting, key):
         check_hardware(cfg, cuda=False)
     assert "CUDA" in str(err.value)
     check_hardware(cfg, cuda=True)  # the same config is fine on a GPU machine
+
+
+def test_eval_loss_during_training_and_early_stopping(tiny_model_dir, tiny_tokenizer, tmp_path):
+    """A learning rate that blows training up: validation loss rises, and patience 1 stops the run early."""
+    from tuneline.config import DataConfig
+    from tuneline.sources import load_splits
+    from tuneline.training import train_lora
+    from tuneline.validation import prepare
+
+    data = DataConfig(source="synthetic:viggo")
+    splits = prepare(load_splits(data), data, tiny_tokenizer).splits
+    logged = []
+    cfg = TrainingConfig(max_steps=60, learning_rate=3.0, batch_size=8, logging_steps=5, eval_steps=5,
+                         early_stopping_patience=1, warmup_ratio=0.0, lr_scheduler="constant_with_warmup")
+    result = train_lora(tiny_model_dir, splits["train"], splits["validation"][:16], LoraConfig(r=8, alpha=16, dropout=0.0),
+                        cfg, tmp_path, max_seq_len=128, on_metrics=lambda step, values: logged.append((step, values)))
+    evals = [(step, v["eval_loss"]) for step, v in logged if "eval_loss" in v]
+    assert [s for s, _ in evals][:2] == [5, 10]
+    assert result.steps < 60 and result.steps % 5 == 0
+
+
+def test_early_stopping_needs_eval_steps():
+    with pytest.raises(ValueError, match="early_stopping_patience needs eval_steps"):
+        TrainingConfig(early_stopping_patience=2)
