@@ -63,7 +63,7 @@ def train_lora(
         "train_seconds": round(result.seconds, 1),
         "tokens_per_second": round(result.tokens_per_second, 1),
         "train_examples": len(train),
-        "resumed_from_step": int(result.resumed_from.rsplit("-", 1)[1]) if result.resumed_from else None,
+        "resumed_from_step": result.resumed_from_step,
     }
     tracking.log_metrics({k: v for k, v in summary.items() if v is not None}, prefix="train.")
     return LoraAdapter(path=str(result.adapter_dir), base_model=model.base, train_summary=summary)

@@ -43,6 +43,10 @@ class TrainResult:
     resumed_from: str | None = None
 
     @property
+    def resumed_from_step(self) -> int | None:
+        return int(self.resumed_from.rsplit("-", 1)[1]) if self.resumed_from else None
+
+    @property
     def tokens_per_second(self) -> float:
         return self.tokens / self.seconds if self.seconds else 0.0
 
