@@ -57,6 +57,14 @@ class ModelConfig(_Section):
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="QLoRA: load the frozen base in 4- or 8-bit through bitsandbytes (CUDA only)."
     )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where evaluation, promotion re-scoring, review export and serving run the model; "
+        "'auto' is the CUDA GPU when the machine has one, else the CPU."
+    )
+    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = Field(
+        "auto", description="Attention kernel for training. 'auto': transformers' default (SDPA). The flash "
+        "paths read padding-free packed rows without building a mask (CUDA and the flash-attn package only)."
+    )
 
 
 class LoraConfig(_Section):
@@ -93,6 +101,18 @@ class TrainingConfig(_Section):
         "`run.py --resume` continues from the last one."
     )
     num_processes: int = Field(1, ge=1, description="Data-parallel processes (GPUs); > 1 runs train under accelerate.")
+    max_batch_tokens: int | None = Field(
+        None, ge=16, description="Size each batch by a token budget (its rows times its longest row, or its packed "
+        "length) instead of batch_size rows; batch_size stays the cap on rows."
+    )
+    adapter_dtype: Literal["compute", "float32"] = Field(
+        "compute", description="LoRA weights in model.dtype ('compute': bf16/fp16 matmuls use tensor cores) or kept "
+        "in float32 (peft's default). The same on a float32 model."
+    )
+    liger_kernel: bool = Field(
+        False, description="Fused RMSNorm, SwiGLU and RoPE kernels from liger-kernel (the `gpu` extra; CUDA only)."
+    )
+    torch_compile: bool = Field(False, description="Compile the model with torch.compile before training.")
 
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "TrainingConfig":
@@ -103,8 +123,12 @@ class TrainingConfig(_Section):
 
 class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
     max_new_tokens: int = Field(96, ge=1)
+    max_batch_tokens: int | None = Field(
+        None, ge=16, description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
+        "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."
+    )
 
 
 class PromotionConfig(_Section):
