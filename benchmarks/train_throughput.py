@@ -1,6 +1,7 @@
 """Training throughput: our train step against what users would pick instead, same model, same examples.
 
     python benchmarks/train_throughput.py [--n 128] [--batch-size 8] [--setups ours,trl_tuned,...] [--json]
+    python benchmarks/train_throughput.py --device cuda --shape llama-3.1-8b|smollm2-135m [--setups ...]
 
 Every setup trains SmolLM2-135M-Instruct with the same LoRA (r, alpha, targets), learning rate, schedule, batch
 size and seed for one pass over the same ViGGO training examples, so all see the same target tokens:
@@ -9,6 +10,12 @@ size and seed for one pass over the same ViGGO training examples, so all see the
   trl_default TRL SFTTrainer, SFTConfig defaults (bf16 and gradient checkpointing on), prompt-completion data
   trl_tuned   the same, set up for a CPU as a careful user would (bf16=False, gradient_checkpointing=False)
   pad512      a plain transformers Trainer padding every example to 512 tokens (ZenML's LLM fine-tuning project)
+
+On `--device cuda` the model is built from `--shape` with random weights (benchmarks/model_shapes.py: no hub; the
+tokenizer is the offline SmolLM2 one) in bfloat16, and the setups are our LoRA, our QLoRA 4-bit and 8-bit, TRL with
+its defaults (bf16 weights, gradient checkpointing on), TRL tuned (checkpointing off, padding-free) and TRL QLoRA
+4-bit; the share is of the bf16 matmul peak measured in the same run, and memory is peak GPU memory. TRL comes
+from the `bench` extra, bitsandbytes and liger-kernel from the `gpu` extra.
 
 Each runs in its own process so its peak memory (max RSS) is its own. Columns: non-pad tokens per second of
 training time, seconds per step, peak memory, the validation loss on answer tokens afterwards (scored the same way
@@ -31,7 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.model_shapes import SHAPES, bf16_matmul_peak_tflops, build_random_model  # noqa: E402
+
 SETUPS = ("ours", "trl_default", "trl_tuned", "pad512")
+GPU_SETUPS = ("ours", "ours_qlora4", "ours_qlora8", "trl_default", "trl_tuned", "trl_qlora4")
 LORA = {"r": 16, "alpha": 32, "dropout": 0.05}
 
 
@@ -77,6 +87,7 @@ def _answer_eval_loss(model, tokenizer, records: list[dict], max_seq_len: int) -
     with torch.no_grad():
         for i in range(0, len(examples), 8):
             batch = PadCollator(tokenizer.pad_token_id)(examples[i:i + 8])
+            batch = {k: v.to(model.device) for k, v in batch.items()}
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             total += float(answer_loss(model, batch)) * n
             count += n
@@ -88,7 +99,7 @@ def _common_args(args, out_dir: Path) -> dict:
     return dict(
         output_dir=str(out_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
         learning_rate=args.lr, warmup_steps=0, lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
-        report_to="none", seed=0, use_cpu=True, disable_tqdm=True,
+        report_to="none", seed=0, use_cpu=args.device == "cpu", disable_tqdm=True,
     )
 
 
@@ -101,28 +112,52 @@ def _peft_config():
                       target_modules=list(Ours().target_modules), task_type="CAUSAL_LM")
 
 
+QUANTIZATION = {"ours_qlora4": "4bit", "ours_qlora8": "8bit", "trl_qlora4": "4bit"}
+
+
 def run_ours(args, model_dir, train, out_dir):
-    from tuneline.config import LoraConfig, TrainingConfig
+    from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
     from tuneline.modeling import load_tokenizer
     from tuneline.training import train_lora
 
+    cuda = args.device == "cuda"
+    model_cfg = ModelConfig(base=str(model_dir), dtype="bfloat16" if cuda else "float32",
+                            quantization=QUANTIZATION.get(args.worker, "none"))
     cfg = TrainingConfig(epochs=1, learning_rate=args.lr, batch_size=args.batch_size, warmup_ratio=0.0,
-                         logging_steps=1, seed=0)
-    result = train_lora(model_dir, train, [], LoraConfig(**LORA), cfg, out_dir, max_seq_len=args.max_seq_len)
+                         logging_steps=1, seed=0, packing=cuda, liger_kernel=cuda and args.liger)
+    result = train_lora(model_dir, train, [], LoraConfig(**LORA), cfg, out_dir, max_seq_len=args.max_seq_len,
+                        model_cfg=model_cfg)
     tokenizer = load_tokenizer(model_dir)
     from peft import AutoPeftModelForCausalLM
 
-    model = AutoPeftModelForCausalLM.from_pretrained(result.adapter_dir)
+    model = AutoPeftModelForCausalLM.from_pretrained(result.adapter_dir, dtype=getattr(__import__("torch"),
+                                                     model_cfg.dtype), device_map=args.device)
     return result.seconds, result.tokens, result.steps, model, tokenizer
 
 
-def _trl(args, model_dir, train, out_dir, tuned: bool):
+def _trl(args, model_dir, train, out_dir, setup: str):
+    """TRL's SFTTrainer on prompt-completion rows (answer-only loss, as ours).
+
+    On CUDA every TRL setup loads bf16 weights (TRL's own default would load float32); `trl_tuned` turns
+    gradient checkpointing off and, on CUDA, turns on TRL's padding-free batches; `trl_qlora4` is TRL's QLoRA."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    cuda = args.device == "cuda"
     rows = [{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in train]
-    config = SFTConfig(**_common_args(args, out_dir), max_length=args.max_seq_len,
-                       **({"bf16": False, "gradient_checkpointing": False} if tuned else {}))
+    extra: dict = {}
+    if cuda:
+        extra["model_init_kwargs"] = {"dtype": "bfloat16"}
+    if setup == "trl_tuned":
+        extra |= {"gradient_checkpointing": False} | ({"padding_free": True} if cuda else {"bf16": False})
+    if setup == "trl_qlora4":
+        from transformers import BitsAndBytesConfig
+
+        extra["model_init_kwargs"]["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype="bfloat16",
+        )
+    config = SFTConfig(**_common_args(args, out_dir), max_length=args.max_seq_len, **extra)
     trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=_peft_config())
     tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
@@ -152,72 +187,97 @@ def run_pad512(args, model_dir, train, out_dir):
     return time.monotonic() - start, tokens, trainer.state.global_step, model, tokenizer
 
 
+def _peak_memory_gib(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def worker(args) -> None:
     import torch
 
     from tuneline.modeling import resolve_base_model
 
     torch.set_num_threads(args.threads)
-    model_dir = resolve_base_model(args.model)
+    model_dir = Path(args.model_dir) if args.model_dir else resolve_base_model(args.model)
     train, val = _data(args.n, args.n_val, model_dir, args.max_seq_len)
     with tempfile.TemporaryDirectory() as tmp:
         out_dir = Path(tmp)
-        if args.worker == "ours":
+        if args.worker.startswith("ours"):
             seconds, tokens, steps, model, tokenizer = run_ours(args, model_dir, train, out_dir)
         elif args.worker == "pad512":
             seconds, tokens, steps, model, tokenizer = run_pad512(args, model_dir, train, out_dir)
         else:
-            seconds, tokens, steps, model, tokenizer = _trl(args, model_dir, train, out_dir, args.worker == "trl_tuned")
+            seconds, tokens, steps, model, tokenizer = _trl(args, model_dir, train, out_dir, args.worker)
+        peak = _peak_memory_gib(args.device)  # training's peak, before the scorer below loads anything
         trainable, total = model.get_nb_trainable_parameters()
-        eval_loss = _answer_eval_loss(model.float(), tokenizer, val, args.max_seq_len)
+        eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val,
+                                      args.max_seq_len)
     Path(args.out).write_text(json.dumps({
         "setup": args.worker, "examples": len(train), "steps": steps, "seconds": seconds, "tokens": tokens,
-        "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "eval_loss": eval_loss,
-        "flops_per_token": 4 * (total - trainable) + 6 * trainable,
+        "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps, "peak_memory_gib": peak,
+        "eval_loss": eval_loss, "flops_per_token": 4 * (total - trainable) + 6 * trainable,
     }))
 
 
-def table(results: dict, peak: float) -> str:
-    head = f"{'setup':<12}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}{'peak RSS MB':>13}{'eval loss':>11}{'% of peak':>11}"
+def table(results: dict, peak: float, device: str) -> str:
+    cuda = device == "cuda"
+    memory, scale = ("peak GPU GiB", 1) if cuda else ("peak RSS MB", 1024)
+    unit = "bf16 matmul peak (same run): {:.1f} TFLOP/s" if cuda else "matmul peak (float32 GEMM, same run): {:.1f} GFLOP/s"
+    head = f"{'setup':<13}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}{memory:>14}{'eval loss':>11}{'% of peak':>11}"
     lines = [head]
     for r in results.values():
-        lines.append(f"{r['setup']:<12}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
-                     f"{r['peak_rss_mb']:>13.0f}{r['eval_loss']:>11.4f}{100 * r['share_of_peak']:>10.1f}%")
-    lines.append(f"matmul peak (float32 GEMM, same run): {peak:.1f} GFLOP/s")
-    if "ours" in results:
-        ours = results["ours"]["tokens_per_second"]
-        ratios = [f"{ours / r['tokens_per_second']:.2f}x {name}" for name, r in results.items() if name != "ours"]
+        lines.append(f"{r['setup']:<13}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
+                     f"{r['peak_memory_gib'] * scale:>14.{2 if cuda else 0}f}{r['eval_loss']:>11.4f}{100 * r['share_of_peak']:>10.1f}%")
+    lines.append(unit.format(peak))
+    for name in [n for n in results if n.startswith("ours")]:
+        ours = results[name]["tokens_per_second"]
+        ratios = [f"{ours / r['tokens_per_second']:.2f}x {other}" for other, r in results.items()
+                  if not other.startswith("ours")]
         if ratios:
-            lines.append("ours vs: " + ", ".join(ratios))
+            lines.append(f"{name} vs: " + ", ".join(ratios))
     return "\n".join(lines)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
+    p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="base model on --device cpu")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m",
+                   help="with --device cuda: the shape of the randomly initialized bf16 model")
+    p.add_argument("--no-liger", dest="liger", action="store_false", help="with --device cuda: ours without Liger")
     p.add_argument("--n", type=int, default=128, help="training examples (one pass)")
     p.add_argument("--n-val", type=int, default=64, help="validation examples for the eval loss")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--setups", default=",".join(SETUPS), help=f"comma-separated subset of {','.join(SETUPS)}")
+    p.add_argument("--setups", help=f"comma-separated subset of {','.join(SETUPS)} (cpu) or "
+                   f"{','.join(GPU_SETUPS)} (cuda); default: all")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--worker", choices=SETUPS, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=SETUPS + GPU_SETUPS, help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
 
-    setups = [s for s in args.setups.split(",") if s]
-    unknown = set(setups) - set(SETUPS)
+    known = GPU_SETUPS if args.device == "cuda" else SETUPS
+    setups = [s for s in (args.setups or ",".join(known)).split(",") if s]
+    unknown = set(setups) - set(known)
     if unknown:
-        p.error(f"--setups: unknown {sorted(unknown)}; choose from {', '.join(SETUPS)}")
-    peak = matmul_peak_gflops(args.threads)
+        p.error(f"--setups: unknown {sorted(unknown)} on --device {args.device}; choose from {', '.join(known)}")
     results = {}
     passthrough = [a for a in sys.argv[1:] if a != "--json"]
     with tempfile.TemporaryDirectory() as tmp:
+        if args.device == "cuda":
+            peak = bf16_matmul_peak_tflops() * 1e3  # GFLOP/s, as on the CPU
+            print(f"[{args.shape}] building random weights ...", file=sys.stderr, flush=True)
+            passthrough += ["--model-dir", str(build_random_model(args.shape, Path(tmp) / args.shape))]
+        else:
+            peak = matmul_peak_gflops(args.threads)
         for setup in setups:
             out = Path(tmp) / f"{setup}.json"
             print(f"[{setup}] training ...", file=sys.stderr, flush=True)
@@ -227,9 +287,10 @@ def main() -> None:
             r["share_of_peak"] = r["tokens_per_second"] * r["flops_per_token"] / (peak * 1e9)
             results[setup] = r
     if args.json:
-        print(json.dumps({"matmul_peak_gflops": peak, "threads": args.threads, "results": results}, indent=2))
+        print(json.dumps({"device": args.device, "shape": args.shape if args.device == "cuda" else args.model,
+                          "matmul_peak_gflops": peak, "threads": args.threads, "results": results}, indent=2))
     else:
-        print(table(results, peak))
+        print(table(results, peak / 1e3 if args.device == "cuda" else peak, args.device))
 
 
 if __name__ == "__main__":
