@@ -1,6 +1,7 @@
 """Evaluation throughput: our batched greedy generation against one example at a time, same model, same prompts.
 
     python benchmarks/eval_throughput.py [--n 200] [--batch-size 16] [--max-new-tokens 80] [--json]
+    python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --batch-size 256 --max-batch-tokens 131072
 
 Each mode runs in its own process so peak memory (max RSS) is its own. Prints examples/s, generated tokens/s,
 peak memory and the share of examples whose greedy outputs are identical in both modes.
@@ -38,15 +39,17 @@ def worker(args) -> None:
     import torch
 
     from tuneline.generation import generate_greedy
-    from tuneline.modeling import load_model, load_tokenizer, resolve_base_model
+    from tuneline.modeling import load_model, load_tokenizer, placement, resolve_base_model
 
     torch.manual_seed(0)
     model_dir = resolve_base_model(args.model)
     prompts = _prompts(args.n, model_dir)
-    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir)
+    device, dtype = placement(args.device, args.dtype)
+    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, dtype, device)
     batch = args.batch_size if args.worker == "batched" else 1
     start = time.monotonic()
-    gen = generate_greedy(model, tokenizer, prompts, batch, args.max_new_tokens)
+    gen = generate_greedy(model, tokenizer, prompts, batch, args.max_new_tokens,
+                          max_batch_tokens=args.max_batch_tokens if batch > 1 else None)
     seconds = time.monotonic() - start
     Path(args.out).write_text(json.dumps({
         "mode": args.worker, "batch_size": batch, "examples": len(prompts), "seconds": seconds,
@@ -61,6 +64,9 @@ def main() -> None:
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=80)
+    p.add_argument("--max-batch-tokens", type=int, help="token budget per batch (evaluation.max_batch_tokens)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="as model.device")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="as model.dtype")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--worker", choices=["batched", "sequential"], help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -73,7 +79,9 @@ def main() -> None:
         for mode in ("batched", "sequential"):
             out = Path(tmp) / f"{mode}.json"
             cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--model", args.model,
-                   "--n", str(args.n), "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
+                   "--n", str(args.n), "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
+                   "--device", args.device, "--dtype", args.dtype]
+            cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
             subprocess.run(cmd, check=True, env=os.environ.copy())
             results[mode] = json.loads(out.read_text())
     ours, one = results["batched"], results["sequential"]

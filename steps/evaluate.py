@@ -33,6 +33,7 @@ def evaluate(
         evaluation,
         adapter_dir=Path(adapter.path) if adapter else None,
         dtype=model.dtype,
+        device=model.device,
     )
     tracking.log_metrics(result.metrics, prefix=f"{label}.")
     tracking.log_metrics({"examples_per_second": result.examples_per_second,

@@ -25,6 +25,8 @@ class EvalResult(BaseModel):
     seconds: float
     examples_per_second: float
     latency_ms_per_example: float  # batched generation time divided by examples
+    device: str = "cpu"  # where it generated, and in which dtype
+    dtype: str = "float32"
     predictions: list[dict]  # input, reference, prediction and the per-example row from metrics.compare
 
 
@@ -43,12 +45,17 @@ def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
 
 def evaluate_model(
     label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
-    adapter_dir: Path | None = None, dtype: str = "float32",
+    adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto",
 ) -> EvalResult:
-    from tuneline.modeling import load_merged, load_model, load_tokenizer
+    """`device` and `dtype` are the config's `model.device` and `model.dtype`; `placement` decides what they mean
+    on this machine."""
+    from tuneline.modeling import load_merged, load_model, load_tokenizer, placement
 
+    device, dtype = placement(device, dtype)
+    log.info("evaluate %s: generating on %s in %s", label, device, dtype)
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, dtype) if adapter_dir is None else load_merged(model_dir, adapter_dir, dtype)
+    model = (load_model(model_dir, dtype, device) if adapter_dir is None
+             else load_merged(model_dir, adapter_dir, dtype, device))
 
     def progress(done: int, total: int, seconds: float) -> None:
         log.info("evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs", label, done, total, seconds,
@@ -56,7 +63,8 @@ def evaluate_model(
 
     prompts = [r["prompt"] for r in records]
     references = [r["messages"][-1]["content"] for r in records]
-    gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress)
+    gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,
+                          max_batch_tokens=cfg.max_batch_tokens)
     metrics, rows = score(task, gen.texts, references)
     predictions = [
         {"input": r["messages"][-2]["content"], "reference": ref, "prediction": pred, **row}
@@ -72,4 +80,6 @@ def evaluate_model(
         examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
         latency_ms_per_example=1000 * gen.seconds / max(1, len(records)),
         predictions=predictions,
+        device=device,
+        dtype=dtype,
     )

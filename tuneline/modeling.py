@@ -125,14 +125,32 @@ def load_tokenizer(model_dir: Path):
     return tokenizer
 
 
-def load_model(model_dir: Path, dtype: str = "float32"):
+class DeviceError(RuntimeError):
+    """`model.device` asks for what this machine does not have."""
+
+
+def placement(device: str = "auto", dtype: str = "float32", cuda: bool | None = None) -> tuple[str, str]:
+    """(device, dtype) a model generates with: the CUDA GPU in `dtype` when there is one (or `device` says so),
+    else the CPU in float32, since bf16/fp16 matmuls on a CPU without native support are many times slower."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if device == "cuda" and not cuda:
+        raise DeviceError("model.device: cuda, but this machine has no CUDA GPU; use model.device: auto or cpu")
+    chosen = "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
+    if chosen == "cpu" and dtype != "float32":
+        log.info("generating on the CPU in float32 (model.dtype %s is for the GPU)", dtype)
+        dtype = "float32"
+    return chosen, dtype
+
+
+def load_model(model_dir: Path, dtype: str = "float32", device: str = "cpu"):
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype))
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
 
 
-def load_merged(model_dir: Path, adapter_dir: Path, dtype: str = "float32"):
-    """Base + LoRA adapter folded into plain weights: generation runs at base-model speed, export saves it as is."""
+def load_merged(model_dir: Path, adapter_dir: Path, dtype: str = "float32", device: str = "cpu"):
+    """Base + LoRA adapter folded into plain weights: generation runs at base-model speed, export saves it as is.
+    The merge happens on `device`, where the model will run."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(model_dir, dtype), adapter_dir).merge_and_unload()
+    return PeftModel.from_pretrained(load_model(model_dir, dtype, device), adapter_dir).merge_and_unload()
