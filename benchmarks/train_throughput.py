@@ -6,7 +6,8 @@
 Every setup trains SmolLM2-135M-Instruct with the same LoRA (r, alpha, targets), learning rate, schedule, batch
 size and seed for one pass over the same ViGGO training examples, so all see the same target tokens:
 
-  ours        tuneline.training.train_lora: packed rows, answer-only logits
+  ours        tuneline.training.train_lora: length-grouped batches (on CUDA: padding-free packed rows, Liger
+              kernels, bf16 adapters), answer-only logits
   trl_default TRL SFTTrainer, SFTConfig defaults (bf16 and gradient checkpointing on), prompt-completion data
   trl_tuned   the same, set up for a CPU as a careful user would (bf16=False, gradient_checkpointing=False)
   pad512      a plain transformers Trainer padding every example to 512 tokens (ZenML's LLM fine-tuning project)
@@ -73,20 +74,19 @@ def _data(n: int, n_val: int, model_dir: Path, max_seq_len: int):
     return splits["train"][:n], splits["validation"][:n_val]
 
 
-def _answer_eval_loss(model, tokenizer, records: list[dict], max_seq_len: int) -> float:
+def _answer_eval_loss(model, tokenizer, records: list[dict]) -> float:
     """Mean cross-entropy per answer token, the same scorer for every setup."""
     import torch
 
     from tuneline.batching import PadCollator
-    from tuneline.chat_format import IGNORE, tokenize_segments
-    from tuneline.training import answer_loss
+    from tuneline.chat_format import IGNORE
+    from tuneline.trainer import answer_loss
 
-    examples = [tokenize_segments(tokenizer, r["segments"], max_seq_len) for r in records]
     total, count = 0.0, 0
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(examples), 8):
-            batch = PadCollator(tokenizer.pad_token_id)(examples[i:i + 8])
+        for i in range(0, len(records), 8):
+            batch = PadCollator(tokenizer.pad_token_id)(records[i:i + 8])
             batch = {k: v.to(model.device) for k, v in batch.items()}
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             total += float(answer_loss(model, batch)) * n
@@ -118,15 +118,15 @@ QUANTIZATION = {"ours_qlora4": "4bit", "ours_qlora8": "8bit", "trl_qlora4": "4bi
 def run_ours(args, model_dir, train, out_dir):
     from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
     from tuneline.modeling import load_tokenizer
-    from tuneline.training import train_lora
+    from tuneline.training import TrainJob, train_lora
 
     cuda = args.device == "cuda"
     model_cfg = ModelConfig(base=str(model_dir), dtype="bfloat16" if cuda else "float32",
                             quantization=QUANTIZATION.get(args.worker, "none"))
     cfg = TrainingConfig(epochs=1, learning_rate=args.lr, batch_size=args.batch_size, warmup_ratio=0.0,
                          logging_steps=1, seed=0, packing=cuda, liger_kernel=cuda and args.liger)
-    result = train_lora(model_dir, train, [], LoraConfig(**LORA), cfg, out_dir, max_seq_len=args.max_seq_len,
-                        model_cfg=model_cfg)
+    result = train_lora(TrainJob(model_dir, train, [], out_dir, model=model_cfg, lora=LoraConfig(**LORA),
+                                 training=cfg))
     tokenizer = load_tokenizer(model_dir)
     from peft import AutoPeftModelForCausalLM
 
@@ -213,8 +213,7 @@ def worker(args) -> None:
             seconds, tokens, steps, model, tokenizer = _trl(args, model_dir, train, out_dir, args.worker)
         peak = _peak_memory_gib(args.device)  # training's peak, before the scorer below loads anything
         trainable, total = model.get_nb_trainable_parameters()
-        eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val,
-                                      args.max_seq_len)
+        eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val)
     Path(args.out).write_text(json.dumps({
         "setup": args.worker, "examples": len(train), "steps": steps, "seconds": seconds, "tokens": tokens,
         "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps, "peak_memory_gib": peak,

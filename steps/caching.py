@@ -8,5 +8,5 @@ from zenml.config.cache_policy import CachePolicy
 
 import tuneline
 
-CORE_FILES = sorted(str(p) for p in Path(tuneline.__file__).parent.glob("*.py"))
+CORE_FILES = sorted(str(p) for p in Path(tuneline.__file__).parent.rglob("*.py"))
 CACHE_POLICY = CachePolicy(file_dependencies=CORE_FILES)

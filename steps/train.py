@@ -11,8 +11,9 @@ from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
 from tuneline.distributed import train_distributed
+from tuneline.lora_model import TrainingSetupError
 from tuneline.modeling import resolve_base_model
-from tuneline.training import TrainingSetupError
+from tuneline.train_job import TrainJob
 from tuneline.training import train_lora as train_in_process
 
 
@@ -37,19 +38,11 @@ def train_lora(
             f"--resume: no complete checkpoint in {mirror.remote}; an interrupted run with the same data and "
             "config, and training.save_steps set, writes them there"
         )
+    job = TrainJob(model_dir=resolve_base_model(model.base), train=train, validation=validation, output_dir=work,
+                   model=model, lora=lora, training=training, resume=resume)
     run_training = train_distributed if training.num_processes > 1 else train_in_process
     result = run_training(
-        resolve_base_model(model.base),
-        train,
-        validation,
-        lora,
-        training,
-        work,
-        max_seq_len=data.max_seq_len,
-        model_cfg=model,
-        on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
-        checkpoint_dir=work / "checkpoints",
-        resume=resume,
+        job, on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
         on_checkpoint=mirror.push,
     )
     mirror.clear()

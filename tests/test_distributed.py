@@ -9,6 +9,7 @@ import torch
 
 from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, TrainingConfig
 from tuneline.distributed import DistributedTrainingError, train_distributed
+from tuneline.train_job import TrainJob
 
 LORA = LoraConfig(r=8, alpha=16, dropout=0.0)
 
@@ -25,12 +26,11 @@ def splits(tiny_tokenizer):
 def _base_answer_loss(model_dir, tokenizer, records) -> float:
     """Mean loss per answer token of the untrained base over `records`: what a first training step must log."""
     from tuneline.batching import PadCollator
-    from tuneline.chat_format import tokenize_segments
     from tuneline.modeling import load_model
-    from tuneline.training import answer_loss
+    from tuneline.trainer import answer_loss
 
     model = load_model(model_dir).eval()
-    batch = PadCollator(tokenizer.pad_token_id)([tokenize_segments(tokenizer, r["segments"], 128) for r in records])
+    batch = PadCollator(tokenizer.pad_token_id)(records)
     with torch.no_grad():
         return float(answer_loss(model, batch))
 
@@ -49,7 +49,7 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
             shutil.copytree(checkpoint, tmp_path / "saved" / checkpoint.name)
 
     result = train_distributed(
-        tiny_model_dir, splits["train"], splits["validation"], LORA, cfg, tmp_path, max_seq_len=128,
+        TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path, lora=LORA, training=cfg),
         on_metrics=lambda step, values: logged.append((step, values)), on_checkpoint=push,
     )
     job = tmp_path / "distributed"
@@ -86,8 +86,8 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
 
     # Resumed in two processes from the pushed copy of checkpoint 24 (each rank's RNG state included), training
     # ends where it ended without the interruption.
-    resumed = train_distributed(tiny_model_dir, splits["train"], splits["validation"], LORA, cfg, tmp_path / "resumed",
-                                max_seq_len=128, checkpoint_dir=tmp_path / "saved", resume=True)
+    resumed = train_distributed(TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path / "resumed",
+                                         lora=LORA, training=cfg, checkpoint_dir=tmp_path / "saved", resume=True))
     assert resumed.resumed_from.endswith("checkpoint-24") and resumed.steps == 36
     assert [h["step"] for h in resumed.history][-12:] == list(range(25, 37))
     assert resumed.history[-1]["loss"] == pytest.approx(losses[-1], rel=1e-3)
@@ -97,8 +97,8 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
 def test_a_failing_worker_fails_the_step_with_its_error(tiny_model_dir, splits, tmp_path):
     cfg = TrainingConfig(num_processes=2, threads=1, max_steps=2, batch_size=2)
     with pytest.raises(DistributedTrainingError) as err:
-        train_distributed(tiny_model_dir, splits["train"][:8], [], LoraConfig(target_modules=["no_such_proj"]), cfg,
-                          tmp_path, max_seq_len=128)
+        train_distributed(TrainJob(tiny_model_dir, splits["train"][:8], [], tmp_path,
+                                   lora=LoraConfig(target_modules=["no_such_proj"]), training=cfg))
     message = str(err.value)
     print(message)
     assert "2 processes" in message and "exited with code" in message

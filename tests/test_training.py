@@ -4,7 +4,9 @@ import torch
 from tuneline.batching import PackCollator, PadCollator, pack
 from tuneline.chat_format import IGNORE, tokenize_segments
 from tuneline.config import EvaluationConfig, LoraConfig, ModelConfig, TrainingConfig
-from tuneline.training import TrainingSetupError, answer_loss, check_hardware
+from tuneline.lora_model import TrainingSetupError, check_hardware
+from tuneline.trainer import answer_loss
+from tuneline.train_job import TrainJob
 
 PROMPT = {"text": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "train": False}
 ANSWER = {"text": "request(genres[puzzle])<|im_end|>", "train": True}
@@ -39,11 +41,10 @@ def test_lora_training_learns_and_adapter_generates(tiny_model_dir, tiny_tokeniz
     data = DataConfig(source="synthetic:viggo")
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits
     logged = []
-    result = train_lora(
-        tiny_model_dir, splits["train"], splits["validation"], LoraConfig(r=8, alpha=16, dropout=0.0),
-        TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10), tmp_path, max_seq_len=128,
-        on_metrics=lambda step, values: logged.append((step, values)),
-    )
+    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path,
+                   lora=LoraConfig(r=8, alpha=16, dropout=0.0),
+                   training=TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10))
+    result = train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.7
     assert (result.adapter_dir / "adapter_config.json").is_file()
@@ -127,8 +128,9 @@ def test_eval_loss_during_training_and_early_stopping(tiny_model_dir, tiny_token
     logged = []
     cfg = TrainingConfig(max_steps=60, learning_rate=3.0, batch_size=8, logging_steps=5, eval_steps=5,
                          early_stopping_patience=1, warmup_ratio=0.0, lr_scheduler="constant_with_warmup")
-    result = train_lora(tiny_model_dir, splits["train"], splits["validation"][:16], LoraConfig(r=8, alpha=16, dropout=0.0),
-                        cfg, tmp_path, max_seq_len=128, on_metrics=lambda step, values: logged.append((step, values)))
+    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"][:16], tmp_path,
+                   lora=LoraConfig(r=8, alpha=16, dropout=0.0), training=cfg)
+    result = train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     evals = [(step, v["eval_loss"]) for step, v in logged if "eval_loss" in v]
     assert [s for s, _ in evals][:2] == [5, 10]
     assert result.steps < 60 and result.steps % 5 == 0

@@ -1,5 +1,9 @@
 """Turn tokenized examples into training batches without paying for padding.
 
+Batches are built here, before the Trainer sees them: examples of like length together, each batch capped at
+`batch_size` rows and, optionally, a token budget, so a batch of short rows holds more of them. The Trainer
+shuffles whole batches and draws one per step (`BatchCollator`).
+
 Labels are built from token positions, never from token ids: SmolLM2's pad token *is* its EOS, and masking
 "every pad id" would mask the EOS too, leaving a model that never learns to stop.
 """
@@ -55,19 +59,22 @@ def pack(lengths: list[int], capacity: int) -> list[list[int]]:
 
 @dataclass
 class PackCollator:
-    """Pack a batch's examples into as few rows of at most `capacity` tokens as fit.
+    """Pack a batch's examples into as few rows of at most `capacity` tokens as fit; with no capacity, into one
+    row (padding-free: not a single pad token).
 
     No attention mask is returned: positions restart at 0 for every example, and transformers turns a packed
-    `position_ids` into a block-diagonal causal mask, so no token attends across an example boundary. Each
-    example's first label is IGNORE (it starts with the prompt), so no loss crosses a boundary either.
+    `position_ids` into a block-diagonal causal mask (the flash-attention paths read the boundaries from the
+    positions directly), so no token attends across an example boundary. Each example's first label is IGNORE
+    (it starts with the prompt), so no loss crosses a boundary either.
     """
 
     pad_id: int
-    capacity: int
+    capacity: int | None = None
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
+        lengths = [len(b["input_ids"]) for b in batch]
         rows = []
-        for group in pack([len(b["input_ids"]) for b in batch], self.capacity):
+        for group in pack(lengths, self.capacity or sum(lengths)):
             row = {"input_ids": [], "labels": [], "position_ids": []}
             for i in group:
                 row["input_ids"] += batch[i]["input_ids"]
@@ -75,3 +82,31 @@ class PackCollator:
                 row["position_ids"] += list(range(len(batch[i]["input_ids"])))
             rows.append(row)
         return _fill(rows, self.pad_id, ("input_ids", "labels", "position_ids"))
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None,
+                           packed: bool = False) -> list[list[int]]:
+    """Indices sorted by length and cut into batches of at most `batch_size` rows and `max_tokens` tokens: the
+    rows' sum when packed, rows x longest row when padded. A row over the budget alone is a batch of one."""
+    batches: list[list[int]] = []
+    tokens = 0
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        batch = batches[-1] if batches else []
+        cost = tokens + lengths[i] if packed else (len(batch) + 1) * lengths[i]
+        if batch and len(batch) < batch_size and (max_tokens is None or cost <= max_tokens):
+            batch.append(i)
+            tokens = cost if packed else 0
+        else:
+            batches.append([i])
+            tokens = lengths[i]
+    return batches
+
+
+@dataclass
+class BatchCollator:
+    """The Trainer draws one prebuilt batch per step (its batch size is 1); `collate` makes the tensors."""
+
+    collate: PadCollator | PackCollator
+
+    def __call__(self, drawn: list[list[dict]]) -> dict[str, torch.Tensor]:
+        return self.collate([example for batch in drawn for example in batch])

@@ -91,7 +91,10 @@ class TrainingConfig(_Section):
         "instead of padding it to its longest row. Batches are grouped by length either way, which leaves "
         "little padding on short single-turn rows; packing pays off when lengths in a batch differ widely."
     )
-    gradient_checkpointing: bool = Field(False, description="Trade compute for memory: recompute activations.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for memory: recompute activations. Default: on for QLoRA (a quantized "
+        "base is chosen to save memory), off otherwise."
+    )
     eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (None: at the end only).")
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without a lower validation loss (needs eval_steps)."

@@ -127,7 +127,8 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
             except RowError as err:
                 quarantine.append(_quarantine(split, row, err.reason, str(err)))
                 continue
-            n_tokens = tokenize_segments(tokenizer, rendered["segments"], cfg.max_seq_len)["n_tokens"]
+            tokens = tokenize_segments(tokenizer, rendered["segments"], cfg.max_seq_len)
+            n_tokens = tokens["n_tokens"]
             if n_tokens > cfg.max_seq_len and cfg.overlong == "quarantine":
                 quarantine.append(_quarantine(split, row, "too_long", f"{n_tokens} tokens > data.max_seq_len {cfg.max_seq_len}"))
                 continue
@@ -136,7 +137,9 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
                 quarantine.append(_quarantine(split, row, "duplicate", "same conversation appears earlier"))
                 continue
             seen.add(key)
+            # The ids are kept: training reads them instead of tokenizing every row again.
             kept.append((row, {"messages": messages, **rendered, "n_tokens": n_tokens,
+                               "input_ids": tokens["input_ids"], "labels": tokens["labels"],
                                "source": f"{row['_file']}:{row['_line']}"}))
         accepted[split] = kept
 

@@ -1,0 +1,78 @@
+"""One training run, handed whole to the recipe (as TRL's SFTConfig or a torchtune config is), and what it returns.
+
+The records come from the data step already tokenized (`input_ids`, `labels`), so training never tokenizes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
+
+MetricsHook = Callable[[int, dict[str, float]], None]
+CheckpointHook = Callable[[Path], None]
+
+
+@dataclass
+class TrainJob:
+    model_dir: Path
+    train: list[dict]
+    validation: list[dict]
+    output_dir: Path  # the adapter goes to output_dir/adapter
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    checkpoint_dir: Path | None = None  # default: output_dir/checkpoints
+    resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
+
+    def __post_init__(self) -> None:
+        self.model_dir, self.output_dir = Path(self.model_dir), Path(self.output_dir)
+        self.checkpoint_dir = Path(self.checkpoint_dir) if self.checkpoint_dir else self.output_dir / "checkpoints"
+
+    @property
+    def quantized(self) -> bool:
+        return self.model.quantization != "none"
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        """On for QLoRA unless turned off: a quantized base is chosen to save memory."""
+        setting = self.training.gradient_checkpointing
+        return self.quantized if setting is None else setting
+
+    def settings(self) -> dict:
+        """Everything but the records, as JSON-able values (the distributed job file)."""
+        return {"model_dir": str(self.model_dir), "output_dir": str(self.output_dir),
+                "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume, "model": self.model.model_dump(),
+                "lora": self.lora.model_dump(), "training": self.training.model_dump()}
+
+    @classmethod
+    def from_settings(cls, settings: dict, train: list[dict], validation: list[dict]) -> "TrainJob":
+        return cls(
+            model_dir=settings["model_dir"], train=train, validation=validation, output_dir=settings["output_dir"],
+            model=ModelConfig(**settings["model"]), lora=LoraConfig(**settings["lora"]),
+            training=TrainingConfig(**settings["training"]), checkpoint_dir=settings["checkpoint_dir"],
+            resume=settings["resume"],
+        )
+
+
+@dataclass
+class TrainResult:
+    adapter_dir: Path
+    history: list[dict] = field(default_factory=list)
+    eval_loss: float | None = None
+    train_loss: float | None = None
+    steps: int = 0
+    seconds: float = 0.0
+    target_tokens: int = 0
+    tokens: int = 0
+    resumed_from: str | None = None
+
+    @property
+    def resumed_from_step(self) -> int | None:
+        return int(self.resumed_from.rsplit("-", 1)[1]) if self.resumed_from else None
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds if self.seconds else 0.0
