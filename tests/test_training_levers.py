@@ -28,11 +28,15 @@ def test_padding_free_row_keeps_the_padded_loss(tiny_model_dir, tiny_tokenizer, 
 
     model = load_model(tiny_model_dir).eval()
     batch = records[:6]
-    one_row = PackCollator(tiny_tokenizer.pad_token_id)(batch)
+    one_row = PackCollator(tiny_tokenizer.pad_token_id, padding_free=True)(batch)
+    bounded = PackCollator(tiny_tokenizer.pad_token_id)(batch)
     padded = PadCollator(tiny_tokenizer.pad_token_id)(batch)
     assert one_row["input_ids"].shape == (1, sum(len(r["input_ids"]) for r in batch))  # not one pad token
+    assert bounded["input_ids"].shape[1] == max(len(r["input_ids"]) for r in batch) < one_row["input_ids"].shape[1]
     with torch.no_grad():
-        assert torch.allclose(answer_loss(model, one_row), answer_loss(model, padded), atol=1e-5)
+        plain = answer_loss(model, padded)
+        assert torch.allclose(answer_loss(model, one_row), plain, atol=1e-5)
+        assert torch.allclose(answer_loss(model, bounded), plain, atol=1e-5)
 
 
 @pytest.mark.parametrize("packed", [False, True])

@@ -59,22 +59,26 @@ def pack(lengths: list[int], capacity: int) -> list[list[int]]:
 
 @dataclass
 class PackCollator:
-    """Pack a batch's examples into as few rows of at most `capacity` tokens as fit; with no capacity, into one
-    row (padding-free: not a single pad token).
+    """Pack a batch's examples into as few rows as fit: rows of at most `capacity` tokens (default: the batch's
+    longest example, so attention never grows past what padding would cost), or, `padding_free`, one row.
 
     No attention mask is returned: positions restart at 0 for every example, and transformers turns a packed
-    `position_ids` into a block-diagonal causal mask (the flash-attention paths read the boundaries from the
-    positions directly), so no token attends across an example boundary. Each example's first label is IGNORE
-    (it starts with the prompt), so no loss crosses a boundary either.
+    `position_ids` into a block-diagonal causal mask, so no token attends across an example boundary. Only the
+    flash-attention paths read the boundaries from the positions without building that mask: with them a single
+    row (not one pad token) is cheapest; with SDPA or eager the mask and the masked attention grow with the
+    square of the row, hence rows no longer than the longest example. Each example's first label is IGNORE (it
+    starts with the prompt), so no loss crosses a boundary either.
     """
 
     pad_id: int
     capacity: int | None = None
+    padding_free: bool = False
 
     def __call__(self, batch: list[dict]) -> dict[str, torch.Tensor]:
         lengths = [len(b["input_ids"]) for b in batch]
+        capacity = sum(lengths) if self.padding_free else self.capacity or max(lengths)
         rows = []
-        for group in pack(lengths, self.capacity or sum(lengths)):
+        for group in pack(lengths, capacity):
             row = {"input_ids": [], "labels": [], "position_ids": []}
             for i in group:
                 row["input_ids"] += batch[i]["input_ids"]
@@ -88,17 +92,17 @@ def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int 
                            packed: bool = False) -> list[list[int]]:
     """Indices sorted by length and cut into batches of at most `batch_size` rows and `max_tokens` tokens: the
     rows' sum when packed, rows x longest row when padded. A row over the budget alone is a batch of one."""
+
+    def cost(batch: list[int]) -> int:  # sorted ascending, so the last row is the longest
+        return sum(lengths[i] for i in batch) if packed else len(batch) * lengths[batch[-1]]
+
     batches: list[list[int]] = []
-    tokens = 0
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
-        batch = batches[-1] if batches else []
-        cost = tokens + lengths[i] if packed else (len(batch) + 1) * lengths[i]
-        if batch and len(batch) < batch_size and (max_tokens is None or cost <= max_tokens):
-            batch.append(i)
-            tokens = cost if packed else 0
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (max_tokens is None or cost(last + [i]) <= max_tokens):
+            last.append(i)
         else:
             batches.append([i])
-            tokens = lengths[i]
     return batches
 
 

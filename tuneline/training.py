@@ -15,7 +15,7 @@ import torch
 
 from tuneline.batching import BatchCollator, PackCollator, PadCollator, length_grouped_batches
 from tuneline.chat_format import IGNORE, ensure_chat_template
-from tuneline.lora_model import TrainingSetupError, check_hardware, load_trainable_model
+from tuneline.lora_model import FLASH, TrainingSetupError, check_hardware, load_trainable_model
 from tuneline.train_job import CheckpointHook, MetricsHook, TrainJob, TrainResult
 from tuneline.trainer import progress_callback, trainer_arguments, trainer_class
 
@@ -53,7 +53,8 @@ def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_c
     callbacks = [progress_callback(on_metrics, on_checkpoint)]
     if job.training.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(job.training.early_stopping_patience))
-    collate = PackCollator(tokenizer.pad_token_id) if job.training.packing else PadCollator(tokenizer.pad_token_id)
+    collate = (PackCollator(tokenizer.pad_token_id, padding_free=job.model.attn_implementation in FLASH)
+               if job.training.packing else PadCollator(tokenizer.pad_token_id))
     trainer = trainer_class()(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set or None,
         data_collator=BatchCollator(collate), callbacks=callbacks,
