@@ -3,7 +3,7 @@
     python run.py --config configs/finetune.yaml [--set training.max_steps=50] [--no-cache] [--summary-json out.json]
     python run.py --config configs/finetune.yaml --resume      # after an interrupted run, from its last checkpoint
     python run.py --config configs/gpu-qwen2.5-lora.yaml --schedule "0 3 * * 0"   # register weekly retraining
-    python run.py --config configs/finetune.yaml --prepare-only
+    python run.py --config configs/finetune.yaml --prepare-only [--debug]   # --debug: also print tracebacks
     python run.py --config configs/finetune.yaml --evaluate-only --model-version 3|production|base
     python run.py --config configs/finetune.yaml --export --model-version production [--out merged/]
     python run.py review export --config configs/finetune.yaml --model-version production [--n 20] [--out reviews]
@@ -39,6 +39,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="with --export: also copy the merged folder here")
     p.add_argument("--model-version", help="a version number or name, a stage, or (for --evaluate-only) 'base'")
     p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
+    p.add_argument("--debug", action="store_true", help="also print Python tracebacks (they always go to the step log)")
     p.add_argument("--schedule", metavar="CRON",
                    help="register the finetune pipeline on this cron schedule (e.g. '0 3 * * 0') instead of running "
                         "it now; needs a stack whose orchestrator runs schedules")
@@ -116,24 +117,34 @@ def main(argv: list[str] | None = None) -> int:
         return review(argv[1:])
     args = parse_args(argv)
     _setup_logging()
+    from runner.console import hide_tracebacks, run_config_keys  # imports ZenML's config schema (a few seconds)
+
     try:
-        config, zenml_config = load_run_config(args.config, args.overrides)
+        config, zenml_config = load_run_config(args.config, args.overrides, top_level_keys=run_config_keys())
         preflight(config)
         args.schedule = requested_cron(args.schedule, zenml_config)
     except (ConfigError, DataError, ScheduleError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    from runner.first_use import FirstUseError
+    from runner.interrupt import Interrupted, stop_on_sigterm
     from runner.launch import PipelineFailed  # slow to import (ZenML): bad configs fail before this
 
+    if not args.debug:
+        hide_tracebacks()
+    stop_on_sigterm()
     try:
         return _run_mode(args, config, zenml_config)
     except ScheduleError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except PipelineFailed as err:
+    except (PipelineFailed, FirstUseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Interrupted as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 130
 
 
 def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:

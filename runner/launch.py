@@ -12,7 +12,8 @@ from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
 from pipelines import evaluate_version, export_version, finetune, prepare_data
-from runner.stack import ensure_tracking_stack
+from runner.first_use import set_up
+from runner.interrupt import Interrupted, mark_failed, now
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
 from tuneline.evaluation import EvalResult
@@ -26,17 +27,22 @@ class PipelineFailed(RuntimeError):
 
 
 def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedule: Schedule | None = None):
-    stack = ensure_tracking_stack()
+    stack = set_up()
     log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
         fh.flush()
         options = {"config_path": fh.name} | ({} if enable_cache else {"enable_cache": False})
         options |= {"schedule": schedule} if schedule else {}
+        started = now()
         try:
             return pipeline.with_options(**options)(**params)
         except RuntimeError as err:
             raise PipelineFailed(_failure_message(pipeline.name, err)) from None
+        except KeyboardInterrupt:
+            runs = mark_failed(pipeline.name, started)
+            raise Interrupted(f"interrupted; run {', '.join(runs)} stopped and marked failed" if runs
+                              else "interrupted before the run started") from None
 
 
 def _failure_message(pipeline_name: str, err: Exception) -> str:

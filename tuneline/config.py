@@ -7,8 +7,9 @@ path of the bad key instead of being silently ignored halfway through a training
 from __future__ import annotations
 
 import copy
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Collection, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -198,7 +199,11 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: '{p}' is not a section")
-        node[leaf] = yaml.safe_load(raw)
+        try:
+            node[leaf] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {getattr(err, 'problem', err)} "
+                              "(quote it to pass a string)") from None
     return out
 
 
@@ -209,19 +214,44 @@ def parse_config(params: dict[str, Any], source: str = "<config>") -> TunelineCo
         raise ConfigError(_format_validation_error(source, err)) from None
 
 
-def load_run_config(path: str | Path, overrides: list[str] = ()) -> tuple[TunelineConfig, dict[str, Any]]:
-    """Read a run-config YAML; return the validated tuneline config and the remaining ZenML keys."""
+def _key_lines(text: str) -> dict[str, int]:
+    """Line (1-based) of each top-level key, for errors that point at the file."""
+    node = yaml.compose(text)
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value} if isinstance(node, yaml.MappingNode) else {}
+
+
+def _check_top_level(path: Path, text: str, raw: dict[str, Any], allowed: Collection[str]) -> None:
+    lines = _key_lines(text)
+    for key in raw:
+        if key not in allowed:
+            near = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else f"; top-level keys are {sorted(allowed)}"
+            raise ConfigError(f"{path}:{lines.get(key, 1)}: '{key}' is not a run-config key{hint}")
+
+
+def load_run_config(path: str | Path, overrides: list[str] = (),
+                    top_level_keys: Collection[str] | None = None) -> tuple[TunelineConfig, dict[str, Any]]:
+    """Read a run-config YAML; return the validated tuneline config and the remaining ZenML keys.
+
+    `top_level_keys` are the keys a run config may have (ZenML's schema, passed in so this package stays free of
+    ZenML); a key outside them is a typo that would otherwise be dropped silently.
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if raw is None:
+        raise ConfigError(f"{path}: the config file is empty; start from configs/finetune.yaml or configs/smoke.yaml")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
+    if top_level_keys is not None:
+        _check_top_level(path, text, raw, [*top_level_keys, "parameters"])
     params = raw.pop("parameters", None) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: 'parameters' must be a mapping of config sections")
