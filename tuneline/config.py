@@ -62,9 +62,12 @@ class ModelConfig(_Section):
         "auto", description="Where evaluation, promotion re-scoring, review export and serving run the model; "
         "'auto' is the CUDA GPU when the machine has one, else the CPU."
     )
-    attn_implementation: Literal["auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3"] = Field(
+    attn_implementation: Literal[
+        "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4"
+    ] = Field(
         "auto", description="Attention kernel for training. 'auto': transformers' default (SDPA). The flash "
-        "paths read padding-free packed rows without building a mask (CUDA and the flash-attn package only)."
+        "paths read padding-free packed rows without building a mask (CUDA and a flash-attn package only; "
+        "flash_attention_4 is the `flash` extra)."
     )
 
 

@@ -16,7 +16,7 @@ from tuneline.train_job import TrainJob
 
 log = logging.getLogger(__name__)
 
-FLASH = ("flash_attention_2", "flash_attention_3")
+FLASH = ("flash_attention_2", "flash_attention_3", "flash_attention_4")
 
 
 class TrainingSetupError(RuntimeError):
