@@ -1,6 +1,7 @@
 """Launch faults with real processes: a kill during first use, two first runs at once, Ctrl-C or SIGTERM mid-run,
 bad input. Each test's run.py processes get a fresh ZenML folder, as on a new machine."""
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -15,11 +16,9 @@ SMOKE = ["--config", "configs/smoke.yaml", "--prepare-only"]
 
 
 def start(zenml_dir: Path, args: list[str], **env) -> subprocess.Popen:
-    import os
-
     environ = os.environ | {"ZENML_CONFIG_PATH": str(zenml_dir)} | env
     return subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=environ, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
@@ -50,7 +49,7 @@ def test_kill_while_mlflow_creates_its_tables_then_next_run_succeeds(tmp_path):
 
     proc = start(tmp_path, SMOKE, TUNELINE_TEST_PAUSE_FIRST_USE="60")
     wait_for(lambda: list(tmp_path.glob("local_stores/*/mlflow.db*")))  # the store's file appears: tables begin
-    proc.send_signal(signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and anything it forked, as a killed terminal would
     proc.communicate()
 
     code, out, err = finish(start(tmp_path, SMOKE))
