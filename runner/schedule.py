@@ -81,9 +81,9 @@ def create(config: TunelineConfig, zenml_config: dict, cron: str, enable_cache: 
     from zenml.config.schedule import Schedule
 
     from runner import launch
-    from runner.stack import ensure_tracking_stack
+    from runner.first_use import set_up
 
-    ensure_tracking_stack()
+    set_up()
     check_stack()
     name = f"{launch._model_name(config, zenml_config)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     launch.launch(config, zenml_config, enable_cache, schedule=Schedule(name=name, cron_expression=cron))
