@@ -57,7 +57,7 @@ def render_data_report(report) -> str:
     lines = [f"{'split':<12} {'input':>7} {'accepted':>9} {'quarantined':>12} {'truncated':>10} {'used':>7}", "-" * 62]
     for split, c in report.splits.items():
         lines.append(f"{split:<12} {c.input:>7} {c.accepted:>9} {c.quarantined:>12} {c.truncated:>10} {c.used:>7}")
-    lines.append("")
+    lines += [report.origins(), ""]
     for split, reasons in report.reasons.items():
         for reason, n in reasons.items():
             lines.append(f"quarantined {split:<10} {reason:<18} {n:>6}")

@@ -9,11 +9,17 @@
 
 `data.system_prompt`, when set, is added as the first message for every format but chat (chat rows bring
 their own). With `data.format: auto`, the format is detected per row from the keys present, in table order.
+
+For `data.task: json` an answer may be a JSON object or list instead of text; it becomes canonical JSON (keys
+sorted). `check_reference` refuses (`bad_reference`) an answer the task's parser cannot read.
 """
 
 from __future__ import annotations
 
+import json
+
 from tuneline.config import DataConfig
+from tuneline.tasks import reference_problem
 
 ROLES = ("system", "user", "assistant")
 
@@ -51,7 +57,14 @@ def _text(row: dict, field: str, required: bool = True) -> str:
     return value.strip()
 
 
-def _chat(row: dict) -> list[dict[str, str]]:
+def _answer(row: dict, field: str, task: str) -> str:
+    value = row.get(field)
+    if task == "json" and isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    return _text(row, field)
+
+
+def _chat(row: dict, task: str) -> list[dict[str, str]]:
     messages = row["messages"]
     if not isinstance(messages, list) or not messages:
         raise RowError("invalid_field", "field 'messages' must be a non-empty list")
@@ -62,25 +75,40 @@ def _chat(row: dict) -> list[dict[str, str]]:
             raise RowError("invalid_role", f"messages[{i}].role is {role!r}; expected one of {list(ROLES)}")
         if m["role"] == "system" and i != 0:
             raise RowError("invalid_role", f"messages[{i}] is a system message after the first turn")
-        out.append({"role": m["role"], "content": _text(m, "content", required=m["role"] != "system")})
+        answer = m["role"] == "assistant"
+        out.append({"role": m["role"],
+                    "content": _answer(m, "content", task) if answer else _text(m, "content", m["role"] == "user")})
     if out[-1]["role"] != "assistant":
         raise RowError("invalid_role", f"last message is '{out[-1]['role']}'; a training row must end with the assistant")
     return out
 
 
+def answer_field(row: dict, cfg: DataConfig) -> str:
+    """Where a row keeps the answer that training learns last and evaluation compares."""
+    fmt = detect_format(row, cfg)
+    return {"chat": "messages[-1].content", "instruction": "output", "prompt_completion": "completion"}.get(
+        fmt, cfg.output_field)
+
+
 def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:
     fmt = detect_format(row, cfg)
     if fmt == "chat":
-        return _chat(row)
+        return _chat(row, cfg.task)
     if fmt == "instruction":
         instruction, extra = _text(row, "instruction"), _text(row, "input", required=False)
-        user, answer = f"{instruction}\n\n{extra}" if extra else instruction, _text(row, "output")
-    elif fmt == "prompt_completion":
-        user, answer = _text(row, "prompt"), _text(row, "completion")
+        user = f"{instruction}\n\n{extra}" if extra else instruction
     else:
-        user, answer = _text(row, cfg.input_field), _text(row, cfg.output_field)
+        user = _text(row, "prompt" if fmt == "prompt_completion" else cfg.input_field)
     system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    answer = _answer(row, answer_field(row, cfg), cfg.task)
     return system + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def check_reference(row: dict, messages: list[dict[str, str]], cfg: DataConfig) -> None:
+    """The task's parser must read the answer now: the metrics refuse it at evaluation, after training was paid for."""
+    problem = reference_problem(cfg.task, messages[-1]["content"])
+    if problem:
+        raise RowError("bad_reference", f"field '{answer_field(row, cfg)}' {problem} (task '{cfg.task}')")
 
 
 def user_input(messages: list[dict[str, str]]) -> str:

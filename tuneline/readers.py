@@ -2,11 +2,17 @@
 
 A line that cannot be read becomes an error row `{"_error": reason, "_detail": ..., "_raw": text}` so the
 validation step can quarantine it with its file and line; every row carries `_file` and `_line`.
+
+Text files are UTF-8 with or without a byte-order mark (Excel's "CSV UTF-8" writes one), or UTF-16/UTF-32 with
+theirs. A file that cannot be decoded as a whole (UTF-16 without a BOM, a broken UTF-16 file) becomes one
+`encoding` row for the file, never one `unparseable` row per line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -18,6 +24,15 @@ class FileError(ValueError):
     """A whole file is unusable (e.g. a .json document that does not parse); names the file and position."""
 
 
+class _Undecodable(ValueError):
+    """The file's text encoding cannot be read; becomes the file's single `encoding` row."""
+
+
+# UTF-32 first: its little-endian mark starts with UTF-16's.
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+              (codecs.BOM_UTF16_BE, "utf-16"))
+
+
 def _error_row(path: Path, line: int, reason: str, detail: str, raw: str) -> dict:
     return {ERROR: reason, DETAIL: detail, RAW: raw, "_file": str(path), "_line": line}
 
@@ -27,12 +42,32 @@ def read_file(path: Path) -> list[dict]:
     reader = readers.get(path.suffix.lower())
     if reader is None:
         raise FileError(f"{path}: unsupported file type '{path.suffix}' (use one of {', '.join(SUFFIXES)})")
-    return reader(path)
+    try:
+        return reader(path)
+    except _Undecodable as err:
+        return [_error_row(path, 1, "encoding", f"whole file refused: {err}", "")]
+
+
+def _utf8_bytes(path: Path) -> bytes:
+    """The file's bytes as UTF-8 without a BOM; bytes that are not UTF-8 stay as they are, for the caller to place."""
+    data = path.read_bytes()
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8):]
+    for bom, codec in _WIDE_BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec).encode("utf-8")
+            except UnicodeError as err:
+                raise _Undecodable(f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
+                                   f"({err.reason} at byte {getattr(err, 'start', '?')})") from None
+    if b"\x00" in data:
+        raise _Undecodable("contains NUL bytes: UTF-16 or UTF-32 without a byte-order mark? Save it as UTF-8")
+    return data
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    data = path.read_bytes()
+    data = _utf8_bytes(path)
     lines = data.split(b"\n")
     for lineno, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -60,9 +95,9 @@ def _read_jsonl(path: Path) -> list[dict]:
 def _read_json(path: Path) -> list[dict]:
     """A JSON array of objects (or {"data": [...]}); `_line` is the record's position, counted from 1."""
     try:
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = json.loads(_utf8_bytes(path).decode("utf-8"))
     except UnicodeDecodeError as err:
-        raise FileError(f"{path}: not UTF-8 at byte {err.start}; the whole document is unreadable") from None
+        raise _Undecodable(f"not UTF-8 at byte {err.start}; the whole document is unreadable") from None
     except json.JSONDecodeError as err:
         raise FileError(f"{path}:{err.lineno}: not valid JSON: {err.msg} (column {err.colno})") from None
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
@@ -80,7 +115,7 @@ def _read_json(path: Path) -> list[dict]:
 def _read_csv(path: Path) -> list[dict]:
     """`_line` is the line where the record ends; bytes that are not UTF-8 make that row an `encoding` error."""
     rows = []
-    with path.open(newline="", encoding="utf-8", errors="surrogateescape") as fh:
+    with io.StringIO(_utf8_bytes(path).decode("utf-8", "surrogateescape"), newline="") as fh:
         reader = csv.DictReader(fh)
         for record in reader:
             line = reader.line_num

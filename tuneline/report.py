@@ -123,7 +123,8 @@ def data_report_html(report) -> str:
     return (
         f"<html><head>{_STYLE}</head><body><h2>Data report: {verdict}</h2>"
         f"<p>{report.reject_fraction:.2%} of input rows quarantined (limit {report.max_reject_fraction:.2%}). "
-        f"Formats: {escape(str(report.formats))}</p>{fallback}{splits}<h3>Quarantined by reason</h3>{reasons}"
+        f"Formats: {escape(str(report.formats))}</p>{fallback}<p>{escape(report.origins())}</p>{splits}"
+        f"<h3>Quarantined by reason</h3>{reasons}"
         f"<h3>Token lengths (accepted rows; red: over max_seq_len {report.max_seq_len})</h3><p>{stats}</p>"
         f"{_bars_svg(report.histogram, report.max_seq_len)}<h3>Field coverage</h3>{coverage}</body></html>"
     )

@@ -17,6 +17,7 @@ from tuneline.readers import SUFFIXES, FileError, read_file
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
+CARVED = "_carved"
 SYNTHETIC_PREFIX = "synthetic:"
 
 
@@ -29,20 +30,25 @@ def mirror_root() -> Path | None:
     return Path(value) if value else None
 
 
-def _split_one(rows: list[dict], seed: int) -> dict[str, list[dict]]:
-    """Seeded 85/5/10 split for sources that come as one file, so test rows are fixed across runs."""
+def _complete(splits: dict[str, list[dict]], seed: int) -> dict[str, list[dict]]:
+    """Splits the source gives are used as given; a missing test (10%) or validation (5%) split is carved from
+    train by a seeded shuffle, so its rows are fixed across runs. Carved rows carry `_carved`, so the data report
+    can say which splits were made."""
+    missing = [s for s in ("test", "validation") if s not in splits]
+    if not missing or not splits.get("train"):
+        return splits
+    rows = splits["train"]
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    n_test, n_val = max(1, len(rows) // 10), max(1, len(rows) // 20)
-
-    def pick(idx: list[int]) -> list[dict]:
-        return [rows[i] for i in sorted(idx)]  # file order inside a split
-
-    return {
-        "test": pick(order[:n_test]),
-        "validation": pick(order[n_test : n_test + n_val]),
-        "train": pick(order[n_test + n_val :]),
-    }
+    sizes = {"test": max(1, len(rows) // 10), "validation": max(1, len(rows) // 20)}
+    out, start = dict(splits), 0
+    for split in missing:
+        picked = sorted(order[start : start + sizes[split]])  # file order inside a split
+        out[split] = [{**rows[i], CARVED: True} for i in picked]
+        start += sizes[split]
+    out["train"] = [rows[i] for i in sorted(order[start:])]
+    log.info("source gives %s; carved %s from train", sorted(splits), missing)
+    return {s: out[s] for s in SPLITS}
 
 
 SPLIT_ALIASES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev"), "test": ("test",)}
@@ -67,15 +73,11 @@ def _read(path: Path) -> list[dict]:
         raise DataError(str(err)) from None
 
 
-def _from_folder(folder: Path, seed: int) -> dict[str, list[dict]]:
+def _from_folder(folder: Path) -> dict[str, list[dict]]:
     found = _split_files(folder)
     if "train" not in found:
         raise DataError(f"{folder}: no train file (expected train.*, validation.*, test.* with suffix {'/'.join(SUFFIXES)})")
-    splits = {s: _read(p) for s, p in found.items()}
-    if set(found) != set(SPLITS):
-        log.info("%s has %s only; making seeded splits from train", folder, sorted(found))
-        splits = _split_one(splits["train"], seed)
-    return splits
+    return {s: _read(found[s]) for s in SPLITS if s in found}
 
 
 def _from_hub(dataset_id: str) -> dict[str, list[dict]]:
@@ -103,19 +105,24 @@ def load_splits(cfg: DataConfig) -> dict[str, list[dict]]:
         }
     path = Path(source).expanduser()
     if path.is_file():
-        return _split_one(_read(path), cfg.seed)
+        return _complete({"train": _read(path)}, cfg.seed)
     if path.is_dir():
-        return _from_folder(path, cfg.seed)
+        return _complete(_from_folder(path), cfg.seed)
     if looks_like_path(source):
         raise DataError(f"data.source: no such file or folder: {path}")
-    return _from_hub_or_mirror(source, cfg.seed)
+    return _complete(_from_hub_or_mirror(source), cfg.seed)
+
+
+def made_splits(splits: dict[str, list[dict]]) -> list[str]:
+    """The splits carved from train rather than given by the source."""
+    return [s for s, rows in splits.items() if rows and all(r.get(CARVED) for r in rows)]
 
 
 def looks_like_path(source: str) -> bool:
     return source.startswith((".", "/", "~")) or Path(source).suffix in SUFFIXES
 
 
-def _from_hub_or_mirror(dataset_id: str, seed: int) -> dict[str, list[dict]]:
+def _from_hub_or_mirror(dataset_id: str) -> dict[str, list[dict]]:
     from tuneline.hub import HubUnavailable, hub_reachable
 
     try:
@@ -131,4 +138,4 @@ def _from_hub_or_mirror(dataset_id: str, seed: int) -> dict[str, list[dict]]:
         if not folder.is_dir():
             raise DataError(f"data.source '{dataset_id}': hub unreachable and no mirror copy at {folder}") from None
         log.info("hub unreachable (%s); reading %s", err, folder)
-        return _from_folder(folder, seed)
+        return _from_folder(folder)

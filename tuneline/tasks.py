@@ -53,6 +53,20 @@ def parse_text(text: str) -> Parsed | None:
 
 
 PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
+_GRAMMARS = {"viggo": "a meaning representation act(slot[value], ...)", "json": "a JSON object"}
+
+
+def reference_problem(task: str, text: str) -> str | None:
+    """Why `text` cannot be a reference of the task (the metrics would refuse it at evaluation), or None."""
+    if PARSERS[task](text) is not None:
+        return None
+    why = ""
+    if task == "json":
+        try:
+            why = f"; it is a JSON {type(json.loads(text)).__name__}"
+        except json.JSONDecodeError as err:
+            why = f"; not valid JSON: {err.msg} (column {err.colno})"
+    return f"does not parse as {_GRAMMARS[task]}{why}"
 
 _ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 _FIELD_METRICS = {"parse_rate", "slot_accuracy", "slot_precision", "slot_recall", "micro_f1", "macro_f1"}

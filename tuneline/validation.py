@@ -1,7 +1,8 @@
 """Turn raw rows into training records, quarantining every row that is unfit, with its reason.
 
 Order of checks: unreadable (`encoding`, `unparseable`), format problems (`missing_field`, `empty_field`,
-`invalid_field`, `invalid_role`, `template_mismatch`), length (`too_long`, or truncated and counted), exact
+`invalid_field`, `invalid_role`), an answer the task's parser cannot read (`bad_reference`), `template_mismatch`,
+length (`too_long`, or truncated and counted), exact
 duplicates across all splits (`duplicate`; the test copy is kept), then `leakage`: a train row whose
 normalized user input also appears in test. Accepted + quarantined = input for every split; nothing is lost.
 """
@@ -16,9 +17,9 @@ from pydantic import BaseModel
 
 from tuneline.chat_format import render, tokenize_segments
 from tuneline.config import DataConfig
-from tuneline.formats import RowError, detect_format, to_messages, user_input
+from tuneline.formats import RowError, check_reference, detect_format, to_messages, user_input
 from tuneline.readers import DETAIL, ERROR, RAW
-from tuneline.sources import DataError
+from tuneline.sources import DataError, made_splits
 
 HISTOGRAM_BINS = 20
 
@@ -33,6 +34,7 @@ class SplitCounts(BaseModel):
 
 class DataReport(BaseModel):
     splits: dict[str, SplitCounts]
+    made: list[str] = []  # splits carved from train by a seeded shuffle; the others are as the source gives them
     reasons: dict[str, dict[str, int]]  # split -> reason -> count
     formats: dict[str, int]
     field_coverage: dict[str, float]  # share of readable raw rows with the field present and non-empty
@@ -46,6 +48,11 @@ class DataReport(BaseModel):
     @property
     def passed(self) -> bool:
         return self.reject_fraction <= self.max_reject_fraction
+
+    def origins(self) -> str:
+        """Which splits the user gave and which were carved from train: a given test split is never replaced."""
+        given = ", ".join(s for s in self.splits if s not in self.made) or "none"
+        return f"splits given: {given}" + (f"; made from train (seeded): {', '.join(self.made)}" if self.made else "")
 
     def reason_totals(self) -> dict[str, int]:
         total: Counter = Counter()
@@ -123,6 +130,7 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
                 continue
             try:
                 messages = to_messages(row, cfg)
+                check_reference(row, messages, cfg)
                 rendered = render(tokenizer, messages)
             except RowError as err:
                 quarantine.append(_quarantine(split, row, err.reason, str(err)))
@@ -174,6 +182,7 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
     total_in = sum(c.input for c in counts.values())
     report = DataReport(
         splits=counts,
+        made=made_splits(raw),
         reasons={s: dict(r.most_common()) for s, r in reasons.items()},
         formats=dict(formats),
         field_coverage=_coverage(raw),
