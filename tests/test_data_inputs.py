@@ -60,7 +60,7 @@ def test_given_validation_file_is_kept_and_test_is_carved(tmp_path):
 # --- 2. bad references fail in prepare, not after training --------------------------------------------------
 
 @pytest.mark.parametrize("task, good, bad", [
-    ("json", '{"city": "Paris"}', ['{"city": "Par', "not json at all", "[1, 2]"]),
+    ("json", '{"city": "Paris"}', ['{"city": "Par', "not json at all", "42"]),
     ("viggo", "inform(name[X])", ["inform(name[X]", "just words"]),
 ])
 def test_reference_that_does_not_parse_is_quarantined_with_its_reason(task, good, bad, tiny_tokenizer):
@@ -72,7 +72,7 @@ def test_reference_that_does_not_parse_is_quarantined_with_its_reason(task, good
     details = [q["detail"] for q in prepared.quarantine]
     assert all(d.startswith("field 'a' does not parse as") and f"(task '{task}')" in d for d in details)
     if task == "json":
-        assert "not valid JSON" in details[0] and "it is a JSON list" in details[2]
+        assert "not valid JSON" in details[0] and "it is a JSON int" in details[2]
 
 
 def test_chat_reference_is_its_last_assistant_turn(tiny_tokenizer):
@@ -102,9 +102,10 @@ def test_json_task_takes_objects_and_lists_as_canonical_json():
 def test_json_object_answers_are_accepted_by_prepare(tiny_tokenizer):
     cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt="")
     rows = [{"input": f"City {i}.", "output": {"city": f"C{i}"}} for i in range(3)]
+    rows.append({"input": "Two cities.", "output": [{"city": "A"}, {"city": "B"}]})
     test = [{"input": "Town.", "output": {"city": "T", "country": "X"}}]
     prepared = prepare({"train": placed(rows), "test": placed(test, "t")}, cfg, tiny_tokenizer)
-    assert not prepared.quarantine and prepared.report.splits["train"].accepted == 3
+    assert not prepared.quarantine and prepared.report.splits["train"].accepted == 4
     assert prepared.splits["test"][0]["messages"][-1]["content"] == '{"city": "T", "country": "X"}'
     assert prepared.report.field_coverage["output"] == 1.0
 

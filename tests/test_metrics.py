@@ -21,7 +21,8 @@ def test_parse_viggo_rejects_malformed(bad):
 
 def test_parse_json():
     assert parse_json('{"a": 1, "b": [1, 2]}').fields == {("a", "1"), ("b", "[1, 2]")}
-    assert parse_json("[1]") is None and parse_json("{oops") is None
+    assert parse_json('[{"city": "Paris"}, 2]').fields == {("[0]", '{"city": "Paris"}'), ("[1]", "2")}
+    assert parse_json("1") is None and parse_json("{oops") is None
 
 
 def test_unparseable_prediction_misses_every_reference_field():

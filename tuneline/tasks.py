@@ -38,11 +38,14 @@ def parse_viggo(text: str) -> Parsed | None:
 
 
 def parse_json(text: str) -> Parsed | None:
-    """A JSON object's top-level keys are its fields; values compare by canonical JSON."""
+    """A JSON object's top-level keys are its fields, a JSON list's items are fields `[0]`, `[1]`, ...; values
+    compare by canonical JSON. A bare scalar has no fields to extract."""
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, TypeError):
         return None
+    if isinstance(obj, list):
+        obj = {f"[{i}]": v for i, v in enumerate(obj)}
     if not isinstance(obj, dict):
         return None
     return Parsed(act=None, fields=frozenset((k, json.dumps(v, sort_keys=True)) for k, v in obj.items()))
@@ -53,7 +56,7 @@ def parse_text(text: str) -> Parsed | None:
 
 
 PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
-_GRAMMARS = {"viggo": "a meaning representation act(slot[value], ...)", "json": "a JSON object"}
+_GRAMMARS = {"viggo": "a meaning representation act(slot[value], ...)", "json": "a JSON object or list"}
 
 
 def reference_problem(task: str, text: str) -> str | None:
