@@ -23,7 +23,7 @@ def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
 
 
 def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset: ChatDataset,
-                       evaluation: EvaluationConfig, dtype: str) -> EvalResult:
+                       evaluation: EvaluationConfig, model: ModelConfig) -> EvalResult:
     """Its stored predictions when they cover the same test examples; otherwise score its adapter now."""
     stored = version.get_artifact("eval_tuned")
     if stored is not None:
@@ -33,7 +33,8 @@ def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset
     adapter = version.get_artifact("lora_adapter").load()
     return evaluate_model(
         f"production v{version.name}", tuned.task, resolve_base_model(adapter.base_model),
-        select_test(dataset.splits["test"], evaluation), evaluation, adapter_dir=Path(adapter.path), dtype=dtype,
+        select_test(dataset.splits["test"], evaluation), evaluation, adapter_dir=Path(adapter.path), dtype=model.dtype,
+        device=model.device,
     )
 
 
@@ -50,7 +51,7 @@ def promote(
     version = context.model
     current = _current(version.name, promotion.target_stage)
     if current is not None:
-        reference = _production_result(current, tuned, dataset, evaluation, model.dtype)
+        reference = _production_result(current, tuned, dataset, evaluation, model)
         label = f"{promotion.target_stage} version {current.name}"
     else:
         reference, label = base, "base model"
