@@ -12,14 +12,15 @@ migrations not yet run), so a test can SIGKILL the run at exactly that moment.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
+
+from tuneline.file_lock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,6 @@ PAUSE_ENV = "TUNELINE_TEST_PAUSE_FIRST_USE"
 
 class FirstUseError(RuntimeError):
     """A store that cannot be made ready without losing what it holds; the message names the file."""
-
-
-@contextlib.contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a") as fh:  # the kernel drops the lock when its holder dies, even by SIGKILL
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _tables(path: Path) -> set[str]:
@@ -145,7 +135,7 @@ def set_up() -> str:
 
     from runner.stack import ensure_tracking_stack
 
-    with _locked(Path(get_global_config_directory())):
+    with file_lock(Path(get_global_config_directory()) / LOCK_FILE):
         _ensure_zenml_store()
         stack = ensure_tracking_stack()
         tracker = Client().active_stack.experiment_tracker

@@ -132,7 +132,6 @@ def collect(run_id) -> RunSummary:
     base, tuned = load("evaluate_base", "eval_base"), load("evaluate_tuned", "eval_tuned")
     report = load("prepare_dataset", "data_report")
     version = client.get_model_version(run.model_version.model.name, run.model_version.number)
-    train_meta = run.steps["train_lora"].run_metadata
     tracker = client.active_stack.experiment_tracker
     return RunSummary(
         zenml_run_id=str(run.id),
@@ -142,7 +141,7 @@ def collect(run_id) -> RunSummary:
         model_version=version.name,
         model_version_number=version.number,
         stage=version.stage,
-        mlflow_run_id=train_meta.get("mlflow_run_id"),
+        mlflow_run_id=version.run_metadata.get("mlflow_run_id"),  # promote finds it, also for a cached train step
         mlflow_tracking_uri=tracker.get_tracking_uri() if tracker else None,
         base_metrics=base.metrics,
         tuned_metrics=tuned.metrics,

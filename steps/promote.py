@@ -1,3 +1,6 @@
+import logging
+import os
+import time
 from pathlib import Path
 from typing import Annotated, Optional, Tuple
 
@@ -10,9 +13,16 @@ from tuneline import tracking
 from tuneline.artifacts import ChatDataset
 from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
 from tuneline.evaluation import EvalResult, evaluate_model, select_test
+from tuneline.file_lock import file_lock
 from tuneline.modeling import resolve_base_model
 from tuneline.promotion import PromotionDecision, decide
 from tuneline.report import comparison_html
+
+log = logging.getLogger(__name__)
+
+# Tests only: sleep this many seconds after reading the current production version, so two runs started together
+# would both be inside promote at once without the lock (tests/test_promotion_faults.py).
+PAUSE_ENV = "TUNELINE_TEST_PAUSE_PROMOTE"
 
 
 def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
@@ -38,42 +48,67 @@ def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset
     )
 
 
+def _train_mlflow_run(context) -> Optional[str]:
+    """The train step's MLflow run; a cached train step records none itself, its original run does."""
+    step = context.pipeline_run.steps["train_lora"]
+    run_id = step.run_metadata.get("mlflow_run_id")
+    if run_id is None and step.original_step_run_id:
+        run_id = Client().get_run_step(step.original_step_run_id).run_metadata.get("mlflow_run_id")
+    return run_id
+
+
+def _promotion_lock(model_name: str) -> Path:
+    """Beside the ZenML store, so every run on this machine's store takes the same lock. (With a remote ZenML
+    server, runs on several machines would need a lock the server holds; ZenML has none.)"""
+    from zenml.utils.io_utils import get_global_config_directory
+
+    return Path(get_global_config_directory()) / f"tuneline-promote-{model_name}.lock"
+
+
 @step(enable_cache=False, experiment_tracker=True)
 def promote(
     base: EvalResult, tuned: EvalResult, dataset: ChatDataset, model: ModelConfig, evaluation: EvaluationConfig,
     promotion: PromotionConfig,
 ) -> Tuple[Annotated[PromotionDecision, "promotion_decision"], Annotated[HTMLString, "eval_report"]]:
-    """Never cached: whether to promote depends on the registry's state now, not on the inputs alone."""
+    """Never cached: whether to promote depends on the registry's state now, not on the inputs alone.
+
+    One promotion of a model at a time, each against the version in the stage when it holds the lock. The
+    decision, metrics and MLflow registry entry are written before the stage moves, and the MLflow alias is moved
+    to ZenML's stage first thing, so a kill at any point leaves the two agreeing after the next run."""
     if base.test_set_hash != tuned.test_set_hash:
         raise ValueError("base and tuned models were scored on different test examples")
     tracking.log_sections(promotion=promotion)
     context = get_step_context()
     version = context.model
-    current = _current(version.name, promotion.target_stage)
-    if current is not None:
-        reference = _production_result(current, tuned, dataset, evaluation, model)
-        label = f"{promotion.target_stage} version {current.name}"
-    else:
-        reference, label = base, "base model"
-    decision = decide(promotion, tuned.predictions, reference.predictions, label,
-                      production_version=current.name if current else None)
-    if decision.promote:
-        version.set_stage(promotion.target_stage, force=True)
-    report = comparison_html(base, tuned, decision)
-    # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
-    log_metadata(
-        metadata={"base": base.metrics, "tuned": tuned.metrics, "test_set_hash": tuned.test_set_hash,
-                  "promotion": decision.model_dump(mode="json")},
-        infer_model=True,
-    )
-    tracking.log_metrics({"promoted": float(decision.promote), "ci_low": decision.ci_low,
-                          "ci_high": decision.ci_high, "difference": decision.difference}, prefix="promotion.")
-    tracking.log_text(decision.model_dump_json(indent=2), "promotion/decision.json")
-    tracking.log_text(report, "eval/comparison_report.html")
-    train_run = context.pipeline_run.steps["train_lora"].run_metadata.get("mlflow_run_id")
-    if train_run:
-        log_metadata(metadata={"mlflow_run_id": train_run}, infer_model=True)
-    if train_run:
-        tracking.mirror_registry(version.name, str(version.number), train_run,
-                                 alias=promotion.target_stage if decision.promote else None)
+    train_run = _train_mlflow_run(context)
+    with file_lock(_promotion_lock(version.name)):
+        current = _current(version.name, promotion.target_stage)
+        time.sleep(float(os.environ.get(PAUSE_ENV, 0)))
+        repaired = tracking.sync_alias(version.name, promotion.target_stage, str(current.number) if current else None)
+        if repaired:
+            log.warning("repaired a promotion that was interrupted: %s", repaired)
+        if current is not None:
+            reference = _production_result(current, tuned, dataset, evaluation, model)
+            label = f"{promotion.target_stage} version {current.name}"
+        else:
+            reference, label = base, "base model"
+        decision = decide(promotion, tuned.predictions, reference.predictions, label,
+                          production_version=current.name if current else None)
+        report = comparison_html(base, tuned, decision)
+        # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
+        log_metadata(
+            metadata={"base": base.metrics, "tuned": tuned.metrics, "test_set_hash": tuned.test_set_hash,
+                      "promotion": decision.model_dump(mode="json"),
+                      **({"mlflow_run_id": train_run} if train_run else {})},
+            infer_model=True,
+        )
+        tracking.log_metrics({"promoted": float(decision.promote), "ci_low": decision.ci_low,
+                              "ci_high": decision.ci_high, "difference": decision.difference}, prefix="promotion.")
+        tracking.log_text(decision.model_dump_json(indent=2), "promotion/decision.json")
+        tracking.log_text(report, "eval/comparison_report.html")
+        if train_run:
+            tracking.mirror_registry(version.name, str(version.number), train_run)
+        if decision.promote:
+            version.set_stage(promotion.target_stage, force=True)
+            tracking.sync_alias(version.name, promotion.target_stage, str(version.number))
     return decision, HTMLString(report)

@@ -149,6 +149,13 @@ def test_second_run_is_cached_and_never_demotes(runs):
         assert still.stage == "production"
     forced_run = Client().get_pipeline_run(forced["zenml_run_id"])
     assert forced_run.steps["train_lora"].status == ExecutionStatus.COMPLETED
+    # The cached version still has its MLflow run (the original train step's) and its registry entry.
+    from mlflow.tracking import MlflowClient
+
+    assert second["mlflow_run_id"] == first["mlflow_run_id"] is not None
+    registry = MlflowClient(tracking_uri=first["mlflow_tracking_uri"]).search_model_versions(
+        f"name='{first['model_name']}'")
+    assert {str(s["model_version_number"]) for s in (first, second, forced)} <= {v.tags["zenml_version"] for v in registry}
 
 
 def test_unknown_config_key_fails_before_zenml(tmp_path):

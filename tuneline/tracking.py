@@ -72,9 +72,35 @@ def log_loss_curve(history: list[dict], artifact_file: str = "training/loss_curv
     plt.close(fig)
 
 
-def mirror_registry(model_name: str, zenml_version: str, run_id: str, alias: str | None) -> None:
-    """Register the adapter as a version in MLflow's model registry; move `alias` to it when it was promoted,
-    so MLflow users see the same production version as ZenML's Model Control Plane."""
+def _registry_version(client, model_name: str, zenml_version: str):
+    found = [v for v in client.search_model_versions(f"name='{model_name}'") if v.tags.get("zenml_version") == zenml_version]
+    return found[0] if found else None
+
+
+def sync_alias(model_name: str, alias: str, zenml_version: str | None) -> str | None:
+    """Point `alias` at the registry version of ZenML's `zenml_version` (the stage ZenML holds is the truth): a
+    promotion killed between moving the stage and the alias leaves them apart. Returns what was repaired."""
+    if not _run() or zenml_version is None:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    target = _registry_version(client, model_name, zenml_version)
+    try:
+        now = client.get_model_version_by_alias(model_name, alias)
+    except MlflowException:
+        now = None
+    if target is None or (now is not None and now.version == target.version):
+        return None
+    client.set_registered_model_alias(model_name, alias, target.version)
+    return f"MLflow alias '{alias}' moved to registry version {target.version} (ZenML version {zenml_version})"
+
+
+def mirror_registry(model_name: str, zenml_version: str, run_id: str) -> None:
+    """Register the adapter as a version in MLflow's model registry (once); `sync_alias` then points the stage's
+    alias at it when it is promoted, so MLflow users see the same production version as ZenML's Model Control
+    Plane."""
     if not _run():
         return
     from mlflow.exceptions import MlflowException
@@ -85,9 +111,6 @@ def mirror_registry(model_name: str, zenml_version: str, run_id: str, alias: str
         client.create_registered_model(model_name)
     except MlflowException:
         pass  # already registered
-    existing = [v for v in client.search_model_versions(f"name='{model_name}'") if v.tags.get("zenml_version") == zenml_version]
-    mv = existing[0] if existing else client.create_model_version(
-        model_name, source=f"runs:/{run_id}/adapter", run_id=run_id, tags={"zenml_version": zenml_version}
-    )
-    if alias:
-        client.set_registered_model_alias(model_name, alias, mv.version)
+    if _registry_version(client, model_name, zenml_version) is None:
+        client.create_model_version(model_name, source=f"runs:/{run_id}/adapter", run_id=run_id,
+                                    tags={"zenml_version": zenml_version})
