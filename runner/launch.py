@@ -68,12 +68,14 @@ def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
 def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> tuple[DataReport, str | None]:
     """Only the data steps; no model version is created. Returns the report and the gate's message, if it failed."""
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
-    error = None
+    error, started = None, None
     try:
-        _run(prepare_data, zenml_config, enable_cache, {"data": config.data, "model": config.model})
+        started = _run(prepare_data, zenml_config, enable_cache, {"data": config.data, "model": config.model})
     except PipelineFailed as err:
         error = str(err)
-    run = Client().get_pipeline(prepare_data.name).last_run
+    # This run, not the pipeline's last one: another run of it may have started since.
+    client = Client()
+    run = client.get_pipeline_run(started.id) if started else client.get_pipeline(prepare_data.name).last_run
     step = run.steps.get("prepare_dataset")
     if step is None or step.status not in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED):
         raise PipelineFailed(error or "prepare_dataset did not run")
