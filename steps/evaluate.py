@@ -35,6 +35,7 @@ def evaluate(
         dtype=model.dtype,
         device=model.device,
     )
+    tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype})
     tracking.log_metrics(result.metrics, prefix=f"{label}.")
     tracking.log_metrics({"examples_per_second": result.examples_per_second,
                           "latency_ms_per_example": result.latency_ms_per_example}, prefix=f"{label}.")

@@ -129,13 +129,19 @@ class DeviceError(RuntimeError):
     """`model.device` asks for what this machine does not have."""
 
 
-def placement(device: str = "auto", dtype: str = "float32", cuda: bool | None = None) -> tuple[str, str]:
-    """(device, dtype) a model generates with: the CUDA GPU in `dtype` when there is one (or `device` says so),
-    else the CPU in float32, since bf16/fp16 matmuls on a CPU without native support are many times slower."""
+def pick_device(device: str = "auto", cuda: bool | None = None) -> str:
+    """The one place `model.device` is read: 'auto' is the CUDA GPU when this machine has one, else the CPU.
+    Called where the step runs, so a remote GPU step finds its GPU even when the client has none."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if device == "cuda" and not cuda:
         raise DeviceError("model.device: cuda, but this machine has no CUDA GPU; use model.device: auto or cpu")
-    chosen = "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
+    return "cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu"
+
+
+def placement(device: str = "auto", dtype: str = "float32", cuda: bool | None = None) -> tuple[str, str]:
+    """(device, dtype) a model generates with: `pick_device`'s device, in `dtype` on the GPU and in float32 on the
+    CPU, since bf16/fp16 matmuls on a CPU without native support are many times slower."""
+    chosen = pick_device(device, cuda)
     if chosen == "cpu" and dtype != "float32":
         log.info("generating on the CPU in float32 (model.dtype %s is for the GPU)", dtype)
         dtype = "float32"
@@ -143,14 +149,16 @@ def placement(device: str = "auto", dtype: str = "float32", cuda: bool | None = 
 
 
 def load_model(model_dir: Path, dtype: str = "float32", device: str = "cpu"):
+    """Weights are read straight onto `device`: no full copy in host memory first, then a second on the GPU."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
+    return AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype), device_map=device)
 
 
 def load_merged(model_dir: Path, adapter_dir: Path, dtype: str = "float32", device: str = "cpu"):
     """Base + LoRA adapter folded into plain weights: generation runs at base-model speed, export saves it as is.
-    The merge happens on `device`, where the model will run."""
+    The base is unquantized in `dtype` also for QLoRA adapters (folding an update into 4-bit weights would round it
+    away), and the merge happens on `device`, where the model will run."""
     from peft import PeftModel
 
     return PeftModel.from_pretrained(load_model(model_dir, dtype, device), adapter_dir).merge_and_unload()
