@@ -146,6 +146,14 @@ def test_undecodable_file_is_refused_once_with_an_encoding_row(tmp_path, suffix,
     assert rows[0]["_detail"].startswith("whole file refused")
 
 
+def test_utf8_file_with_a_stray_nul_is_read_line_by_line(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(b'{"a": "1"}\n{"a": "2\x00"}\n{"a": "3"}\n')
+    rows = read_file(tmp_path / "x.jsonl")
+    assert [(r["_line"], r.get("_error")) for r in rows] == [(1, None), (2, "unparseable"), (3, None)]
+    (tmp_path / "x.csv").write_bytes(b"a,b\n1,2\n3\x00,4\n")
+    assert [r["a"] for r in read_file(tmp_path / "x.csv")] == ["1", "3\x00"]
+
+
 # --- all of it at once, and the ids training reads ----------------------------------------------------------
 
 def problem_folder(tmp_path):
@@ -184,8 +192,24 @@ def test_folder_with_every_problem_quarantines_each_under_its_reason(tmp_path, t
     for c in report.splits.values():
         assert c.accepted + c.quarantined == c.input
     assert report.field_coverage["target"] > 0.9 and "\ufefftarget" not in report.field_coverage
+    stored = stored_and_loaded(prepared.splits)
     for split, records in prepared.splits.items():
-        for rec in records:
+        for rec, back in zip(records, stored[split], strict=True):
             ids = tokenize_segments(tiny_tokenizer, rec["segments"], cfg.max_seq_len)
             assert (rec["input_ids"], rec["labels"]) == (ids["input_ids"], ids["labels"]) and rec["input_ids"]
-            json.loads(json.dumps(rec))  # the ChatDataset materializer writes records as JSON lines
+            assert (back["input_ids"], back["labels"]) == (ids["input_ids"], ids["labels"])
+
+
+def stored_and_loaded(splits):
+    """Through the ChatDataset materializer and the local artifact store, as the pipeline hands them to training."""
+    from zenml.client import Client
+
+    from materializers.chat_dataset import ChatDatasetMaterializer
+    from tuneline.artifacts import ChatDataset
+
+    store = Client().active_stack.artifact_store
+    uri = f"{store.path}/test-chat-dataset"
+    store.makedirs(uri)
+    materializer = ChatDatasetMaterializer(uri, artifact_store=store)
+    materializer.save(ChatDataset(splits=splits))
+    return materializer.load(ChatDataset).splits

@@ -60,9 +60,22 @@ def _utf8_bytes(path: Path) -> bytes:
             except UnicodeError as err:
                 raise _Undecodable(f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
                                    f"({err.reason} at byte {getattr(err, 'start', '?')})") from None
-    if b"\x00" in data:
-        raise _Undecodable("contains NUL bytes: UTF-16 or UTF-32 without a byte-order mark? Save it as UTF-8")
+    if _looks_wide(data):
+        raise _Undecodable("has NUL bytes: UTF-16 or UTF-32 without a byte-order mark? "
+                           "Save it as UTF-8, or with its BOM")
     return data
+
+
+def _looks_wide(data: bytes) -> bool:
+    """UTF-16/32 without a BOM: NUL bytes in text that is not UTF-8, or in a quarter of one byte position (ASCII
+    text). A UTF-8 file with a stray NUL is read line by line instead of being refused whole."""
+    if b"\x00" not in data:
+        return False
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return any(data[parity::2].count(0) * 4 >= len(data[parity::2]) for parity in (0, 1))
 
 
 def _read_jsonl(path: Path) -> list[dict]:
