@@ -80,6 +80,18 @@ def test_adapters_in_the_compute_dtype_and_nothing_upcast(tiny_model_dir, tmp_pa
     assert {p.dtype for p in kept.parameters() if p.requires_grad} == {torch.float32}
 
 
+def test_float16_adapters_keep_float32_for_the_gradient_scaler(tiny_model_dir, tiny_tokenizer, records, tmp_path):
+    """fp16 training scales the loss, and the scaler refuses to unscale float16 gradients: the first optimizer
+    step would fail with adapters in the compute dtype."""
+    model = load_trainable_model(_job(tiny_model_dir, tmp_path, "float16"))
+    adapters = [p for p in model.parameters() if p.requires_grad]
+    assert {p.dtype for p in adapters} == {torch.float32}
+    assert {p.dtype for p in model.parameters() if not p.requires_grad} == {torch.float16}
+    scaler, optimizer = torch.amp.GradScaler("cpu"), torch.optim.AdamW(adapters)
+    scaler.scale(answer_loss(model, PadCollator(tiny_tokenizer.pad_token_id)(records[:2]))).backward()
+    scaler.unscale_(optimizer)  # raises "Attempting to unscale FP16 gradients" on float16 adapters
+
+
 def test_adapter_dtype_keeps_the_loss(tiny_model_dir, tiny_tokenizer, records, tmp_path):
     batch = PadCollator(tiny_tokenizer.pad_token_id)(records[:4])
     losses = []

@@ -62,6 +62,14 @@ def _load_base(job: TrainJob):
     return model
 
 
+def adapter_dtype(job: TrainJob) -> torch.dtype:
+    """The compute dtype, except under float16: its gradient scaler refuses to unscale float16 gradients, so
+    float16 adapters would fail at the first optimizer step; they keep float32 master weights there."""
+    if job.training.adapter_dtype == "float32" or job.model.dtype == "float16":
+        return torch.float32
+    return getattr(torch, job.model.dtype)
+
+
 def load_trainable_model(job: TrainJob):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -74,12 +82,11 @@ def load_trainable_model(job: TrainJob):
         target_modules=list(job.lora.target_modules), task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, peft_config)  # freezes the base; adapters start in float32
-    if job.training.adapter_dtype == "compute":
-        compute = getattr(torch, job.model.dtype)
-        for param in model.parameters():
-            if param.requires_grad:
-                param.data = param.data.to(compute)
+    dtype = adapter_dtype(job)
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.to(dtype)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %s trainable of %s parameters (%.2f%%), adapters in %s", f"{trainable:,}", f"{total:,}",
-             100 * trainable / total, next(p for p in model.parameters() if p.requires_grad).dtype)
+             100 * trainable / total, dtype)
     return model
