@@ -52,7 +52,7 @@ def worker(args) -> None:
                           max_batch_tokens=args.max_batch_tokens if batch > 1 else None)
     seconds = time.monotonic() - start
     Path(args.out).write_text(json.dumps({
-        "mode": args.worker, "batch_size": batch, "examples": len(prompts), "seconds": seconds,
+        "mode": args.worker, "device": device, "dtype": dtype, "batch_size": batch, "examples": len(prompts), "seconds": seconds,
         "new_tokens": gen.new_tokens, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "texts": gen.texts,
     }))
@@ -95,7 +95,8 @@ def main() -> None:
             "peak_rss_mb": r["peak_rss_mb"],
         })
     summary = {"rows": rows, "speedup": one["seconds"] / ours["seconds"], "identical_outputs": same,
-               "max_new_tokens": args.max_new_tokens, "model": args.model, "threads": os.cpu_count()}
+               "max_new_tokens": args.max_new_tokens, "model": args.model, "threads": os.cpu_count(),
+               "device": ours["device"], "dtype": ours["dtype"]}
     if args.json:
         print(json.dumps(summary, indent=2))
         return
@@ -104,7 +105,8 @@ def main() -> None:
         print(f"{r['mode']:<40} {r['batch']:>5} {r['examples']:>8} {r['seconds']:>8.1f} {r['examples_per_s']:>7.2f} "
               f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f}")
     print(f"\nspeedup: {summary['speedup']:.2f}x   identical greedy outputs: {same:.1%}   "
-          f"({args.model}, max_new_tokens {args.max_new_tokens}, {os.cpu_count()} CPU threads)")
+          f"({args.model} on {ours['device']} in {ours['dtype']}, max_new_tokens {args.max_new_tokens}, "
+          f"{os.cpu_count()} CPU threads)")
 
 
 if __name__ == "__main__":
