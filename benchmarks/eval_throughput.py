@@ -52,7 +52,8 @@ def worker(args) -> None:
                           max_batch_tokens=args.max_batch_tokens if batch > 1 else None)
     seconds = time.monotonic() - start
     Path(args.out).write_text(json.dumps({
-        "mode": args.worker, "device": device, "dtype": dtype, "batch_size": batch, "examples": len(prompts), "seconds": seconds,
+        "mode": args.worker, "device": device, "dtype": dtype, "batch_size": batch, "examples": len(prompts),
+        "seconds": seconds,
         "new_tokens": gen.new_tokens, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "texts": gen.texts,
     }))
