@@ -1,6 +1,5 @@
 import logging
 import os
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Optional, Tuple
@@ -10,7 +9,6 @@ from zenml.client import Client
 from zenml.models import ModelVersionResponse
 from zenml.types import HTMLString
 
-from materializers.integrity import damage
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset
 from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
@@ -25,9 +23,6 @@ log = logging.getLogger(__name__)
 # Tests only: sleep this many seconds after reading the current production version, so two runs started together
 # would both be inside promote at once without the lock (tests/test_promotion_faults.py).
 PAUSE_ENV = "TUNELINE_TEST_PAUSE_PROMOTE"
-# Tests only: SIGKILL this process right after the stage moves, before the MLflow alias follows, as a killed run
-# would be; the next promotion of the model must repair it (tests/test_promotion_faults.py).
-KILL_ENV = "TUNELINE_TEST_KILL_AFTER_STAGE"
 
 
 def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
@@ -39,21 +34,13 @@ def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
 
 def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset: ChatDataset,
                        evaluation: EvaluationConfig, model: ModelConfig) -> EvalResult:
-    """Its stored predictions when they are intact and cover the same test examples; otherwise score its adapter
-    now."""
+    """Its stored predictions when they cover the same test examples; otherwise score its adapter now."""
     stored = version.get_artifact("eval_tuned")
-    if stored is not None and (problem := damage(stored)):
-        log.warning("scoring production version %s again: %s", version.name, problem)
-    elif stored is not None:
+    if stored is not None:
         result = stored.load()
         if result.test_set_hash == tuned.test_set_hash:
             return result
-    adapter_artifact = version.get_artifact("lora_adapter")
-    if problem := damage(adapter_artifact):
-        raise RuntimeError(f"cannot compare with production version {version.name}: {problem}; restore its files "
-                           "from a backup, or archive that version (`zenml model version update "
-                           f"{version.model.name} {version.name} --stage archived`) to compare with the base model")
-    adapter = adapter_artifact.load()
+    adapter = version.get_artifact("lora_adapter").load()
     return evaluate_model(
         f"production v{version.name}", tuned.task, resolve_base_model(adapter.base_model),
         select_test(dataset.splits["test"], evaluation), evaluation, adapter_dir=Path(adapter.path), dtype=model.dtype,
@@ -123,7 +110,5 @@ def promote(
             tracking.mirror_registry(version.name, str(version.number), train_run)
         if decision.promote:
             version.set_stage(promotion.target_stage, force=True)
-            if os.environ.get(KILL_ENV):
-                os.kill(os.getpid(), signal.SIGKILL)
             tracking.sync_alias(version.name, promotion.target_stage, str(version.number))
     return decision, HTMLString(report)
