@@ -157,7 +157,9 @@ def _trl(args, model_dir, train, out_dir, setup: str):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype="bfloat16",
         )
-    config = SFTConfig(**_common_args(args, out_dir), max_length=args.max_seq_len, **extra)
+    # TRL refuses max_length with padding-free rows unless it packs; the rows are already under max_seq_len.
+    max_length = None if extra.get("padding_free") else args.max_seq_len
+    config = SFTConfig(**_common_args(args, out_dir), max_length=max_length, **extra)
     trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows),
                          peft_config=_peft_config())
     tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
@@ -283,6 +285,7 @@ def main() -> None:
             subprocess.run([sys.executable, __file__, *passthrough, "--worker", setup, "--out", str(out)],
                            check=True, env=os.environ.copy())
             r = json.loads(out.read_text())
+            print(json.dumps(r), file=sys.stderr, flush=True)  # kept in the log should a later setup fail
             r["share_of_peak"] = r["tokens_per_second"] * r["flops_per_token"] / (peak * 1e9)
             results[setup] = r
     if args.json:
