@@ -8,6 +8,7 @@ from typing import Any, Dict, Type
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.materializers.base_materializer import BaseMaterializer
 
+from materializers.integrity import require_intact
 from materializers.jsonl import read_jsonl, write_html, write_jsonl
 from tuneline.artifacts import ChatDataset
 from tuneline.report import dataset_html
@@ -21,6 +22,7 @@ class ChatDatasetMaterializer(BaseMaterializer):
         return os.path.join(self.uri, f"{split}.jsonl")
 
     def load(self, data_type: Type[Any]) -> ChatDataset:
+        require_intact(self.uri)
         with self.artifact_store.open(os.path.join(self.uri, "splits.json"), "r") as f:
             names = json.load(f)
         return ChatDataset(splits={name: read_jsonl(self.artifact_store, self._split_path(name)) for name in names})

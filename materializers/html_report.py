@@ -7,6 +7,7 @@ from pydantic import BaseModel
 from zenml.enums import ArtifactType, VisualizationType
 from zenml.materializers.base_materializer import BaseMaterializer
 
+from materializers.integrity import require_intact
 from materializers.jsonl import write_html
 
 
@@ -19,6 +20,7 @@ class HtmlReportMaterializer(BaseMaterializer):
         return os.path.join(self.uri, "report.json")
 
     def load(self, data_type: Type[BaseModel]) -> BaseModel:
+        require_intact(self.uri)
         with self.artifact_store.open(self._json(), "r") as f:
             return data_type.model_validate_json(f.read())
 

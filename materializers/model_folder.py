@@ -10,6 +10,7 @@ from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.utils import io_utils
 
+from materializers.integrity import require_intact
 from tuneline.artifacts import LoraAdapter, ModelFolder
 
 
@@ -18,6 +19,7 @@ class ModelFolderMaterializer(BaseMaterializer):
     ASSOCIATED_ARTIFACT_TYPE = ArtifactType.MODEL
 
     def load(self, data_type: Type[Any]) -> Any:
+        require_intact(self.uri)
         with self.artifact_store.open(os.path.join(self.uri, "tuneline.json"), "r") as f:
             fields = json.load(f)
         with self.get_temporary_directory(delete_at_exit=False) as tmp:

@@ -1,5 +1,6 @@
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Annotated, Optional, Tuple
@@ -9,6 +10,7 @@ from zenml.client import Client
 from zenml.models import ModelVersionResponse
 from zenml.types import HTMLString
 
+from materializers.integrity import damage
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset
 from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
@@ -23,6 +25,9 @@ log = logging.getLogger(__name__)
 # Tests only: sleep this many seconds after reading the current production version, so two runs started together
 # would both be inside promote at once without the lock (tests/test_promotion_faults.py).
 PAUSE_ENV = "TUNELINE_TEST_PAUSE_PROMOTE"
+# Tests only: SIGKILL this process right after the stage moves, before the MLflow alias follows, as a killed run
+# would be; the next promotion of the model must repair it (tests/test_promotion_faults.py).
+KILL_ENV = "TUNELINE_TEST_KILL_AFTER_STAGE"
 
 
 def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
@@ -34,13 +39,21 @@ def _current(model_name: str, stage: str) -> Optional[ModelVersionResponse]:
 
 def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset: ChatDataset,
                        evaluation: EvaluationConfig, model: ModelConfig) -> EvalResult:
-    """Its stored predictions when they cover the same test examples; otherwise score its adapter now."""
+    """Its stored predictions when they are intact and cover the same test examples; otherwise score its adapter
+    now."""
     stored = version.get_artifact("eval_tuned")
-    if stored is not None:
+    if stored is not None and (problem := damage(stored)):
+        log.warning("scoring production version %s again: %s", version.name, problem)
+    elif stored is not None:
         result = stored.load()
         if result.test_set_hash == tuned.test_set_hash:
             return result
-    adapter = version.get_artifact("lora_adapter").load()
+    adapter_artifact = version.get_artifact("lora_adapter")
+    if problem := damage(adapter_artifact):
+        raise RuntimeError(f"cannot compare with production version {version.name}: {problem}; restore its files "
+                           "from a backup, or archive that version (`zenml model version update "
+                           f"{version.model.name} {version.name} --stage archived`) to compare with the base model")
+    adapter = adapter_artifact.load()
     return evaluate_model(
         f"production v{version.name}", tuned.task, resolve_base_model(adapter.base_model),
         select_test(dataset.splits["test"], evaluation), evaluation, adapter_dir=Path(adapter.path), dtype=model.dtype,
@@ -65,6 +78,15 @@ def _promotion_lock(model_name: str) -> Path:
     return Path(get_global_config_directory()) / f"tuneline-promote-{model_name}.lock"
 
 
+def _repair_registry(model_name: str, stage: str, current: Optional[ModelVersionResponse]) -> None:
+    """Make MLflow's registry agree with ZenML's stage before deciding: the version in the stage gets its registry
+    entry (a version promoted by an older tuneline may lack it) and the alias points at it, or nowhere."""
+    if current is not None and (run_id := current.run_metadata.get("mlflow_run_id")):
+        tracking.mirror_registry(model_name, str(current.number), run_id)
+    if repaired := tracking.sync_alias(model_name, stage, str(current.number) if current else None):
+        log.warning("repaired a promotion that was interrupted: %s", repaired)
+
+
 @step(enable_cache=False, experiment_tracker=True)
 def promote(
     base: EvalResult, tuned: EvalResult, dataset: ChatDataset, model: ModelConfig, evaluation: EvaluationConfig,
@@ -84,9 +106,7 @@ def promote(
     with file_lock(_promotion_lock(version.name)):
         current = _current(version.name, promotion.target_stage)
         time.sleep(float(os.environ.get(PAUSE_ENV, 0)))
-        repaired = tracking.sync_alias(version.name, promotion.target_stage, str(current.number) if current else None)
-        if repaired:
-            log.warning("repaired a promotion that was interrupted: %s", repaired)
+        _repair_registry(version.name, promotion.target_stage, current)
         if current is not None:
             reference = _production_result(current, tuned, dataset, evaluation, model)
             label = f"{promotion.target_stage} version {current.name}"
@@ -110,5 +130,7 @@ def promote(
             tracking.mirror_registry(version.name, str(version.number), train_run)
         if decision.promote:
             version.set_stage(promotion.target_stage, force=True)
+            if os.environ.get(KILL_ENV):
+                os.kill(os.getpid(), signal.SIGKILL)
             tracking.sync_alias(version.name, promotion.target_stage, str(version.number))
     return decision, HTMLString(report)

@@ -60,3 +60,30 @@ def test_bootstrap_is_paired_and_seeded():
     assert paired_bootstrap("exact_match", a, b, 500, 0) == paired_bootstrap("exact_match", a, b, 500, 0)
     with pytest.raises(ValueError, match="same examples"):
         paired_bootstrap("exact_match", a, b[:-1], 100, 0)
+
+
+def test_mlflow_alias_follows_zenml_stage_and_is_repaired(tmp_path, monkeypatch):
+    """A real local MLflow store: the registry entry is made once per ZenML version, and `sync_alias` moves a stale
+    alias to the version in the stage, or removes it when no version holds the stage."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from tuneline import tracking
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    with mlflow.start_run() as run:
+        tracking.log_text("weights", "adapter/README")
+        for zenml_version in ("1", "2", "1"):
+            tracking.mirror_registry("m", zenml_version, run.info.run_id)
+        entries = {v.tags["zenml_version"]: v.version for v in client.search_model_versions("name='m'")}
+        assert sorted(entries) == ["1", "2"]
+        assert tracking.sync_alias("m", "production", "1") == (
+            f"MLflow alias 'production' moved to registry version {entries['1']} (ZenML version 1)")
+        assert tracking.sync_alias("m", "production", "1") is None  # already agreeing: nothing to repair
+        assert "moved to registry version" in tracking.sync_alias("m", "production", "2")
+        assert client.get_model_version_by_alias("m", "production").version == entries["2"]
+        assert tracking.sync_alias("m", "production", None) == (
+            f"MLflow alias 'production' removed from registry version {entries['2']}: no ZenML version is in "
+            "'production'")
+        assert "production" not in client.get_registered_model("m").aliases

@@ -1,37 +1,161 @@
-"""Promotion under concurrency, for real: two runs on one fresh store at once promote at most one version, and
-the second compares with the first's production version rather than with the base model."""
+"""Promotion and the cache under faults, for real: `run.py` on the smoke config in subprocesses, each test module
+state in its own ZenML config folder (SQLite store, local artifact store, MLflow store inside it)."""
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+# `python -c` has no main file for ZenML to find the project's sources (materializers, the stack's flavors) from.
+SOURCES = "import os; from zenml.utils.source_utils import set_custom_source_root; set_custom_source_root(os.getcwd())"
+# Printed as one JSON line: each ZenML version's stage, decision and MLflow run; the MLflow registry's versions and
+# where its production alias points; for a version and run given as argv[1:], where the version's data and adapter
+# artifacts are and what each step of the run did.
+STATE = """
+import json, sys
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from zenml.client import Client
+c = Client()
+ml = MlflowClient(tracking_uri=c.active_stack.experiment_tracker.get_tracking_uri())
+try:
+    alias = ml.get_model_version_by_alias("tuneline-smoke", "production").tags["zenml_version"]
+except MlflowException:
+    alias = None
+out = {"versions": {v.number: {"stage": v.stage, "decided": "promotion" in v.run_metadata,
+                               "mlflow_run_id": v.run_metadata.get("mlflow_run_id")}
+                    for v in c.list_model_versions("tuneline-smoke")},
+       "registry": sorted(v.tags["zenml_version"] for v in ml.search_model_versions("name='tuneline-smoke'")),
+       "alias": alias}
+if len(sys.argv) > 1:
+    v = c.get_model_version("tuneline-smoke", int(sys.argv[1]))
+    out["uris"] = {n: v.get_artifact(n).uri for n in ("chat_dataset", "lora_adapter")}
+    out["steps"] = {n: s.status.value for n, s in c.get_pipeline_run(sys.argv[2]).steps.items()}
+print(json.dumps(out))
+"""
+# Loads a version's data and adapter as a step would, printing each error.
+LOAD = """
+import sys
+from zenml.client import Client
+v = Client().get_model_version("tuneline-smoke", int(sys.argv[1]))
+for name in ("chat_dataset", "lora_adapter"):
+    try:
+        v.get_artifact(name).load()
+    except Exception as err:
+        print(f"{type(err).__name__}: {err}")
+"""
+
+
+def _env(state: Path, **extra) -> dict:
+    return os.environ | {"ZENML_CONFIG_PATH": str(state / "zenml"), "TUNELINE_CACHE": str(state / "cache")} | extra
+
+
+def _smoke(state: Path, name: str, **extra) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "run.py", "--config", "configs/smoke.yaml", "--summary-json", str(state / f"{name}.json")],
+        cwd=ROOT, env=_env(state, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen) -> str:
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def _state(state: Path, summary: dict | None = None) -> dict:
+    run = [str(summary["model_version_number"]), summary["zenml_run_id"]] if summary else []
+    proc = subprocess.run([sys.executable, "-c", SOURCES + STATE, *run], cwd=ROOT, env=_env(state), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def test_two_runs_at_once_promote_one_version(tmp_path):
-    env = os.environ | {"ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "TUNELINE_CACHE": str(tmp_path / "cache"),
-                        "TUNELINE_TEST_PAUSE_PROMOTE": "5"}  # both runs inside promote at once, had there no lock
-    procs = [
-        subprocess.Popen([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--summary-json",
-                          str(tmp_path / f"s{i}.json")], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    # Both runs sleep inside promote after reading production, so without the lock both would compare with the base.
+    procs = [_smoke(tmp_path, f"s{i}", TUNELINE_TEST_PAUSE_PROMOTE="5") for i in range(2)]
+    for proc in procs:
+        _finish(proc)
     summaries = [json.loads((tmp_path / f"s{i}.json").read_text()) for i in range(2)]
     first, second = sorted(summaries, key=lambda s: s["model_version_number"])
-    if not first["promoted"]:  # the toy model did not beat the base: nothing to race for
-        assert not second["promoted"]
-        return
+    assert first["promoted"], "the seeded smoke run beats the base model"
     assert not second["promoted"], "both promoted: the second never saw the first in production"
     assert f"production version {first['model_version']}" in second["promotion_reason"]
+    state = _state(tmp_path)
+    assert {n: v["stage"] for n, v in state["versions"].items()} == {"1": "production", "2": None}
+    assert state["alias"] == "1"
 
-    check = subprocess.run(
-        [sys.executable, "-c", "from zenml.client import Client; import json, sys; "
-         f"print(json.dumps([Client().get_model_version('{first['model_name']}', 'production').number]))"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
-    )
-    assert json.loads(check.stdout.strip().splitlines()[-1]) == [first["model_version_number"]], check.stderr[-2000:]
+
+@pytest.fixture(scope="module")
+def faults(tmp_path_factory):
+    """A run killed in promote right after the stage moved, then a cached rerun, then a rerun after two of the
+    cached artifacts were damaged; what each left behind."""
+    state = tmp_path_factory.mktemp("faults")
+    killed = _smoke(state, "killed", TUNELINE_TEST_KILL_AFTER_STAGE="1")
+    killed.communicate(timeout=600)
+    assert killed.returncode == -signal.SIGKILL
+    after_kill = _state(state)
+    rerun_out = _finish(_smoke(state, "rerun"))
+    rerun = json.loads((state / "rerun.json").read_text())
+    after_rerun = _state(state, rerun)
+
+    # The rerun's cached outputs are version 1's: truncate the prepared data, delete the adapter.
+    data_file = next(p for p in Path(after_rerun["uris"]["chat_dataset"]).rglob("*.jsonl") if p.stat().st_size)
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    shutil.rmtree(after_rerun["uris"]["lora_adapter"])
+    loads = subprocess.run([sys.executable, "-c", SOURCES + LOAD, str(rerun["model_version_number"])], cwd=ROOT,
+                           env=_env(state), capture_output=True, text=True, timeout=300)
+    guard = subprocess.run([sys.executable, "-m", "runner.cache_guard"], cwd=ROOT, env=_env(state),
+                           capture_output=True, text=True, timeout=300)
+    assert guard.returncode == 0, guard.stderr[-3000:]
+    _finish(_smoke(state, "repaired"))
+    repaired = json.loads((state / "repaired.json").read_text())
+    return {"after_kill": after_kill, "rerun_out": rerun_out, "rerun": rerun, "after_rerun": after_rerun,
+            "loads": loads.stdout + loads.stderr, "guard": guard.stdout + guard.stderr, "repaired": repaired,
+            "after_repair": _state(state, repaired)}
+
+
+def test_kill_after_stage_leaves_decision_and_rerun_repairs_alias(faults):
+    killed = faults["after_kill"]
+    # Everything but the alias was written before the stage moved.
+    assert killed["versions"] == {"1": {"stage": "production", "decided": True,
+                                        "mlflow_run_id": killed["versions"]["1"]["mlflow_run_id"]}}
+    assert killed["versions"]["1"]["mlflow_run_id"] and killed["registry"] == ["1"] and killed["alias"] is None
+    assert ("repaired a promotion that was interrupted: MLflow alias 'production' moved to registry version 1 "
+            "(ZenML version 1)") in faults["rerun_out"]
+    assert faults["after_rerun"]["alias"] == "1"
+    assert faults["after_rerun"]["versions"]["1"]["stage"] == "production"
+    assert "production version 1" in faults["rerun"]["promotion_reason"]
+
+
+def test_cached_rerun_has_its_mlflow_run_and_registry_entry(faults):
+    rerun, state = faults["rerun"], faults["after_rerun"]
+    assert state["steps"]["train_lora"] == "cached"
+    assert rerun["mlflow_run_id"] == state["versions"]["1"]["mlflow_run_id"] is not None
+    assert state["versions"][str(rerun["model_version_number"])]["mlflow_run_id"] == rerun["mlflow_run_id"]
+    assert str(rerun["model_version_number"]) in state["registry"]
+
+
+def test_damaged_artifact_fails_to_load_naming_itself(faults):
+    loads = faults["loads"]
+    assert "DamagedArtifact: artifact 'chat_dataset' version" in loads and "bytes now" in loads
+    assert "DamagedArtifact: artifact 'lora_adapter' version" in loads and "(deleted)" in loads
+    assert "JSONDecodeError" not in loads and "runner.cache_guard" in loads
+
+
+def test_damaged_cached_artifacts_are_recomputed(faults):
+    guard = faults["guard"]
+    assert "step 'prepare_dataset' will run again" in guard and "artifact 'chat_dataset'" in guard
+    assert "step 'train_lora' will run again" in guard and "artifact 'lora_adapter'" in guard and "(deleted)" in guard
+    steps = faults["after_repair"]["steps"]
+    assert steps["prepare_dataset"] == steps["train_lora"] == steps["evaluate_tuned"] == "completed"
+    new = faults["after_repair"]
+    assert Path(new["uris"]["lora_adapter"], "files").is_dir()
+    assert new["uris"]["lora_adapter"] != faults["after_rerun"]["uris"]["lora_adapter"]
+    assert faults["repaired"]["mlflow_run_id"] not in (None, faults["rerun"]["mlflow_run_id"])

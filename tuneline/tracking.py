@@ -78,19 +78,25 @@ def _registry_version(client, model_name: str, zenml_version: str):
 
 
 def sync_alias(model_name: str, alias: str, zenml_version: str | None) -> str | None:
-    """Point `alias` at the registry version of ZenML's `zenml_version` (the stage ZenML holds is the truth): a
-    promotion killed between moving the stage and the alias leaves them apart. Returns what was repaired."""
-    if not _run() or zenml_version is None:
+    """Point `alias` at the registry version of ZenML's `zenml_version`, or remove it when no version holds the
+    stage (the stage ZenML holds is the truth): a promotion killed between moving the stage and the alias, or a
+    stage changed by hand, leaves them apart. Returns what was repaired."""
+    if not _run():
         return None
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    target = _registry_version(client, model_name, zenml_version)
     try:
         now = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:
         now = None
+    if zenml_version is None:
+        if now is None:
+            return None
+        client.delete_registered_model_alias(model_name, alias)
+        return f"MLflow alias '{alias}' removed from registry version {now.version}: no ZenML version is in '{alias}'"
+    target = _registry_version(client, model_name, zenml_version)
     if target is None or (now is not None and now.version == target.version):
         return None
     client.set_registered_model_alias(model_name, alias, target.version)
