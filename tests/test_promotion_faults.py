@@ -1,5 +1,6 @@
-"""Promotion and the cache under faults, for real: `run.py` on the smoke config in subprocesses, each test module
-state in its own ZenML config folder (SQLite store, local artifact store, MLflow store inside it)."""
+"""Promotion and the cache under faults, for real: `run.py` on the smoke config in subprocesses, on one fresh ZenML
+config folder (SQLite store, local artifact store, MLflow store inside it). One scenario serves every test, to keep
+to four pipeline runs: two at once, the winner killed inside promote; a cached rerun; a rerun after damage."""
 
 import json
 import os
@@ -77,35 +78,22 @@ def _state(state: Path, summary: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_two_runs_at_once_promote_one_version(tmp_path):
-    # Both runs sleep inside promote after reading production, so without the lock both would compare with the base.
-    procs = [_smoke(tmp_path, f"s{i}", TUNELINE_TEST_PAUSE_PROMOTE="5") for i in range(2)]
-    for proc in procs:
-        _finish(proc)
-    summaries = [json.loads((tmp_path / f"s{i}.json").read_text()) for i in range(2)]
-    first, second = sorted(summaries, key=lambda s: s["model_version_number"])
-    assert first["promoted"], "the seeded smoke run beats the base model"
-    assert not second["promoted"], "both promoted: the second never saw the first in production"
-    assert f"production version {first['model_version']}" in second["promotion_reason"]
-    state = _state(tmp_path)
-    assert {n: v["stage"] for n, v in state["versions"].items()} == {"1": "production", "2": None}
-    assert state["alias"] == "1"
-
-
 @pytest.fixture(scope="module")
 def faults(tmp_path_factory):
-    """A run killed in promote right after the stage moved, then a cached rerun, then a rerun after two of the
-    cached artifacts were damaged; what each left behind."""
+    """What each step of the scenario printed and left behind."""
     state = tmp_path_factory.mktemp("faults")
-    killed = _smoke(state, "killed", TUNELINE_TEST_KILL_AFTER_STAGE="1")
-    killed.communicate(timeout=600)
-    assert killed.returncode == -signal.SIGKILL
-    after_kill = _state(state)
+    # Both pause inside promote after reading production, so without the lock both would compare with the base
+    # and both promote. Whichever promotes is killed right after its stage moves, before the MLflow alias follows.
+    pair = [_smoke(state, f"pair{i}", TUNELINE_TEST_PAUSE_PROMOTE="5", TUNELINE_TEST_KILL_AFTER_STAGE="1")
+            for i in range(2)]
+    pair_out = [proc.communicate(timeout=600)[0] for proc in pair]
+    survivors = [i for i, proc in enumerate(pair) if proc.returncode == 0]
+    after_pair = _state(state)
     rerun_out = _finish(_smoke(state, "rerun"))
     rerun = json.loads((state / "rerun.json").read_text())
     after_rerun = _state(state, rerun)
 
-    # The rerun's cached outputs are version 1's: truncate the prepared data, delete the adapter.
+    # The rerun's cached outputs are the first runs' own: truncate the prepared data, delete the adapter.
     data_file = next(p for p in Path(after_rerun["uris"]["chat_dataset"]).rglob("*.jsonl") if p.stat().st_size)
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     shutil.rmtree(after_rerun["uris"]["lora_adapter"])
@@ -116,28 +104,40 @@ def faults(tmp_path_factory):
     assert guard.returncode == 0, guard.stderr[-3000:]
     _finish(_smoke(state, "repaired"))
     repaired = json.loads((state / "repaired.json").read_text())
-    return {"after_kill": after_kill, "rerun_out": rerun_out, "rerun": rerun, "after_rerun": after_rerun,
-            "loads": loads.stdout + loads.stderr, "guard": guard.stdout + guard.stderr, "repaired": repaired,
-            "after_repair": _state(state, repaired)}
+    return {"pair_codes": sorted(proc.returncode for proc in pair), "pair_out": pair_out,
+            "loser": json.loads((state / f"pair{survivors[0]}.json").read_text()) if survivors else None,
+            "loser_out": pair_out[survivors[0]] if survivors else "", "after_pair": after_pair,
+            "rerun_out": rerun_out, "rerun": rerun, "after_rerun": after_rerun, "loads": loads.stdout + loads.stderr,
+            "guard": guard.stdout + guard.stderr, "repaired": repaired, "after_repair": _state(state, repaired)}
 
 
-def test_kill_after_stage_leaves_decision_and_rerun_repairs_alias(faults):
-    killed = faults["after_kill"]
-    # Everything but the alias was written before the stage moved.
-    assert killed["versions"] == {"1": {"stage": "production", "decided": True,
-                                        "mlflow_run_id": killed["versions"]["1"]["mlflow_run_id"]}}
-    assert killed["versions"]["1"]["mlflow_run_id"] and killed["registry"] == ["1"] and killed["alias"] is None
-    assert ("repaired a promotion that was interrupted: MLflow alias 'production' moved to registry version 1 "
-            "(ZenML version 1)") in faults["rerun_out"]
-    assert faults["after_rerun"]["alias"] == "1"
-    assert faults["after_rerun"]["versions"]["1"]["stage"] == "production"
-    assert "production version 1" in faults["rerun"]["promotion_reason"]
+def test_two_runs_at_once_promote_one_version(faults):
+    assert faults["pair_codes"] == [-signal.SIGKILL, 0], "both promoted (both killed): " + "\n".join(
+        out[-2000:] for out in faults["pair_out"])
+    winner = next(n for n, v in faults["after_pair"]["versions"].items() if v["stage"] == "production")
+    assert {n: v["stage"] for n, v in faults["after_pair"]["versions"].items()} == {"1": None, "2": None} | {
+        winner: "production"}
+    loser = faults["loser"]
+    assert not loser["promoted"] and loser["stage"] is None
+    assert f"production version {winner}" in loser["promotion_reason"], "the loser compared with the base model"
+
+
+def test_kill_after_stage_leaves_decision_and_next_promotion_repairs_alias(faults):
+    state = faults["after_pair"]
+    winner = next(n for n, v in state["versions"].items() if v["stage"] == "production")
+    # Decision, MLflow run and registry entry were written before the stage moved; only the alias was left behind,
+    # and the next promotion of the model (the loser's, waiting on the lock) moved it.
+    assert state["versions"][winner]["decided"] and state["versions"][winner]["mlflow_run_id"]
+    assert state["registry"] == ["1", "2"] and state["alias"] == winner
+    assert ("repaired a promotion that was interrupted: MLflow alias 'production' moved to registry version "
+            f"{winner} (ZenML version {winner})") in faults["loser_out"]
+    assert faults["after_rerun"]["alias"] == winner and "repaired a promotion" not in faults["rerun_out"]
 
 
 def test_cached_rerun_has_its_mlflow_run_and_registry_entry(faults):
     rerun, state = faults["rerun"], faults["after_rerun"]
     assert state["steps"]["train_lora"] == "cached"
-    assert rerun["mlflow_run_id"] == state["versions"]["1"]["mlflow_run_id"] is not None
+    assert rerun["mlflow_run_id"] in {v["mlflow_run_id"] for v in faults["after_pair"]["versions"].values()}
     assert state["versions"][str(rerun["model_version_number"])]["mlflow_run_id"] == rerun["mlflow_run_id"]
     assert str(rerun["model_version_number"]) in state["registry"]
 
@@ -149,13 +149,15 @@ def test_damaged_artifact_fails_to_load_naming_itself(faults):
     assert "JSONDecodeError" not in loads and "runner.cache_guard" in loads
 
 
-def test_damaged_cached_artifacts_are_recomputed(faults):
+def test_damaged_cached_artifacts_are_not_reused(faults):
     guard = faults["guard"]
     assert "step 'prepare_dataset' will run again" in guard and "artifact 'chat_dataset'" in guard
     assert "step 'train_lora' will run again" in guard and "artifact 'lora_adapter'" in guard and "(deleted)" in guard
-    steps = faults["after_repair"]["steps"]
-    assert steps["prepare_dataset"] == steps["train_lora"] == steps["evaluate_tuned"] == "completed"
-    new = faults["after_repair"]
+    assert "2 damaged cache entries expired" in guard
+    # Each step then ran again, or reused the other first run's intact outputs (both of them computed the same).
+    new, damaged = faults["after_repair"], faults["after_rerun"]
+    assert {new["steps"][s] for s in ("prepare_dataset", "train_lora")} <= {"completed", "cached"}
+    assert new["uris"]["chat_dataset"] != damaged["uris"]["chat_dataset"]
+    assert new["uris"]["lora_adapter"] != damaged["uris"]["lora_adapter"]
     assert Path(new["uris"]["lora_adapter"], "files").is_dir()
-    assert new["uris"]["lora_adapter"] != faults["after_rerun"]["uris"]["lora_adapter"]
     assert faults["repaired"]["mlflow_run_id"] not in (None, faults["rerun"]["mlflow_run_id"])
