@@ -12,6 +12,7 @@ from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
 from pipelines import evaluate_version, export_version, finetune, prepare_data
+from runner.cache_guard import expire_damaged_cache
 from runner.first_use import set_up
 from runner.interrupt import Interrupted, mark_failed, now
 from runner.summary import RunSummary
@@ -28,6 +29,8 @@ class PipelineFailed(RuntimeError):
 
 def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedule: Schedule | None = None):
     stack = set_up()
+    if enable_cache:
+        expire_damaged_cache()  # a reused output whose files were damaged would fail late, or worse, load wrong
     log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as fh:
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
