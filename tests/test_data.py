@@ -10,7 +10,7 @@ from tuneline.sources import DataError, load_splits
 from tuneline.validation import gate_message, prepare
 
 ROW = {"target": "I think Doom is good.", "meaning_representation": "give_opinion(name[Doom], rating[good])"}
-PLAIN = DataConfig(system_prompt="")
+PLAIN = DataConfig(system_prompt=None)
 
 
 def write_jsonl(path, rows):
@@ -175,7 +175,7 @@ def messy_splits(tmp_path):
 
 def test_every_rejection_reason_counted_exactly_and_nothing_lost(tmp_path, tiny_tokenizer):
     raw = messy_splits(tmp_path)
-    cfg = DataConfig(source=str(tmp_path), system_prompt="", max_seq_len=128, max_reject_fraction=0.5)
+    cfg = DataConfig(source=str(tmp_path), system_prompt=None, max_seq_len=128, max_reject_fraction=0.5)
     prepared = prepare(raw, cfg, tiny_tokenizer)
     report = prepared.report
     assert report.reasons["train"] == {"duplicate": 1, "missing_field": 1, "empty_field": 1, "invalid_role": 1,
@@ -197,14 +197,14 @@ def test_every_rejection_reason_counted_exactly_and_nothing_lost(tmp_path, tiny_
 def test_overlong_rows_can_be_truncated_and_counted(tmp_path, tiny_tokenizer):
     raw = {"train": [{**row(1, target="word " * 300), "_file": "f", "_line": 1}, {**row(2), "_file": "f", "_line": 2}],
            "test": [{**row(3), "_file": "t", "_line": 1}]}
-    prepared = prepare(raw, DataConfig(system_prompt="", max_seq_len=64, overlong="truncate"), tiny_tokenizer)
+    prepared = prepare(raw, DataConfig(system_prompt=None, max_seq_len=64, overlong="truncate"), tiny_tokenizer)
     assert prepared.report.splits["train"].truncated == 1 and prepared.report.splits["train"].accepted == 2
     assert not prepared.quarantine
 
 
 def test_gate_fails_over_threshold_with_file_and_line(tmp_path, tiny_tokenizer):
     raw = messy_splits(tmp_path)
-    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt="", max_seq_len=128), tiny_tokenizer)
+    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt=None, max_seq_len=128), tiny_tokenizer)
     assert not prepared.report.passed
     message = gate_message(prepared.report, prepared.quarantine)
     assert "28.6% of input rows were quarantined, above data.max_reject_fraction 5.0%" in message
@@ -235,7 +235,7 @@ def test_duplicates_across_splits_leave_test_intact(tiny_tokenizer):
                      {**row(4), "_file": "tr", "_line": 3}],
            "validation": [{**row(2), "_file": "va", "_line": 1}],
            "test": [{**row(1), "_file": "te", "_line": 1}, {**row(3), "_file": "te", "_line": 2}]}
-    prepared = prepare(raw, DataConfig(system_prompt="", max_reject_fraction=1.0), tiny_tokenizer)
+    prepared = prepare(raw, DataConfig(system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
     assert prepared.report.reasons == {"train": {"duplicate": 2}, "validation": {}, "test": {}}
     assert [r["source"] for r in prepared.splits["test"]] == ["te:1", "te:2"]
     assert list(prepared.splits) == ["train", "validation", "test"]

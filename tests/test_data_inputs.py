@@ -39,7 +39,7 @@ def test_given_test_file_is_used_as_given_and_only_validation_is_carved(tmp_path
     assert {r["_file"] for r in raw["validation"] + raw["train"]} == {str(tmp_path / "train.jsonl")}
     assert not {r["_line"] for r in raw["validation"]} & {r["_line"] for r in raw["train"]}
 
-    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt="", max_reject_fraction=1.0), tiny_tokenizer)
+    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
     report = prepared.report
     assert report.made == ["validation"]
     assert report.origins() == "splits given: train, test; made from train (seeded): validation"
@@ -64,7 +64,7 @@ def test_given_validation_file_is_kept_and_test_is_carved(tmp_path):
     ("viggo", "inform(name[X])", ["inform(name[X]", "just words"]),
 ])
 def test_reference_that_does_not_parse_is_quarantined_with_its_reason(task, good, bad, tiny_tokenizer):
-    cfg = DataConfig(task=task, input_field="q", output_field="a", system_prompt="", max_reject_fraction=1.0)
+    cfg = DataConfig(task=task, input_field="q", output_field="a", system_prompt=None, max_reject_fraction=1.0)
     rows = [{"q": "question 0", "a": good}] + [{"q": f"question {i}", "a": a} for i, a in enumerate(bad, start=1)]
     prepared = prepare({"train": placed(rows), "test": placed([{"q": "other", "a": good}], "t")}, cfg, tiny_tokenizer)
     assert prepared.report.reasons["train"] == {"bad_reference": len(bad)}
@@ -80,7 +80,7 @@ def test_chat_reference_is_its_last_assistant_turn(tiny_tokenizer):
         return {"messages": [{"role": "user", "content": answer}, {"role": "assistant", "content": answer}]}
 
     prepared = prepare({"train": placed([chat("{oops"), chat("{}")]), "test": placed([chat('{"a": 1}')], "t")},
-                       DataConfig(task="json", system_prompt="", max_reject_fraction=1.0), tiny_tokenizer)
+                       DataConfig(task="json", system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
     assert [q["reason"] for q in prepared.quarantine] == ["bad_reference"]
     assert "field 'messages[-1].content'" in prepared.quarantine[0]["detail"]
 
@@ -88,7 +88,7 @@ def test_chat_reference_is_its_last_assistant_turn(tiny_tokenizer):
 # --- 3. structured answers for json tasks -------------------------------------------------------------------
 
 def test_json_task_takes_objects_and_lists_as_canonical_json():
-    cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt="")
+    cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt=None)
     messages = to_messages({"input": "Paris is in France.", "output": {"country": "France", "city": "Paris"}}, cfg)
     assert messages[-1] == {"role": "assistant", "content": '{"city": "Paris", "country": "France"}'}
     assert to_messages({"input": "x", "output": [{"b": 1, "a": "é"}]}, cfg)[-1]["content"] == '[{"a": "é", "b": 1}]'
@@ -100,7 +100,7 @@ def test_json_task_takes_objects_and_lists_as_canonical_json():
 
 
 def test_json_object_answers_are_accepted_by_prepare(tiny_tokenizer):
-    cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt="")
+    cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt=None)
     rows = [{"input": f"City {i}.", "output": {"city": f"C{i}"}} for i in range(3)]
     rows.append({"input": "Two cities.", "output": [{"city": "A"}, {"city": "B"}]})
     test = [{"input": "Town.", "output": {"city": "T", "country": "X"}}]
@@ -182,7 +182,7 @@ def problem_folder(tmp_path):
 
 def test_folder_with_every_problem_quarantines_each_under_its_reason(tmp_path, tiny_tokenizer):
     expected = problem_folder(tmp_path)
-    cfg = DataConfig(source=str(tmp_path), system_prompt="", max_seq_len=128, max_reject_fraction=1.0)
+    cfg = DataConfig(source=str(tmp_path), system_prompt=None, max_seq_len=128, max_reject_fraction=1.0)
     prepared = prepare(load_splits(cfg), cfg, tiny_tokenizer)
     report = prepared.report
     assert report.reasons == expected

@@ -65,9 +65,27 @@ def test_prebuilt_batches_use_the_records_token_ids(tiny_tokenizer, records, tmp
     assert (collated["labels"] != IGNORE).sum() == sum(sum(t != IGNORE for t in r["labels"]) for r in built[0])
 
 
-def _job(tiny_model_dir, tmp_path, dtype, **training):
-    return TrainJob(tiny_model_dir, [], [], tmp_path, model=ModelConfig(dtype=dtype),
-                    lora=LoraConfig(r=4, alpha=8), training=TrainingConfig(**training))
+def _job(tiny_model_dir, tmp_path, dtype, lora: LoraConfig = LoraConfig(r=4, alpha=8), **training):
+    return TrainJob(tiny_model_dir, [], [], tmp_path, model=ModelConfig(dtype=dtype), lora=lora,
+                    training=TrainingConfig(**training))
+
+
+def _hidden(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def test_last_layers_adapts_only_those_and_the_backward_stops_there(tiny_model_dir, tiny_tokenizer, records, tmp_path):
+    model = load_trainable_model(_job(tiny_model_dir, tmp_path, "float32", LoraConfig(r=4, alpha=8, last_layers=1)))
+    layers = model.get_base_model().model.layers
+    adapted = [i for i, layer in enumerate(layers) if any(p.requires_grad for p in layer.parameters())]
+    assert adapted == [len(layers) - 1]
+    needs_grad = {}  # a layer's output is in the backward graph only if something at or below it trains
+    for i, layer in enumerate(layers):
+        layer.register_forward_hook(lambda _m, _in, out, i=i: needs_grad.__setitem__(i, _hidden(out).requires_grad))
+    answer_loss(model, PadCollator(tiny_tokenizer.pad_token_id)(records[:2])).backward()
+    assert [i for i, g in needs_grad.items() if g] == [len(layers) - 1], "the backward pass goes below the adapter"
+    with pytest.raises(TrainingSetupError, match="lora.last_layers: 99, but the base model has"):
+        load_trainable_model(_job(tiny_model_dir, tmp_path, "float32", LoraConfig(last_layers=99)))
 
 
 def test_adapters_in_the_compute_dtype_and_nothing_upcast(tiny_model_dir, tmp_path):

@@ -7,8 +7,8 @@
 | prompt_completion | prompt, completion                           | user: prompt; assistant: completion        |
 | fields            | data.input_field, data.output_field          | user: input; assistant: output             |
 
-`data.system_prompt`, when set, is added as the first message for every format but chat (chat rows bring
-their own). With `data.format: auto`, the format is detected per row from the keys present, in table order.
+`data.system_prompt` (unless null) is added as the first message for every format but chat (chat rows bring
+their own); an empty one still makes a system turn, which keeps a template's default system prompt out. With `data.format: auto`, the format is detected per row from the keys present, in table order.
 
 For `data.task: json` an answer may be a JSON object or list instead of text; it becomes canonical JSON (keys
 sorted). `check_reference` refuses (`bad_reference`) an answer the task's parser cannot read.
@@ -99,7 +99,7 @@ def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:
         user = f"{instruction}\n\n{extra}" if extra else instruction
     else:
         user = _text(row, "prompt" if fmt == "prompt_completion" else cfg.input_field)
-    system = [{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []
+    system = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
     answer = _answer(row, answer_field(row, cfg), cfg.task)
     return system + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 

@@ -70,6 +70,15 @@ def adapter_dtype(job: TrainJob) -> torch.dtype:
     return getattr(torch, job.model.dtype)
 
 
+def adapted_layers(n_layers: int, last: int | None) -> list[int] | None:
+    """Indices of the decoder layers that get adapters (None: every layer)."""
+    if last is None:
+        return None
+    if last > n_layers:
+        raise TrainingSetupError(f"lora.last_layers: {last}, but the base model has {n_layers} decoder layers")
+    return list(range(n_layers - last, n_layers))
+
+
 def load_trainable_model(job: TrainJob):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -80,6 +89,7 @@ def load_trainable_model(job: TrainJob):
     peft_config = PeftLoraConfig(
         r=job.lora.r, lora_alpha=job.lora.alpha, lora_dropout=job.lora.dropout,
         target_modules=list(job.lora.target_modules), task_type="CAUSAL_LM",
+        layers_to_transform=adapted_layers(model.config.get_text_config().num_hidden_layers, job.lora.last_layers),
     )
     model = get_peft_model(model, peft_config)  # freezes the base; adapters start in float32
     dtype = adapter_dtype(job)
