@@ -6,7 +6,8 @@
 A recipe is the config plus `--set`-style overrides (`--recipe short-prompt data.system_prompt=''`); with no
 `--recipe`, the config itself is the one recipe ("config"). Each recipe runs the pipeline's own core functions in
 order (load and prepare the data, train, generate and score), without ZenML or MLflow, so the stage times are the
-work itself. Every recipe must score the same test examples (their hash is printed), else the table refuses.
+work itself. Every recipe must score the same test examples (user input and reference; their hash is printed),
+else the table refuses.
 
 Columns: training minutes, steps, tokens trained (prompt and answer, every epoch), training tokens/s, exact match
 with its 95% bootstrap interval (the noise of the test sample), slot accuracy, act accuracy (viggo), parse rate,
@@ -16,6 +17,7 @@ and the seconds spent preparing data and generating. `--base` scores the untuned
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import random
@@ -51,6 +53,14 @@ def _prepared(cfg: TunelineConfig):
     return model_dir, prepare(load_splits(cfg.data), cfg.data, tokenizer, template_fallback=fallback).splits
 
 
+def examples_hash(test: list[dict]) -> str:
+    """The test examples themselves (user input, reference), not their rendering: recipes may change the prompt."""
+    from tuneline.formats import user_input
+
+    payload = json.dumps([[user_input(r["messages"]), r["messages"][-1]["content"]] for r in test])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
 def _scored(label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None) -> dict:
     from tuneline.evaluation import evaluate_model
 
@@ -58,7 +68,7 @@ def _scored(label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], 
                             dtype=cfg.model.dtype, device=cfg.model.device)
     exact = [float(p["exact"]) for p in result.predictions]
     low, high = bootstrap_interval(exact)
-    return {"metrics": result.metrics, "exact_low": low, "exact_high": high, "test_hash": result.test_set_hash,
+    return {"metrics": result.metrics, "exact_low": low, "exact_high": high, "test_hash": examples_hash(test),
             "eval_seconds": result.seconds, "device": result.device, "n_test": result.n_examples}
 
 
