@@ -1,6 +1,6 @@
 """What a training budget buys: recipes side by side, each trained and scored on the same test examples.
 
-    python benchmarks/quality_budget.py [--config configs/finetune.yaml] [--base] [--json]
+    python benchmarks/quality_budget.py [--config configs/finetune.yaml] [--base] [--grammar] [--json]
         [--recipe NAME KEY=VALUE ...] [--recipe NAME KEY=VALUE ...]
 
 A recipe is the config plus `--set`-style overrides (`--recipe short-prompt data.system_prompt=''`); with no
@@ -11,7 +11,8 @@ else the table refuses.
 
 Columns: training minutes, steps, tokens trained (prompt and answer, every epoch), training tokens/s, exact match
 with its 95% bootstrap interval (the noise of the test sample), slot accuracy, act accuracy (viggo), parse rate,
-and the seconds spent preparing data and generating. `--base` scores the untuned base model first.
+and the seconds spent preparing data and generating. `--base` scores the untuned base model first; `--grammar` scores every model a second time with decoding
+constrained by the task's grammar (`evaluation.constrained`), in rows of its own.
 """
 
 from __future__ import annotations
@@ -61,19 +62,21 @@ def examples_hash(test: list[dict]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _scored(label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None) -> dict:
+def _scored(label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None,
+            grammar: str | None) -> dict:
     from tuneline.evaluation import evaluate_model
 
     result = evaluate_model(label, cfg.data.task, model_dir, test, cfg.evaluation, adapter_dir=adapter_dir,
-                            dtype=cfg.model.dtype, device=cfg.model.device)
+                            dtype=cfg.model.dtype, device=cfg.model.device, grammar=grammar)
     exact = [float(p["exact"]) for p in result.predictions]
     low, high = bootstrap_interval(exact)
     return {"metrics": result.metrics, "exact_low": low, "exact_high": high, "test_hash": examples_hash(test),
             "eval_seconds": result.seconds, "device": result.device, "n_test": result.n_examples}
 
 
-def run_recipe(name: str, cfg: TunelineConfig, base: bool) -> list[dict]:
+def run_recipe(name: str, cfg: TunelineConfig, base: bool, also_constrained: bool) -> list[dict]:
     from tuneline.evaluation import select_test
+    from tuneline.grammar import evaluation_grammar, task_grammar
     from tuneline.train_job import TrainJob
     from tuneline.training import train_lora
 
@@ -81,19 +84,26 @@ def run_recipe(name: str, cfg: TunelineConfig, base: bool) -> list[dict]:
     model_dir, splits = _prepared(cfg)
     prepare_seconds = time.monotonic() - start
     test = select_test(splits["test"], cfg.evaluation)
+    grammars = [evaluation_grammar(cfg.evaluation.constrained, cfg.data.task, splits["train"])]
+    if also_constrained and grammars[0] is None and (extra := task_grammar(cfg.data.task, splits["train"])):
+        grammars.append(extra)
+
+    def scored(label: str, adapter_dir: Path | None) -> list[tuple[str, dict]]:
+        return [(" +grammar" if g else "", _scored(label, cfg, model_dir, test, adapter_dir, g)) for g in grammars]
+
     rows = []
     if base:
-        rows.append({"recipe": "base (untuned)", "prepare_seconds": prepare_seconds,
-                     **_scored("base", cfg, model_dir, test, None)})
+        rows += [{"recipe": f"base (untuned){suffix}", "prepare_seconds": prepare_seconds, **s}
+                 for suffix, s in scored("base", None)]
     with tempfile.TemporaryDirectory(prefix="tuneline-budget-") as work:
         job = TrainJob(model_dir=model_dir, train=splits["train"], validation=splits.get("validation", []),
                        output_dir=Path(work), model=cfg.model, lora=cfg.lora, training=cfg.training)
         result = train_lora(job)
-        scored = _scored("tuned", cfg, model_dir, test, result.adapter_dir)
-    rows.append({"recipe": name, "prepare_seconds": prepare_seconds, "train_seconds": result.seconds,
-                 "steps": result.steps, "train_rows": len(splits["train"]), "tokens": result.tokens,
-                 "tokens_per_second": result.tokens_per_second, "eval_loss": result.eval_loss, **scored})
-    return rows
+        tuned = scored("tuned", result.adapter_dir)
+    trained = {"prepare_seconds": prepare_seconds, "train_seconds": result.seconds, "steps": result.steps,
+               "train_rows": len(splits["train"]), "tokens": result.tokens,
+               "tokens_per_second": result.tokens_per_second, "eval_loss": result.eval_loss}
+    return rows + [{"recipe": name + suffix, **trained, **s} for suffix, s in tuned]
 
 
 def table(rows: list[dict]) -> str:
@@ -117,6 +127,8 @@ def main() -> None:
     parser.add_argument("--recipe", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                         help="a recipe: a name, then overrides of the config (repeatable)")
     parser.add_argument("--base", action="store_true", help="also score the untuned base model")
+    parser.add_argument("--grammar", action="store_true",
+                        help="also score every model with decoding constrained by the task's grammar (+grammar rows)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -128,7 +140,7 @@ def main() -> None:
     for i, (name, *overrides) in enumerate(recipes):
         cfg = parse_config(apply_overrides(params, overrides), f"--recipe {name}")
         print(f"# {name}: {shlex.join(overrides) or '(the config as is)'}", file=sys.stderr, flush=True)
-        rows += run_recipe(name, cfg, base=args.base and i == 0)
+        rows += run_recipe(name, cfg, base=args.base and i == 0, also_constrained=args.grammar)
         if len({r["test_hash"] for r in rows}) > 1:
             raise SystemExit(f"recipe {name} scored other test examples than the first; the table would mislead")
         print(table(rows), file=sys.stderr, flush=True)  # so far, in case a later recipe fails

@@ -10,6 +10,7 @@ from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import EvaluationConfig, ModelConfig
 from tuneline.evaluation import EvalResult, evaluate_model, select_test
+from tuneline.grammar import evaluation_grammar
 from tuneline.modeling import resolve_base_model
 from tuneline.report import eval_html
 
@@ -34,8 +35,10 @@ def evaluate(
         adapter_dir=Path(adapter.path) if adapter else None,
         dtype=model.dtype,
         device=model.device,
+        grammar=evaluation_grammar(evaluation.constrained, task, dataset.splits["train"]),
     )
-    tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype})
+    tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
+                         f"{label}.constrained": result.constrained})
     tracking.log_metrics(result.metrics, prefix=f"{label}.")
     tracking.log_metrics({"examples_per_second": result.examples_per_second,
                           "latency_ms_per_example": result.latency_ms_per_example}, prefix=f"{label}.")

@@ -16,6 +16,7 @@ from tuneline.artifacts import ChatDataset
 from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
 from tuneline.evaluation import EvalResult, evaluate_model, select_test
 from tuneline.file_lock import file_lock
+from tuneline.grammar import evaluation_grammar
 from tuneline.modeling import resolve_base_model
 from tuneline.promotion import PromotionDecision, decide
 from tuneline.report import comparison_html
@@ -57,7 +58,7 @@ def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset
     return evaluate_model(
         f"production v{version.name}", tuned.task, resolve_base_model(adapter.base_model),
         select_test(dataset.splits["test"], evaluation), evaluation, adapter_dir=Path(adapter.path), dtype=model.dtype,
-        device=model.device,
+        device=model.device, grammar=evaluation_grammar(evaluation.constrained, tuned.task, dataset.splits["train"]),
     )
 
 

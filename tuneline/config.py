@@ -138,6 +138,11 @@ class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
     batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
     max_new_tokens: int = Field(96, ge=1)
+    constrained: bool = Field(
+        False, description="Decode under the task's grammar (xgrammar): viggo answers use only the acts and slot "
+        "names of the training answers, json answers are JSON; every answer parses. Scored and compared apart "
+        "from unconstrained results.",
+    )
     max_batch_tokens: int | None = Field(
         None, ge=16, description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
         "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."

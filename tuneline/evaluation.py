@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from tuneline.config import EvaluationConfig
 from tuneline.generation import generate_greedy
+from tuneline.grammar import processor_factory
 from tuneline.metrics import score
 
 log = logging.getLogger(__name__)
@@ -27,12 +28,15 @@ class EvalResult(BaseModel):
     latency_ms_per_example: float  # batched generation time divided by examples
     device: str = "cpu"  # where it generated, and in which dtype
     dtype: str = "float32"
+    constrained: bool = False  # decoded under the task's grammar: not comparable with unconstrained scores
     predictions: list[dict]  # input, reference, prediction and the per-example row from metrics.compare
 
 
-def hash_examples(records: list[dict]) -> str:
-    """Identifies the exact examples scored, so metrics are only ever compared on the same set."""
-    payload = json.dumps([[r["prompt"], r["messages"][-1]["content"]] for r in records], sort_keys=True)
+def hash_examples(records: list[dict], grammar: str | None = None) -> str:
+    """Identifies the exact examples scored, and the grammar decoding followed (if any), so metrics are only ever
+    compared on the same set, measured the same way."""
+    examples = [[r["prompt"], r["messages"][-1]["content"]] for r in records]
+    payload = json.dumps(examples if grammar is None else [examples, grammar], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -45,10 +49,10 @@ def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
 
 def evaluate_model(
     label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
-    adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto",
+    adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto", grammar: str | None = None,
 ) -> EvalResult:
     """`device` and `dtype` are the config's `model.device` and `model.dtype`; `placement` decides what they mean
-    on this machine."""
+    on this machine. `grammar` constrains decoding (tuneline/grammar.py)."""
     from tuneline.modeling import load_merged, load_model, load_tokenizer, placement
 
     device, dtype = placement(device, dtype)
@@ -63,8 +67,9 @@ def evaluate_model(
 
     prompts = [r["prompt"] for r in records]
     references = [r["messages"][-1]["content"] for r in records]
+    constraint = processor_factory(grammar, tokenizer, model.config.vocab_size) if grammar else None
     gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,
-                          max_batch_tokens=cfg.max_batch_tokens)
+                          max_batch_tokens=cfg.max_batch_tokens, constraint=constraint)
     metrics, rows = score(task, gen.texts, references)
     predictions = [
         {"input": r["messages"][-2]["content"], "reference": ref, "prediction": pred, **row}
@@ -75,11 +80,12 @@ def evaluate_model(
         task=task,
         metrics=metrics,
         n_examples=len(records),
-        test_set_hash=hash_examples(records),
+        test_set_hash=hash_examples(records, grammar),
         seconds=gen.seconds,
         examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
         latency_ms_per_example=1000 * gen.seconds / max(1, len(records)),
         predictions=predictions,
         device=device,
         dtype=dtype,
+        constrained=grammar is not None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -35,7 +36,8 @@ def length_batches(lengths: list[int], batch_size: int, max_new_tokens: int,
 
 @torch.inference_mode()
 def generate_greedy(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, progress=None,
-                    max_batch_tokens: int | None = None) -> Generated:
+                    max_batch_tokens: int | None = None, constraint: Callable[[], object] | None = None) -> Generated:
+    """`constraint` makes a fresh logits processor for each batch (tuneline/grammar.py)."""
     tokenizer.padding_side = "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     texts: list[str] = [""] * len(prompts)
@@ -52,6 +54,7 @@ def generate_greedy(model, tokenizer, prompts: list[str], batch_size: int, max_n
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
+            logits_processor=[constraint()] if constraint else None,
         )
         gen = out[:, enc["input_ids"].shape[1] :].tolist()  # one copy off the GPU per batch
         for ids, i in zip(gen, idx):

@@ -36,6 +36,7 @@ def eval_html(result: EvalResult, max_rows: int = 50) -> str:
     return (
         f"<html><head>{_STYLE}</head><body><h2>Evaluation: {escape(result.label)} model</h2>"
         f"<p>{result.n_examples} test examples (set {result.test_set_hash}), task {escape(result.task)}, "
+        f"{'decoded under the task grammar, ' if result.constrained else ''}"
         f"{result.examples_per_second:.2f} examples/s, {result.latency_ms_per_example:.0f} ms per example</p>{metrics}"
         f"<h3>Per field</h3>{_table(['field', 'support', 'precision', 'recall', 'f1'], _field_rows(result))}"
         f"<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
