@@ -8,6 +8,8 @@
     python run.py --config configs/finetune.yaml --export --model-version production [--out merged/]
     python run.py review export --config configs/finetune.yaml --model-version production [--n 20] [--out reviews]
     python run.py review import reviews/review-tuneline-viggo-v3.csv
+    python run.py serve --config configs/finetune.yaml [--model-version production]   # HTTP extraction service
+    python run.py serve --config configs/finetune.yaml --stop
 """
 
 from __future__ import annotations
@@ -93,6 +95,41 @@ def review(argv: list[str]) -> int:
     return 0
 
 
+def parse_serve_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="run.py serve", description="Deploy the extract pipeline for a model version.")
+    p.add_argument("--config", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a parameter, e.g. --set serving.port=8000 (repeatable)")
+    p.add_argument("--model-version", default="production",
+                   help="a number or name (pinned), or a stage (followed: each new promotion is swapped in)")
+    p.add_argument("--stop", action="store_true", help="remove the deployment")
+    return p.parse_args(argv)
+
+
+def serve(argv: list[str]) -> int:
+    args = parse_serve_args(argv)
+    _setup_logging()
+    try:
+        config, zenml_config = load_run_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    from runner import serve as serving
+    from runner.launch import PipelineFailed
+    from runner.stack import NoDeployer
+
+    if args.stop:
+        print(f"removed deployment '{serving.stop(config, zenml_config)}'")
+        return 0
+    try:
+        deployment = serving.serve(config, zenml_config, args.model_version)
+    except (PipelineFailed, NoDeployer, serving.DeployFailed) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(serving.describe(deployment))
+    return 0
+
+
 def preflight(config) -> None:
     """Fail before ZenML starts on what can be checked without running a step."""
     source = config.data.source
@@ -115,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["review"]:
         return review(argv[1:])
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
     args = parse_args(argv)
     _setup_logging()
     from runner.console import hide_tracebacks, run_config_keys  # imports ZenML's config schema (a few seconds)

@@ -1,5 +1,6 @@
 from pipelines.evaluate_version import evaluate_version
 from pipelines.export_version import export_version
+from pipelines.extract import extract
 from pipelines.finetune import finetune, prepare_data
 
-__all__ = ["evaluate_version", "export_version", "finetune", "prepare_data"]
+__all__ = ["evaluate_version", "export_version", "extract", "finetune", "prepare_data"]

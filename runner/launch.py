@@ -63,7 +63,8 @@ def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
            schedule: Schedule | None = None) -> RunSummary | None:
     """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
-    params = {name: getattr(config, name) for name in TunelineConfig.model_fields} | {"resume": resume}
+    params = {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "serving"}
+    params["resume"] = resume
     run = _run(finetune, zenml_config, enable_cache, params, schedule)
     return None if schedule else collect(run.id)
 

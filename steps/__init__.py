@@ -5,6 +5,7 @@ from steps.data import check_data, load_data, prepare_dataset
 from steps.evaluate import evaluate
 from steps.export import export_model
 from steps.promote import promote
+from steps.serve import extract_texts
 from steps.train import train_lora
 
-__all__ = ["load_data", "prepare_dataset", "check_data", "train_lora", "evaluate", "export_model", "promote"]
+__all__ = ["load_data", "prepare_dataset", "check_data", "train_lora", "evaluate", "export_model", "promote", "extract_texts"]

@@ -168,7 +168,7 @@ def test_kubernetes_gpu_stack_imports_and_every_component_validates(local_stack)
     components = _components(stack)
     assert {k: [c.flavor_name for c in v] for k, v in components.items()} == {
         "orchestrator": ["kubernetes"], "artifact_store": ["s3"], "container_registry": ["default"],
-        "experiment_tracker": ["mlflow"],
+        "experiment_tracker": ["mlflow"], "deployer": ["kubernetes"],
     }
     configs = {
         kind: validate_stack_component_config(c.configuration, c.flavor_name, StackComponentType(kind))

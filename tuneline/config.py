@@ -163,6 +163,23 @@ class PromotionConfig(_Section):
     target_stage: Literal["production", "staging"] = "production"
 
 
+class ServingConfig(_Section):
+    """`run.py serve`: the `extract` deployment of a model version. Generation follows `evaluation` (batch size,
+    max_new_tokens, constrained); these keys bound a request and say where the server listens."""
+
+    max_texts: int = Field(32, ge=1, description="The most texts one request may carry.")
+    max_input_tokens: int | None = Field(
+        None, ge=1, description="The longest text, in tokens; None: the model's context less max_new_tokens and "
+        "the prompt's template.",
+    )
+    address: str = Field("127.0.0.1", description="Listen address; anything but loopback requires a key.")
+    port: int | None = Field(None, ge=1, le=65535, description="None: the deployer picks a free one.")
+    follow_seconds: float = Field(
+        10.0, gt=0, description="Serving a stage (production): how often to look for a newly promoted version. It "
+        "is loaded beside the old one and swapped in between requests, so none fail.",
+    )
+
+
 class TunelineConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -170,6 +187,7 @@ class TunelineConfig(_Section):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()
+    serving: ServingConfig = ServingConfig()
 
     @model_validator(mode="after")
     def _promotion_metrics_exist(self) -> "TunelineConfig":

@@ -59,6 +59,16 @@ PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
 _GRAMMARS = {"viggo": "a meaning representation act(slot[value], ...)", "json": "a JSON object or list"}
 
 
+def readable_fields(task: str, text: str) -> tuple[str | None, dict] | None:
+    """(act, fields) as a caller wants them: values as written, not normalized for scoring; None if unparseable."""
+    if task == "text" or PARSERS[task](text) is None:
+        return None
+    if task == "viggo":
+        return _VIGGO_MR.fullmatch(text).group(1), dict(_VIGGO_SLOT.findall(text))
+    obj = json.loads(text)
+    return None, ({f"[{i}]": v for i, v in enumerate(obj)} if isinstance(obj, list) else obj)
+
+
 def reference_problem(task: str, text: str) -> str | None:
     """Why `text` cannot be a reference of the task (the metrics would refuse it at evaluation), or None."""
     if PARSERS[task](text) is not None:

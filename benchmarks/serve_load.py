@@ -1,0 +1,208 @@
+"""Load on the `extract` deployment: concurrent clients on loopback, one text per request against batches.
+
+    python benchmarks/serve_load.py [--config configs/finetune.yaml] [--model-version production]
+        [--clients 4] [--seconds 60] [--batch 16] [--switch-to VERSION] [--json]
+
+Deploys the config's model (`run.py serve`'s own code) unless `--url` (and `--key`) name a running deployment,
+then for each mode runs `--clients` threads that send requests back to back for `--seconds`, with ViGGO test
+inputs. Per mode: requests/s, texts/s, latency p50/p95/p99, failed requests (anything but a successful 200), and
+where the time of a request goes: generation (the model), ZenML's run bookkeeping (execution time less
+generation) and the rest (HTTP, validation, queueing). Peak RSS is the server process's high-water mark.
+
+`--switch-to V` runs the one-text mode once more while version V is promoted to production mid-run (the
+deployment, serving the production stage, swaps it in); production goes back to the old version afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tuneline.config import load_run_config  # noqa: E402
+
+
+@dataclass
+class ModeResult:
+    mode: str
+    texts_per_request: int
+    requests: int = 0
+    failed: int = 0
+    texts: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list, repr=False)
+    generation: list[float] = field(default_factory=list, repr=False)
+    bookkeeping: list[float] = field(default_factory=list, repr=False)
+    models: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def pct(self, values: list[float], q: int) -> float:
+        return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values or [0])[0]
+
+    def row(self) -> dict:
+        ok = self.requests - self.failed
+        return {
+            "mode": self.mode, "texts/req": self.texts_per_request, "requests": self.requests, "failed": self.failed,
+            "req/s": ok / self.seconds, "texts/s": self.texts / self.seconds,
+            "p50 s": self.pct(self.latencies, 50), "p95 s": self.pct(self.latencies, 95),
+            "p99 s": self.pct(self.latencies, 99),
+            "gen p50 s": self.pct(self.generation, 50), "zenml p50 s": self.pct(self.bookkeeping, 50),
+            "models": self.models, "errors": self.errors[:3],
+        }
+
+
+def invoke(url: str, key: str | None, texts: list[str]) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    body = json.dumps({"parameters": {"texts": texts}, "skip_artifact_materialization": True}).encode()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + "/invoke", body, headers), timeout=300) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, {"error": err.read().decode()[:300]}
+    except OSError as err:  # refused or reset: the server was not there
+        return 0, {"error": repr(err)}
+
+
+def drive(url: str, key: str | None, inputs: list[str], mode: str, per_request: int, clients: int,
+          seconds: float, during=None) -> ModeResult:
+    result, lock = ModeResult(mode, per_request), threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(k: int) -> None:
+        i = k * 97
+        while time.monotonic() < deadline:
+            texts = [inputs[(i + j) % len(inputs)] for j in range(per_request)]
+            i += per_request
+            start = time.monotonic()
+            status, reply = invoke(url, key, texts)
+            took = time.monotonic() - start
+            with lock:
+                result.requests += 1
+                if status != 200 or not reply.get("success"):
+                    result.failed += 1
+                    result.errors.append(f"{status}: {reply.get('error')}")
+                    continue
+                out = reply["outputs"]["extractions"]
+                result.texts += len(out["results"])
+                result.latencies.append(took)
+                result.generation.append(out["seconds"])
+                result.bookkeeping.append(reply["execution_time"] - out["seconds"])
+                result.models[out["model"]] = result.models.get(out["model"], 0) + 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    start = time.monotonic()
+    for t in threads:
+        t.start()
+    if during:
+        during()
+    for t in threads:
+        t.join()
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (OSError, TypeError):
+        return None
+    return next(int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmHWM"))
+
+
+def test_inputs(config) -> list[str]:
+    from tuneline.formats import to_messages
+    from tuneline.sources import load_splits
+
+    return [to_messages(row, config.data)[-2]["content"] for row in load_splits(config.data)["test"]]
+
+
+def switcher(model_name: str, version: str, after_s: float):
+    """Promote `version` to production `after_s` into the run (as the promote step does); returns the undo."""
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+
+    client = Client()
+    before = client.get_model_version(model_name, ModelStages.PRODUCTION).name
+
+    def during() -> None:
+        time.sleep(after_s)
+        client.update_model_version(model_name, version, stage=ModelStages.PRODUCTION, force=True)
+        print(f"promoted {model_name} version {version} to production at {after_s:.0f} s", file=sys.stderr)
+
+    def undo() -> None:
+        client.update_model_version(model_name, before, stage=ModelStages.PRODUCTION, force=True)
+
+    return during, undo
+
+
+def render(rows: list[dict], peak: float | None) -> str:
+    head = (f"{'mode':<26}{'texts/req':>9}{'requests':>9}{'failed':>7}{'req/s':>8}{'texts/s':>9}{'p50 s':>7}"
+            f"{'p95 s':>7}{'p99 s':>7}{'gen p50':>8}{'zenml p50':>10}")
+    lines = [head]
+    for r in rows:
+        lines.append(f"{r['mode']:<26}{r['texts/req']:>9}{r['requests']:>9}{r['failed']:>7}{r['req/s']:>8.2f}"
+                     f"{r['texts/s']:>9.2f}{r['p50 s']:>7.2f}{r['p95 s']:>7.2f}{r['p99 s']:>7.2f}"
+                     f"{r['gen p50 s']:>8.2f}{r['zenml p50 s']:>10.2f}")
+    one, batched = rows[0], rows[1]
+    lines.append(f"\nbatched/one-text texts/s: {batched['texts/s'] / one['texts/s']:.2f}x   "
+                 f"failed requests: {sum(r['failed'] for r in rows)}   ZenML bookkeeping at p50 (one text): "
+                 f"{one['zenml p50 s']:.2f} s = {one['zenml p50 s'] / one['p50 s']:.0%} of the latency   "
+                 f"server peak RSS: {peak:.0f} MB" if peak else "")
+    for r in rows:
+        lines.append(f"{r['mode']}: answered by {r['models']}" + (f"; first errors {r['errors']}" if r["errors"] else ""))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/finetune.yaml")
+    p.add_argument("--model-version", default="production")
+    p.add_argument("--url", help="a running deployment (skips deploying)")
+    p.add_argument("--key")
+    p.add_argument("--clients", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--batch", type=int, default=16, help="texts per request in the batched mode")
+    p.add_argument("--switch-to", metavar="VERSION", help="also run across a promotion of this version")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+
+    config, zenml_config = load_run_config(args.config)
+    inputs = test_inputs(config)
+    url, key, pid = args.url, args.key, None
+    if not url:
+        from runner import serve
+
+        deployment = serve.serve(config, zenml_config, args.model_version)
+        url, key, pid = deployment.url, deployment.auth_key, deployment.deployment_metadata.get("pid")
+        print(serve.describe(deployment), file=sys.stderr)
+    invoke(url, key, inputs[:1])  # warm-up: the first request pays for lazy imports
+    rows = [
+        drive(url, key, inputs, "one text per request", 1, args.clients, args.seconds).row(),
+        drive(url, key, inputs, f"batches of {args.batch}", args.batch, args.clients, args.seconds).row(),
+    ]
+    if args.switch_to:
+        from runner.launch import _model_name
+
+        during, undo = switcher(_model_name(config, zenml_config), args.switch_to, args.seconds / 3)
+        try:
+            rows.append(drive(url, key, inputs, f"one text, switch to v{args.switch_to}", 1, args.clients,
+                              args.seconds, during).row())
+        finally:
+            undo()
+    peak = peak_rss_mb(pid)
+    print(json.dumps({"rows": rows, "server_peak_rss_mb": peak}, indent=1) if args.json else render(rows, peak))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

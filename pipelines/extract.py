@@ -1,0 +1,28 @@
+"""`run.py serve`: the `extract` pipeline, deployed with the active stack's deployer, answers HTTP requests.
+
+POST /invoke {"parameters": {"texts": "one text" | ["a", "b", ...]}}. The request body is validated against
+this pipeline's signature before a run exists, so a wrong type, an empty text, too many texts or a text over
+the model's context is a 422 that names the text, and the server keeps serving.
+"""
+
+from typing import Annotated, Union
+
+from pydantic import AfterValidator, StrictStr
+from zenml import pipeline
+
+from steps.serve import check_request, extract_texts, stop_serving
+
+
+def _texts(value: Union[str, list[str]]) -> list[str]:
+    texts = [value] if isinstance(value, str) else value
+    check_request(texts)
+    return texts
+
+
+Texts = Annotated[Union[StrictStr, list[StrictStr]], AfterValidator(_texts)]
+
+
+# The init hook (steps.serve.start_serving) is set with its arguments at deploy time: runner/serve.py.
+@pipeline(name="extract", enable_cache=False, on_cleanup=stop_serving)
+def extract(texts: Texts = "I think SpellForce 3 is a poor game."):
+    return extract_texts(texts)

@@ -1,0 +1,132 @@
+"""`run.py serve` end to end: the smoke model deployed with ZenML's local deployer on loopback, called over real
+HTTP. Answers equal the offline evaluator's on the same inputs; bad requests get a 422 naming the text and the
+server keeps serving; with a key, calls without it are refused; a missing version fails before any deployment."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = "configs/smoke.yaml"
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def call(url: str, body, key: str | None = None, path: str = "/invoke") -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers=headers, method="POST" if body is not None else "GET")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def texts(values) -> dict:
+    return {"parameters": {"texts": values}, "skip_artifact_materialization": True}
+
+
+def deploy(*extra) -> str:
+    proc = _cli("serve", "--config", CONFIG, *extra)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return re.search(r"is \S+ at (http://\S+)", proc.stdout).group(1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The smoke pipeline's summary (a cache hit when the pipeline tests already ran in this session)."""
+    summary = tmp_path_factory.mktemp("serve") / "summary.json"
+    proc = _cli("--config", CONFIG, "--summary-json", str(summary))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return json.loads(summary.read_text())
+
+
+@pytest.fixture(scope="module")
+def url(trained):
+    yield deploy("--model-version", str(trained["model_version"]))
+    _cli("serve", "--config", CONFIG, "--stop")
+
+
+def test_answers_equal_the_offline_evaluators(trained, url):
+    from zenml.client import Client
+
+    run = Client().get_pipeline_run(trained["zenml_run_id"])
+    offline = run.steps["evaluate_tuned"].outputs["eval_tuned"][0].load()
+    inputs = [p["input"] for p in offline.predictions]
+    status, reply = call(url, texts(inputs))
+    assert status == 200 and reply["success"], reply
+    out = reply["outputs"]["extractions"]
+    assert out["model"] == f"tuneline-smoke version {trained['model_version']}"
+    assert [r["answer"] for r in out["results"]] == [p["prediction"] for p in offline.predictions]
+    assert [r["parsed"] for r in out["results"]] == [p["parsed"] for p in offline.predictions]
+
+    status, one = call(url, texts(inputs[0]))  # one text, not a list
+    assert status == 200 and one["outputs"]["extractions"]["results"][0]["answer"] == offline.predictions[0]["prediction"]
+
+
+@pytest.mark.parametrize("body, message", [
+    (texts(""), "texts[0] is empty"),
+    (texts(["a fine text", 3]), "valid string"),
+    (texts(["a"] * 33), "texts has 33 texts; at most 32"),
+    (texts("word " * 600), "tokens; the model reads at most"),
+    ({"parameters": {"text": "typo"}}, "Extra inputs are not permitted"),
+])
+def test_bad_requests_get_422_naming_the_problem_and_serving_goes_on(url, body, message):
+    status, reply = call(url, body)
+    assert status == 422 and message in json.dumps(reply), reply
+    status, reply = call(url, texts("I like Tetris."))
+    assert status == 200 and reply["success"]
+
+
+def test_health_and_page(url):
+    with urllib.request.urlopen(url + "/health", timeout=30) as reply:
+        assert reply.status == 200
+    with urllib.request.urlopen(url + "/", timeout=30) as reply:
+        page = reply.read().decode()
+    assert "tuneline-smoke-extract" in page and "/invoke" in page
+
+
+def test_key_from_a_zenml_secret_guards_the_deployment(trained, url):
+    from zenml.client import Client
+
+    Client().create_secret("tuneline-serve", {"auth_key": "s3cret-for-tests"})
+    try:
+        guarded = deploy("--model-version", str(trained["model_version"]))
+        assert call(guarded, texts("I like Tetris."))[0] == 401
+        assert call(guarded, texts("I like Tetris."), key="wrong")[0] == 401
+        status, reply = call(guarded, texts("I like Tetris."), key="s3cret-for-tests")
+        assert status == 200 and reply["success"]
+    finally:
+        Client().delete_secret("tuneline-serve")
+
+
+def test_a_missing_version_fails_before_anything_is_deployed(trained):
+    proc = _cli("serve", "--config", CONFIG, "--set", "serving.port=8799", "--model-version", "99")
+    assert proc.returncode == 1 and "has no version '99'" in proc.stderr, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("flavor, address, secret, expected", [
+    ("local", "127.0.0.1", None, {}),
+    ("local", "0.0.0.0", None, {"generate_auth_key": True}),
+    ("local", "::1", "k", {"auth_key": "k"}),
+    ("kubernetes", "127.0.0.1", None, {"generate_auth_key": True}),
+    ("kubernetes", "127.0.0.1", "k", {"auth_key": "k"}),
+])
+def test_a_key_whenever_it_listens_beyond_loopback(flavor, address, secret, expected):
+    from runner.serve import deployer_settings
+    from tuneline.config import ServingConfig
+
+    settings = deployer_settings(flavor, ServingConfig(address=address), secret)
+    assert {k: v for k, v in settings.items() if k not in ("address", "port")} == expected
+    assert ("address" in settings) == (flavor == "local")
