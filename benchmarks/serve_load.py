@@ -157,7 +157,7 @@ def render(rows: list[dict], peak: float | None) -> str:
     lines.append(f"\nbatched/one-text texts/s: {batched['texts/s'] / one['texts/s']:.2f}x   "
                  f"failed requests: {sum(r['failed'] for r in rows)}   ZenML bookkeeping at p50 (one text): "
                  f"{one['zenml p50 s']:.2f} s = {one['zenml p50 s'] / one['p50 s']:.0%} of the latency   "
-                 f"server peak RSS: {peak:.0f} MB" if peak else "")
+                 + (f"server peak RSS: {peak:.0f} MB" if peak else "server peak RSS: unknown (--url)"))
     for r in rows:
         lines.append(f"{r['mode']}: answered by {r['models']}" + (f"; first errors {r['errors']}" if r["errors"] else ""))
     return "\n".join(lines)
@@ -191,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         drive(url, key, inputs, f"batches of {args.batch}", args.batch, args.clients, args.seconds).row(),
     ]
     if args.switch_to:
-        from runner.launch import _model_name
+        from runner.launch import model_name_of
 
-        during, undo = switcher(_model_name(config, zenml_config), args.switch_to, args.seconds / 3)
+        during, undo = switcher(model_name_of(config, zenml_config), args.switch_to, args.seconds / 3)
         try:
             rows.append(drive(url, key, inputs, f"one text, switch to v{args.switch_to}", 1, args.clients,
                               args.seconds, during).row())

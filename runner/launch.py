@@ -86,11 +86,11 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     return step.outputs["data_report"][0].load(), error
 
 
-def _model_name(config: TunelineConfig, zenml_config: dict) -> str:
+def model_name_of(config: TunelineConfig, zenml_config: dict) -> str:
     return zenml_config.get("model", {}).get("name", f"tuneline-{config.data.task}")
 
 
-def _adapter_of(model_name: str, version: str) -> tuple[str, str]:
+def adapter_of(model_name: str, version: str) -> tuple[str, str]:
     """(version name, id of its `lora_adapter` artifact version) for a version number, name or stage."""
     try:
         mv = Client().get_model_version(model_name, version)
@@ -104,11 +104,11 @@ def _adapter_of(model_name: str, version: str) -> tuple[str, str]:
 
 def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True) -> EvalResult:
     """Score model version `version` (number, name, stage, or 'base') of the config's model on today's test set."""
-    model_name = _model_name(config, zenml_config)
+    model_name = model_name_of(config, zenml_config)
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
     label, adapter_id = "base", None
     if version != "base":
-        name, adapter_id = _adapter_of(model_name, version)
+        name, adapter_id = adapter_of(model_name, version)
         label = f"v{name}"
     params = {"data": config.data, "model": config.model, "evaluation": config.evaluation, "label": label,
               "adapter_id": adapter_id}
@@ -119,8 +119,8 @@ def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, en
 
 def launch_export(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True):
     """Merge version `version`'s adapter into its base model; returns the `merged_model` artifact version."""
-    model_name = _model_name(config, zenml_config)
-    name, adapter_id = _adapter_of(model_name, version)
+    model_name = model_name_of(config, zenml_config)
+    name, adapter_id = adapter_of(model_name, version)
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
     params = {"model": config.model, "adapter_id": adapter_id, "source": f"{model_name} version {name}"}
     run = _run(export_version, zenml_config, enable_cache, params)

@@ -85,7 +85,7 @@ def create(config: TunelineConfig, zenml_config: dict, cron: str, enable_cache: 
 
     set_up()
     check_stack()
-    name = f"{launch._model_name(config, zenml_config)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    name = f"{launch.model_name_of(config, zenml_config)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     launch.launch(config, zenml_config, enable_cache, schedule=Schedule(name=name, cron_expression=cron))
     return Client().get_schedule(name)
 

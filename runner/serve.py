@@ -22,7 +22,7 @@ from zenml.models import DeploymentResponse
 
 from pipelines import extract
 from runner.first_use import set_up
-from runner.launch import _adapter_of, _model_name
+from runner.launch import adapter_of, model_name_of
 from runner.stack import ensure_deployer
 from steps.serve import start_serving
 from tuneline.config import ServingConfig, TunelineConfig
@@ -40,7 +40,7 @@ class DeployFailed(RuntimeError):
 
 
 def deployment_name(config: TunelineConfig, zenml_config: dict) -> str:
-    return f"{_model_name(config, zenml_config)}-extract"
+    return f"{model_name_of(config, zenml_config)}-extract"
 
 
 def _is_loopback(address: str) -> bool:
@@ -73,8 +73,8 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
     fails here, before anything is deployed."""
     set_up()
     deployer, flavor = ensure_deployer()
-    model_name = _model_name(config, zenml_config)
-    _adapter_of(model_name, version)
+    model_name = model_name_of(config, zenml_config)
+    adapter_of(model_name, version)
     settings = {
         "deployer": deployer_settings(flavor, config.serving, _secret_key()),
         "deployment": DeploymentSettings(dashboard_files_path=UI_FILES, app_title=f"tuneline: {model_name}"),
