@@ -10,6 +10,7 @@
     python run.py review import reviews/review-tuneline-viggo-v3.csv
     python run.py serve --config configs/finetune.yaml [--model-version production]   # HTTP extraction service
     python run.py serve --config configs/finetune.yaml --stop
+    python run.py init --data my_data.jsonl [--task json] [--out configs/my_data.yaml]   # a config for your data
 """
 
 from __future__ import annotations
@@ -130,6 +131,30 @@ def serve(argv: list[str]) -> int:
     return 0
 
 
+def init(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py init", description="Write a config for your own data file or folder.")
+    p.add_argument("--data", type=Path, required=True, help="a .jsonl/.json/.csv/.parquet file or a folder of splits")
+    p.add_argument("--task", choices=["json", "viggo", "text"], help="default: what the answers parse as")
+    p.add_argument("--out", type=Path, help="default: configs/<data name>.yaml")
+    p.add_argument("--force", action="store_true", help="overwrite --out")
+    args = p.parse_args(argv)
+    from runner.init_config import write_config
+    from tuneline.proposal import ProposalError
+
+    try:
+        proposal, out = write_config(args.data, args.out, args.task, args.force)
+    except (DataError, ProposalError, ConfigError, FileExistsError) as err:
+        print(f"error: {args.data}: {err}", file=sys.stderr)
+        return 2
+    print(f"read {proposal.rows_read} rows of {args.data}:")
+    print("\n".join(f"  {line}" for line in proposal.why))
+    print(f"  fields (share of rows): {', '.join(f'{k} {v:.0%}' for k, v in proposal.coverage.items())}")
+    print(f"wrote {out}: format '{proposal.format}', task '{proposal.task}'"
+          + (f", input '{proposal.input_field}', answer '{proposal.output_field}'" if proposal.input_field else ""))
+    print(f"next: python run.py --config {out} --prepare-only, then python run.py --config {out}")
+    return 0
+
+
 def preflight(config) -> None:
     """Fail before ZenML starts on what can be checked without running a step."""
     source = config.data.source
@@ -154,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         return review(argv[1:])
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
+    if argv[:1] == ["init"]:
+        return init(argv[1:])
     args = parse_args(argv)
     _setup_logging()
     from runner.console import hide_tracebacks, run_config_keys  # imports ZenML's config schema (a few seconds)
@@ -168,14 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from runner.first_use import FirstUseError
     from runner.interrupt import Interrupted, stop_on_sigterm
-    from runner.launch import PipelineFailed  # slow to import (ZenML): bad configs fail before this
+    from runner.launch import LineageConflict, PipelineFailed  # slow to import (ZenML): bad configs fail before this
 
     if not args.debug:
         hide_tracebacks()
     stop_on_sigterm()
     try:
         return _run_mode(args, config, zenml_config)
-    except ScheduleError as err:
+    except (ScheduleError, LineageConflict) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (PipelineFailed, FirstUseError) as err:

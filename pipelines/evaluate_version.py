@@ -7,7 +7,7 @@ from zenml import pipeline
 from zenml.client import Client
 
 from pipelines.finetune import data_steps
-from steps import evaluate
+from steps import evaluate, select_examples
 from tuneline.config import DataConfig, EvaluationConfig, ModelConfig
 
 
@@ -18,5 +18,6 @@ def evaluate_version(data: DataConfig, model: ModelConfig, evaluation: Evaluatio
     dataset = data_steps(data, model)
     adapter = Client().get_artifact_version(adapter_id) if adapter_id else None
     evaluate.with_options(substitutions={"label": label})(
-        dataset, model, evaluation, task=data.task, label=label, adapter=adapter, id="evaluate", after="check_data"
+        select_examples(dataset, evaluation, after="check_data"), model, evaluation, task=data.task, label=label,
+        adapter=adapter, id="evaluate"
     )

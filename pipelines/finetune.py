@@ -3,7 +3,7 @@ key holds only the sections it reads (changing `evaluation` never retrains)."""
 
 from zenml import pipeline
 
-from steps import check_data, evaluate, load_data, prepare_dataset, promote, train_lora
+from steps import check_data, evaluate, load_data, prepare_dataset, promote, select_examples, train_lora
 from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, TrainingConfig
 
 
@@ -32,10 +32,11 @@ def finetune(
 ) -> None:
     dataset = data_steps(data, model)
     adapter = train_lora(dataset, data, model, lora, training, resume=resume, after="check_data")
+    examples = select_examples(dataset, evaluation, after="check_data")
     base_eval = evaluate.with_options(substitutions={"label": "base"})(
-        dataset, model, evaluation, task=data.task, label="base", id="evaluate_base", after="check_data"
+        examples, model, evaluation, task=data.task, label="base", id="evaluate_base"
     )
     tuned_eval = evaluate.with_options(substitutions={"label": "tuned"})(
-        dataset, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"
+        examples, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"
     )
     promote(base_eval, tuned_eval, dataset, model, evaluation, promotion)

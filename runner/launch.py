@@ -18,6 +18,7 @@ from runner.interrupt import Interrupted, mark_failed, now
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
 from tuneline.evaluation import EvalResult
+from tuneline.promotion import lineage_conflict
 from tuneline.validation import DataReport
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,29 @@ def _failure_message(pipeline_name: str, err: Exception) -> str:
     )
 
 
+class LineageConflict(ValueError):
+    """The config would add a version to a model whose versions learned another task or data source."""
+
+
+def check_lineage(model_name: str, config: TunelineConfig) -> None:
+    """Before any training is paid for: promotion compares a new version with the one in the target stage, so
+    both must have learned the same task from the same source."""
+    set_up()
+    stage = config.promotion.target_stage
+    try:
+        current = Client().get_model_version(model_name, stage)
+    except KeyError:
+        return
+    if problem := lineage_conflict(f"model '{model_name}' {stage} version {current.name}",
+                                   current.run_metadata.get("raw_data") or {}, config.data.source, config.data.task):
+        raise LineageConflict(problem)
+
+
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,
            schedule: Schedule | None = None) -> RunSummary | None:
     """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
+    check_lineage(zenml_config["model"]["name"], config)
     params = {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "serving"}
     params["resume"] = resume
     run = _run(finetune, zenml_config, enable_cache, params, schedule)

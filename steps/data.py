@@ -30,7 +30,7 @@ def load_data(data: DataConfig) -> Annotated[ChatDataset, "raw_data"]:
     """Never cached: files and hub datasets change under the same config, and a scheduled run must read them as
     they are now. The artifact's content hash lets the steps after it hit the cache when the rows did not change."""
     raw = ChatDataset(splits=load_splits(data))
-    _record("raw_data", raw, source=data.source)
+    _record("raw_data", raw, source=data.source, task=data.task)
     return raw
 
 

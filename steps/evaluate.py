@@ -9,15 +9,22 @@ from steps.caching import CACHE_POLICY
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import EvaluationConfig, ModelConfig
-from tuneline.evaluation import EvalResult, evaluate_model, select_test
+from tuneline.evaluation import EvalResult, eval_examples, evaluate_model
 from tuneline.grammar import evaluation_grammar
 from tuneline.modeling import resolve_base_model
 from tuneline.report import eval_html
 
 
+@step(cache_policy=CACHE_POLICY)
+def select_examples(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annotated[ChatDataset, "eval_examples"]:
+    """Evaluation's inputs apart from the dataset, so `evaluate`'s cache key is the rows it reads (their content
+    hash), not the whole dataset: changing only the training sample does not re-score the unchanged base."""
+    return ChatDataset(splits=eval_examples(dataset.splits, evaluation))
+
+
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def evaluate(
-    dataset: ChatDataset,
+    examples: ChatDataset,
     model: ModelConfig,
     evaluation: EvaluationConfig,
     task: str,
@@ -30,12 +37,12 @@ def evaluate(
         label,
         task,
         resolve_base_model(adapter.base_model if adapter else model.base),  # an adapter fits its own base only
-        select_test(dataset.splits["test"], evaluation),
+        examples.splits["test"],
         evaluation,
         adapter_dir=Path(adapter.path) if adapter else None,
         dtype=model.dtype,
         device=model.device,
-        grammar=evaluation_grammar(evaluation.constrained, task, dataset.splits["train"]),
+        grammar=evaluation_grammar(evaluation.constrained, task, examples.splits.get("train", [])),
     )
     tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
                          f"{label}.constrained": result.constrained})

@@ -18,7 +18,7 @@ from tuneline.evaluation import EvalResult, evaluate_model, select_test
 from tuneline.file_lock import file_lock
 from tuneline.grammar import evaluation_grammar
 from tuneline.modeling import resolve_base_model
-from tuneline.promotion import PromotionDecision, decide
+from tuneline.promotion import PromotionDecision, decide, lineage_conflict
 from tuneline.report import comparison_html
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,14 @@ def _repair_registry(model_name: str, stage: str, current: Optional[ModelVersion
         log.warning("repaired a promotion that was interrupted: %s", repaired)
 
 
+def _check_lineage(version, current: ModelVersionResponse, stage: str) -> None:
+    """`run.py` refuses such a run before training; a scheduled run skips `run.py`, so promote checks again."""
+    mine = Client().get_model_version(version.name, version.number).run_metadata.get("raw_data") or {}
+    if problem := lineage_conflict(f"model '{version.name}' {stage} version {current.name}",
+                                   current.run_metadata.get("raw_data") or {}, mine.get("source"), mine.get("task")):
+        raise ValueError(problem)
+
+
 @step(enable_cache=False, experiment_tracker=True)
 def promote(
     base: EvalResult, tuned: EvalResult, dataset: ChatDataset, model: ModelConfig, evaluation: EvaluationConfig,
@@ -109,6 +117,7 @@ def promote(
         time.sleep(float(os.environ.get(PAUSE_ENV, 0)))
         _repair_registry(version.name, promotion.target_stage, current)
         if current is not None:
+            _check_lineage(version, current, promotion.target_stage)
             reference = _production_result(current, tuned, dataset, evaluation, model)
             label = f"{promotion.target_stage} version {current.name}"
         else:

@@ -208,7 +208,10 @@ def test_gate_fails_over_threshold_with_file_and_line(tmp_path, tiny_tokenizer):
     assert not prepared.report.passed
     message = gate_message(prepared.report, prepared.quarantine)
     assert "28.6% of input rows were quarantined, above data.max_reject_fraction 5.0%" in message
-    assert f"{tmp_path / 'train.jsonl'}:21: duplicate" in message
+    shown = message.splitlines()[1:]
+    for reason in prepared.report.reason_totals():  # each reason's first row, with its file and line
+        assert any(line.startswith(f"  {tmp_path}/") and f".jsonl:" in line and f": {reason}: " in line
+                   for line in shown), reason
 
 
 def test_caps_sample_after_validation(tiny_tokenizer):
@@ -216,8 +219,9 @@ def test_caps_sample_after_validation(tiny_tokenizer):
     prepared = prepare(raw, DataConfig(source="synthetic:viggo", max_train_samples=10), tiny_tokenizer)
     assert prepared.report.splits["train"].used == 10 and prepared.report.splits["train"].accepted == 96
     rec = prepared.splits["train"][0]
+    # No system turn by default: nothing task-specific is added to a user's rows.
     assert rec["source"].startswith("synthetic:viggo/train:") and [m["role"] for m in rec["messages"]] == [
-        "system", "user", "assistant"]
+        "user", "assistant"]
 
 
 def test_eval_selection_spreads_over_test_split():

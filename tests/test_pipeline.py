@@ -312,3 +312,29 @@ def test_export_merges_a_version_into_a_plain_hf_folder(runs, tmp_path):
                                                   add_generation_prompt=True), return_tensors="pt")
     with torch.no_grad():
         assert torch.isfinite(model(**enc).logits).all()
+
+
+def test_new_training_sample_reuses_the_base_scores(runs, tmp_path):
+    """evaluate_base is keyed on the rows it reads (the selected test rows), not the whole dataset."""
+    from zenml.client import Client
+    from zenml.enums import ExecutionStatus
+
+    summary, _ = run_cli("--config", "configs/smoke.yaml", "--set", "data.max_train_samples=48",
+                         "--set", "training.max_steps=10", tmp_path=tmp_path)
+    run = Client().get_pipeline_run(summary["zenml_run_id"])
+    for step in ("prepare_dataset", "select_examples", "train_lora", "evaluate_tuned"):
+        assert run.steps[step].status == ExecutionStatus.COMPLETED, step
+    assert run.steps["evaluate_base"].status == ExecutionStatus.CACHED
+    assert summary["base_metrics"] == runs[0]["base_metrics"]
+
+
+def test_other_data_under_the_same_model_name_is_refused_before_training(runs, tmp_path):
+    """A copy of the config with only `data.source` changed would add a version to the smoke model's lineage."""
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"target": "Halo is fun.", "meaning_representation": "inform(name[Halo])"}) + "\n")
+    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", f"data.source={data}", tmp_path=tmp_path,
+                      expect_ok=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"model 'tuneline-smoke' production version {runs[0]['model_version']} learned source " \
+           f"'synthetic:viggo' (this run: '{data}')" in proc.stderr
+    assert "Step train_lora has started" not in proc.stdout

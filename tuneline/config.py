@@ -34,10 +34,10 @@ class DataConfig(_Section):
     input_field: str = Field("target", description="For format 'fields': the user message.")
     output_field: str = Field("meaning_representation", description="For format 'fields': the answer.")
     system_prompt: str | None = Field(
-        "Convert the sentence about a video game into a meaning representation: act(slot[value], ...).",
-        description="First message of every non-chat row. '' is an empty system turn: the fewest tokens, and it "
-        "keeps out the default prompt some chat templates add when there is none (SmolLM2's is 16 tokens). "
-        "null: no system message at all.",
+        None,
+        description="First message of every non-chat row; null (the default): none, whatever the task. '' is an "
+        "empty system turn: the fewest tokens, and it keeps out the default prompt some chat templates add when "
+        "there is none (SmolLM2's is 16 tokens).",
     )
     max_train_samples: int | None = Field(None, ge=1)
     max_validation_samples: int | None = Field(None, ge=1)

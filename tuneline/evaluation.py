@@ -47,6 +47,13 @@ def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
     return [records[i * len(records) // n] for i in range(n)]
 
 
+def eval_examples(splits: dict[str, list[dict]], cfg: EvaluationConfig) -> dict[str, list[dict]]:
+    """All that scoring a model reads from the dataset: the selected test rows, and the train rows only when
+    decoding is constrained (the grammar is built from their answers). A new training sample leaves this
+    unchanged, so the base model's scores come from the cache."""
+    return {"test": select_test(splits["test"], cfg)} | ({"train": splits["train"]} if cfg.constrained else {})
+
+
 def evaluate_model(
     label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
     adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto", grammar: str | None = None,

@@ -44,10 +44,11 @@ def detect_format(row: dict, cfg: DataConfig) -> str:
     return "fields"
 
 
-def _text(row: dict, field: str, required: bool = True) -> str:
+def _text(row: dict, field: str, required: bool = True, setting: str | None = None) -> str:
+    """`setting` is the config key that named `field`, so a wrong mapping says which key to change."""
     if field not in row or row[field] is None:
         if required:
-            raise RowError("missing_field", f"field '{field}' is missing")
+            raise RowError("missing_field", _missing(row, field, setting))
         return ""
     value = row[field]
     if not isinstance(value, str):
@@ -57,11 +58,17 @@ def _text(row: dict, field: str, required: bool = True) -> str:
     return value.strip()
 
 
-def _answer(row: dict, field: str, task: str) -> str:
+def _missing(row: dict, field: str, setting: str | None) -> str:
+    present = ", ".join(f"'{k}'" for k in row if not k.startswith("_")) or "none"
+    message = f"field '{field}' is missing; the row has {present}"
+    return message + (f": set {setting} to one of them (or run `python run.py init --data FILE`)" if setting else "")
+
+
+def _answer(row: dict, field: str, task: str, setting: str | None = None) -> str:
     value = row.get(field)
     if task == "json" and isinstance(value, (dict, list)):
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return _text(row, field)
+    return _text(row, field, setting=setting)
 
 
 def _chat(row: dict, task: str) -> list[dict[str, str]]:
@@ -97,10 +104,12 @@ def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:
     if fmt == "instruction":
         instruction, extra = _text(row, "instruction"), _text(row, "input", required=False)
         user = f"{instruction}\n\n{extra}" if extra else instruction
+    elif fmt == "prompt_completion":
+        user = _text(row, "prompt")
     else:
-        user = _text(row, "prompt" if fmt == "prompt_completion" else cfg.input_field)
+        user = _text(row, cfg.input_field, setting="data.input_field")
     system = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
-    answer = _answer(row, answer_field(row, cfg), cfg.task)
+    answer = _answer(row, answer_field(row, cfg), cfg.task, setting="data.output_field" if fmt == "fields" else None)
     return system + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
 
 

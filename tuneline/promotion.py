@@ -41,6 +41,19 @@ class PromotionDecision(BaseModel):
     stage: str | None = None  # the candidate's stage after this decision
 
 
+def lineage_conflict(reference: str, recorded: dict, source: str | None, task: str | None) -> str | None:
+    """Why the version `reference` (e.g. "model 'x' production version 3"), whose data is `recorded` (its
+    `raw_data` metadata: source, task), cannot be compared with a version of this run's source and task; None if
+    it can. Scores on different tasks or test sets say nothing about which model is better."""
+    differs = [f"{key} '{recorded[key]}' (this run: '{mine}')" for key, mine in (("task", task), ("source", source))
+               if recorded.get(key) is not None and mine is not None and recorded[key] != mine]
+    if not differs:
+        return None
+    return (f"{reference} learned {', '.join(differs)}; versions of one model are compared with each other at "
+            "promotion, so give this data a model of its own: `model: name: <new name>` in the config (a new "
+            "name starts a new lineage)")
+
+
 def paired_bootstrap(metric: str, candidate: list[dict], reference: list[dict], samples: int, seed: int):
     """(difference, low, high): the point difference and the 2.5/97.5 percentiles over paired resamples."""
     if len(candidate) != len(reference):

@@ -200,12 +200,18 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
 
 
 def gate_message(report: DataReport, quarantine: list[dict], examples: int = 5) -> str:
-    """Why a run stops: the share, the counts by reason, and the first rejected rows with file and line."""
+    """Why a run stops: the share, the counts by reason, and rejected rows with file and line: the first of each
+    reason (a minor reason must not hide the main one), then the next ones up to `examples`."""
     lines = [
         f"{report.reject_fraction:.1%} of input rows were quarantined, above data.max_reject_fraction "
         f"{report.max_reject_fraction:.1%}; counts by reason: {report.reason_totals()}",
     ]
-    lines += [f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in quarantine[:examples]]
-    if len(quarantine) > examples:
-        lines.append(f"  ... and {len(quarantine) - examples} more in the 'quarantine' artifact")
+    first = {}
+    for i, q in enumerate(quarantine):
+        first.setdefault(q["reason"], i)
+    shown = sorted(first.values())
+    shown += [i for i in range(len(quarantine)) if i not in first.values()][:max(0, examples - len(shown))]
+    lines += [f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in (quarantine[i] for i in sorted(shown))]
+    if len(quarantine) > len(shown):
+        lines.append(f"  ... and {len(quarantine) - len(shown)} more in the 'quarantine' artifact")
     return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Issue 13: a new user's own extraction task. `run.py init` proposes how to read their file and writes a config
+that runs; a wrong field mapping names the config key and the fields the rows have; nothing from ViGGO leaks into
+their data; a model's versions only compete when they learned the same task from the same source; the gate shows
+every reason's first row."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runner.init_config import write_config
+from tuneline.config import DataConfig, load_run_config
+from tuneline.formats import RowError, to_messages
+from tuneline.promotion import lineage_conflict
+from tuneline.proposal import ProposalError, propose
+from tuneline.sources import load_splits
+from tuneline.validation import gate_message, prepare
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bookings(n: int = 40) -> list[dict]:
+    days = ["monday", "friday", "sunday"]
+    return [{"id": i, "utterance": f"Book a table for {i % 6 + 1} at Luigi's on {days[i % 3]}, please {i}.",
+             "annotation": {"intent": "book", "slots": {"people": i % 6 + 1, "day": days[i % 3]}}}
+            for i in range(n)]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("rows, task, expected", [
+    (bookings(), None, ("fields", "json", "utterance", "annotation")),
+    # answers given as JSON text, not objects
+    ([{"q": f"long question number {i} here", "json": json.dumps({"n": i})} for i in range(20)], None,
+     ("fields", "json", "q", "json")),
+    ([{"target": f"I like Game {i}.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])"}
+      for i in range(20)], None, ("fields", "viggo", "target", "meaning_representation")),
+    ([{"sentence": f"what time does shop {i} open", "label": "hours"} for i in range(20)], None,
+     ("fields", "text", "sentence", "label")),
+    ([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{}"}]}] * 5, "json",
+     ("chat", "json", None, None)),
+])
+def test_proposal_reads_the_rows(rows, task, expected):
+    p = propose(rows, task)
+    assert (p.format, p.task, p.input_field, p.output_field) == expected
+    assert p.why and p.rows_read == len(rows)
+
+
+def test_proposal_refuses_a_task_no_field_fits():
+    with pytest.raises(ProposalError, match=r"no field reads as task 'json'.*'sentence' \(str\)"):
+        propose([{"sentence": "a b", "label": "x"}] * 10, "json")
+
+
+def test_init_writes_a_config_that_loads_and_reads_every_row(tmp_path, tiny_tokenizer):
+    data = write_jsonl(tmp_path / "Table Bookings.jsonl", bookings())
+    proposal, out = write_config(data, tmp_path / "bookings.yaml")
+    config, zenml_config = load_run_config(out)
+    assert zenml_config["model"]["name"] == "tuneline-table-bookings"  # its own lineage, not tuneline-viggo
+    assert (config.data.task, config.data.input_field, config.data.output_field) == ("json", "utterance", "annotation")
+    assert config.promotion.primary_metric == "exact_match" and config.data.source == str(data)
+    assert "Written by `python run.py init" in out.read_text()
+    prepared = prepare(load_splits(config.data), config.data, tiny_tokenizer)
+    assert prepared.report.reject_fraction == 0.0
+    with pytest.raises(FileExistsError):
+        write_config(data, out)
+
+
+def test_init_command(tmp_path):
+    data = write_jsonl(tmp_path / "bookings.jsonl", bookings())
+    out = tmp_path / "mine.yaml"
+    proc = subprocess.run([sys.executable, "run.py", "init", "--data", str(data), "--out", str(out)], cwd=ROOT,
+                          env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "task 'json', input 'utterance', answer 'annotation'" in proc.stdout and out.is_file()
+    bad = subprocess.run([sys.executable, "run.py", "init", "--data", str(tmp_path / "none.jsonl")], cwd=ROOT,
+                         env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "none.jsonl" in bad.stderr
+
+
+def test_wrong_mapping_names_the_config_key_and_the_fields_present():
+    with pytest.raises(RowError, match=r"field 'target' is missing; the row has 'id', 'utterance', 'annotation': "
+                                       r"set data.input_field"):
+        to_messages(bookings(1)[0], DataConfig(task="json"))
+    with pytest.raises(RowError, match=r"field 'meaning_representation' is missing.*set data.output_field"):
+        to_messages(bookings(1)[0], DataConfig(task="json", input_field="utterance"))
+
+
+def test_defaults_carry_nothing_of_viggo():
+    messages = to_messages(bookings(1)[0], DataConfig(task="json", input_field="utterance", output_field="annotation"))
+    assert [m["role"] for m in messages] == ["user", "assistant"]
+    assert "video game" not in json.dumps(messages)
+
+
+def test_lineage_conflict_names_task_and_source():
+    recorded = {"source": "gem/viggo", "task": "viggo", "rows": {}}
+    problem = lineage_conflict("model 'm' production version 3", recorded, "./mine.jsonl", "json")
+    assert "task 'viggo' (this run: 'json'), source 'gem/viggo' (this run: './mine.jsonl')" in problem
+    assert "model: name:" in problem
+    assert lineage_conflict("v", recorded, "gem/viggo", "viggo") is None
+    assert lineage_conflict("v", {"source": "gem/viggo"}, "gem/viggo", "json") is None  # an older version: no task
+
+
+def test_gate_shows_the_first_row_of_every_reason(tmp_path, tiny_tokenizer):
+    rows = [{"target": "", "meaning_representation": "inform(name[a])"}] * 8  # empty input: a major reason
+    rows += [{"target": "Halo is good.", "meaning_representation": "not an mr"}]  # bad_reference: one row, last
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+    cfg = DataConfig(source=str(data))
+    report_and_rows = prepare(load_splits(cfg), cfg, tiny_tokenizer)
+    message = gate_message(report_and_rows.report, report_and_rows.quarantine, examples=3)
+    assert "bad_reference" in message.split("\n", 1)[1] and "empty_field" in message.split("\n", 1)[1]
