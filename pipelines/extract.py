@@ -10,7 +10,7 @@ from typing import Annotated, Union
 from pydantic import AfterValidator, StrictStr
 from zenml import pipeline
 
-from steps.serve import check_request, extract_texts, stop_serving
+from steps.serve import check_request, extract_texts
 
 
 def _texts(value: Union[str, list[str]]) -> list[str]:
@@ -22,7 +22,8 @@ def _texts(value: Union[str, list[str]]) -> list[str]:
 Texts = Annotated[Union[StrictStr, list[StrictStr]], AfterValidator(_texts)]
 
 
-# The init hook (steps.serve.start_serving) is set with its arguments at deploy time: runner/serve.py.
-@pipeline(name="extract", enable_cache=False, on_cleanup=stop_serving)
+# The hooks (steps.serve.start_serving with its arguments, stop_serving) are set at deploy time in runner/serve.py:
+# validating a hook here, at import, opens ZenML's store, which must wait for first-use set-up (runner/first_use.py).
+@pipeline(name="extract", enable_cache=False)
 def extract(texts: Texts = "I think SpellForce 3 is a poor game."):
     return extract_texts(texts)

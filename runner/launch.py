@@ -78,13 +78,18 @@ def check_lineage(model_name: str, config: TunelineConfig) -> None:
         raise LineageConflict(problem)
 
 
+def finetune_params(config: TunelineConfig) -> dict:
+    """The finetune pipeline's parameters: one per config section (so each step's cache key holds only the
+    sections it reads), all but `serving`, which only `run.py serve` reads."""
+    return {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "serving"}
+
+
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,
            schedule: Schedule | None = None) -> RunSummary | None:
     """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
     zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
     check_lineage(zenml_config["model"]["name"], config)
-    params = {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "serving"}
-    params["resume"] = resume
+    params = finetune_params(config) | {"resume": resume}
     run = _run(finetune, zenml_config, enable_cache, params, schedule)
     return None if schedule else collect(run.id)
 

@@ -24,7 +24,7 @@ from pipelines import extract
 from runner.first_use import set_up
 from runner.launch import adapter_of, model_name_of
 from runner.stack import ensure_deployer
-from steps.serve import start_serving
+from steps.serve import start_serving, stop_serving
 from tuneline.config import ServingConfig, TunelineConfig
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,7 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
     pipeline = extract.with_options(
         settings=settings,
         on_init=start_serving,
+        on_cleanup=stop_serving,
         on_init_kwargs={"model_name": model_name, "version": version,
                         "parameters": config.model_dump(mode="json")},
         # Each request is a pipeline run; what ZenML lets us turn off, we turn off (README, "Serving").

@@ -184,8 +184,10 @@ def test_malformed_jsonl_line_is_quarantined_and_stops_before_training(tmp_path)
     data = tmp_path / "data.jsonl"
     rows = _good_rows(7)
     data.write_text("\n".join(rows[:5] + ['{"target": "cut off'] + rows[5:]) + "\n")
-    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", f"data.source={data}",
-                      tmp_path=tmp_path, expect_ok=False)
+    # Other data is another model's lineage (the smoke model's production version learned synthetic:viggo).
+    config = tmp_path / "malformed.yaml"
+    config.write_text((ROOT / "configs/smoke.yaml").read_text().replace("name: tuneline-smoke", "name: tuneline-malformed"))
+    _, proc = run_cli("--config", str(config), "--set", f"data.source={data}", tmp_path=tmp_path, expect_ok=False)
     assert proc.returncode == 1
     assert "12.5% of input rows were quarantined, above data.max_reject_fraction 5.0%" in proc.stderr
     assert f"{data}:6: unparseable: not valid JSON" in proc.stderr

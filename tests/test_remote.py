@@ -31,10 +31,11 @@ from zenml.stack.utils import validate_stack_component_config
 from zenml.step_operators import BaseStepOperator, BaseStepOperatorConfig
 
 from pipelines import finetune
+from runner.launch import finetune_params
 from runner.schedule import ScheduleError, check_cron, create, describe, requested_cron
 from runner.stack import LOCAL_STACK_FILE, ensure_tracking_stack, read_stack_file
 from steps import load_data
-from tuneline.config import DataConfig, TunelineConfig, load_run_config
+from tuneline.config import DataConfig, load_run_config
 
 ROOT = Path(__file__).resolve().parent.parent
 GPU_CONFIGS = sorted(ROOT.glob("configs/gpu-*.yaml"))
@@ -73,7 +74,7 @@ def _compile(path: Path, stack, tmp_path: Path):
     zenml_file = tmp_path / f"zenml-{path.name}"
     zenml_file.write_text(yaml.safe_dump(zenml_config))
     configured = finetune.with_options(config_path=str(zenml_file))
-    configured.prepare(**{name: getattr(config, name) for name in TunelineConfig.model_fields})
+    configured.prepare(**finetune_params(config))
     run_configuration = PipelineRunConfiguration(**zenml_config)
     return config, Compiler().compile(pipeline=configured, stack=stack, run_configuration=run_configuration)
 
@@ -252,7 +253,8 @@ def test_load_data_records_the_data_hash_and_row_counts(local_stack):
     run = _load_only(DataConfig(source="synthetic:viggo"))
     step = Client().get_pipeline_run(run.id).steps["load_data"]
     raw = step.outputs["raw_data"][0]
-    expected = {"content_hash": raw.content_hash, "rows": raw.load().counts(), "source": "synthetic:viggo"}
+    expected = {"content_hash": raw.content_hash, "rows": raw.load().counts(), "source": "synthetic:viggo",
+                "task": "viggo"}
     assert step.run_metadata["raw_data"] == expected
     version = Client().get_model_version("tuneline-remote-test", run.model_version.number)
     assert version.run_metadata["raw_data"] == expected
