@@ -228,10 +228,13 @@ def test_eval_selection_spreads_over_test_split():
     from tuneline.config import EvaluationConfig
     from tuneline.evaluation import select_test
 
-    records = list(range(30))
-    assert select_test(records, EvaluationConfig(max_samples=3)) == [0, 10, 20]
+    records = [{"prompt": f"p{i}", "messages": [{"role": "assistant", "content": f"a{i}"}]} for i in range(30)]
+    assert select_test(records, EvaluationConfig(max_samples=3)) == [records[0], records[10], records[20]]
     assert select_test(records, EvaluationConfig(max_samples=None)) == records
-    assert select_test(records[:2], EvaluationConfig(max_samples=5)) == [0, 1]
+    assert select_test(records[:2], EvaluationConfig(max_samples=5)) == records[:2]
+    # one input with several answers is one example holding all of them
+    repeated = records[:2] + [{**records[1], "messages": [{"role": "assistant", "content": "other"}]}]
+    assert select_test(repeated, EvaluationConfig(max_samples=None))[1]["references"] == ["a1", "other"]
 
 
 def test_duplicates_across_splits_leave_test_intact(tiny_tokenizer):

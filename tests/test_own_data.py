@@ -114,3 +114,18 @@ def test_gate_shows_the_first_row_of_every_reason(tmp_path, tiny_tokenizer):
     report_and_rows = prepare(load_splits(cfg), cfg, tiny_tokenizer)
     message = gate_message(report_and_rows.report, report_and_rows.quarantine, examples=3)
     assert "bad_reference" in message.split("\n", 1)[1] and "empty_field" in message.split("\n", 1)[1]
+
+
+def test_a_file_with_several_references_per_input_is_split_by_input(tmp_path, tiny_tokenizer):
+    """A data-to-text corpus: three references per input. Carving by row put copies of one input in train and
+    test (28% leakage in the issue); carving by input keeps each input's rows together."""
+    rows = [{"input": f"name[Place {i}], food[Thai]", "output": f"Place {i} serves Thai food, version {k}."}
+            for i in range(60) for k in range(3)]
+    data = write_jsonl(tmp_path / "d2t.jsonl", rows)
+    cfg = DataConfig(source=str(data), task="text", input_field="input", output_field="output")
+    splits = load_splits(cfg)
+    inputs = {s: {r["input"] for r in rows} for s, rows in splits.items()}
+    assert not (inputs["train"] & inputs["test"]) and not (inputs["train"] & inputs["validation"])
+    assert sum(len(r) for r in splits.values()) == 180 and all(len(r) % 3 == 0 for r in splits.values())
+    prepared = prepare(splits, cfg, tiny_tokenizer)
+    assert prepared.report.reason_totals() == {}  # no leakage, no duplicates

@@ -52,7 +52,7 @@ def test_guarded_field_regression_blocks_promotion():
     d = decide(PromotionConfig(), better_exact_worse_rating, reference, "production version 1")
     assert d.ci_low > 0 and not d.promote
     assert not d.guards["f1.rating"].ok and d.guards["f1.name"].ok
-    assert "guard f1.rating drops" in d.reason
+    assert "guard f1.rating (support 100) drops" in d.reason
 
 
 def test_bootstrap_is_paired_and_seeded():

@@ -134,6 +134,17 @@ class TrainingConfig(_Section):
         return self
 
 
+class JsonMatch(_Section):
+    """How task `json` answers compare. Fields are flattened paths (`slots.date`, `items[0]`); these options say
+    when two leaf values are equal. A duplicated key makes an answer unparseable (a reference: `bad_reference`)."""
+
+    case_sensitive: bool = Field(False, description="'Paris' and 'paris' differ only when true.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace in strings count as one space.")
+    numbers_as_strings: bool = Field(True, description="3 and \"3\" are equal (and 3.5 and \"3.5\").")
+    lists_as_sets: bool = Field(True, description="A list is one field whose items compare as a set (order and "
+                                "repeats ignored); false: each item is its own field, `path[i]`.")
+
+
 class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
     batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
@@ -147,6 +158,7 @@ class EvaluationConfig(_Section):
         None, ge=16, description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
         "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."
     )
+    json_match: JsonMatch = Field(default_factory=JsonMatch)
 
 
 class PromotionConfig(_Section):
@@ -158,6 +170,8 @@ class PromotionConfig(_Section):
     min_gain: float = Field(0.0, ge=0.0, description="The interval's lower bound must exceed this.")
     guarded_metrics: list[str] = Field(["f1.*"], description="'f1.*' means every field's F1.")
     tolerance: float = Field(0.02, ge=0.0, description="Largest drop allowed in a guarded metric.")
+    min_support: int = Field(10, ge=1, description="'f1.*' guards only fields the scored references hold at least "
+                             "this often; with fewer, one flipped example moves a field's F1 by more than tolerance.")
     bootstrap_samples: int = Field(2000, ge=100)
     seed: int = 0
     target_stage: Literal["production", "staging"] = "production"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from tuneline.config import EvaluationConfig
+from tuneline.config import EvaluationConfig, JsonMatch
 from tuneline.generation import generate_greedy
 from tuneline.grammar import processor_factory
 from tuneline.metrics import score
@@ -32,19 +32,26 @@ class EvalResult(BaseModel):
     predictions: list[dict]  # input, reference, prediction and the per-example row from metrics.compare
 
 
-def hash_examples(records: list[dict], grammar: str | None = None) -> str:
-    """Identifies the exact examples scored, and the grammar decoding followed (if any), so metrics are only ever
-    compared on the same set, measured the same way."""
-    examples = [[r["prompt"], r["messages"][-1]["content"]] for r in records]
-    payload = json.dumps(examples if grammar is None else [examples, grammar], sort_keys=True)
+def hash_examples(records: list[dict], grammar: str | None = None, match: JsonMatch | None = None) -> str:
+    """Identifies the exact examples scored, the grammar decoding followed (if any) and how json values compare
+    (task json), so metrics are only ever compared on the same set, measured the same way."""
+    examples = [[r["prompt"], r.get("references") or r["messages"][-1]["content"]] for r in records]
+    extra = ([grammar] if grammar is not None else []) + ([match.model_dump()] if match is not None else [])
+    payload = json.dumps([examples, *extra] if extra else examples, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
     """Evenly spaced over the test split: test files group rows by MR (ViGGO: 3 utterances each), so the first N
-    rows would cover a third as many distinct targets."""
-    n = len(records) if cfg.max_samples is None else min(cfg.max_samples, len(records))
-    return [records[i * len(records) // n] for i in range(n)]
+    rows would cover a third as many distinct targets. Rows with the same prompt (several references for one
+    input, as data-to-text corpora have) are one example, with all their answers as `references`."""
+    groups: dict[str, list[dict]] = {}
+    for r in records:
+        groups.setdefault(r["prompt"], []).append(r)
+    examples = [g[0] if len(g) == 1 else {**g[0], "references": [x["messages"][-1]["content"] for x in g]}
+                for g in groups.values()]
+    n = len(examples) if cfg.max_samples is None else min(cfg.max_samples, len(examples))
+    return [examples[i * len(examples) // n] for i in range(n)]
 
 
 def eval_examples(splits: dict[str, list[dict]], cfg: EvaluationConfig) -> dict[str, list[dict]]:
@@ -73,21 +80,22 @@ def evaluate_model(
                  seconds / done * (total - done))
 
     prompts = [r["prompt"] for r in records]
-    references = [r["messages"][-1]["content"] for r in records]
+    references = [r.get("references") or [r["messages"][-1]["content"]] for r in records]
     constraint = processor_factory(grammar, tokenizer, model.config.vocab_size) if grammar else None
     gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,
                           max_batch_tokens=cfg.max_batch_tokens, constraint=constraint)
-    metrics, rows = score(task, gen.texts, references)
+    metrics, rows = score(task, gen.texts, references, cfg.json_match)
     predictions = [
-        {"input": r["messages"][-2]["content"], "reference": ref, "prediction": pred, **row}
-        for r, ref, pred, row in zip(records, references, gen.texts, rows)
+        {"input": r["messages"][-2]["content"], "reference": refs[row.pop("best", 0)], "prediction": pred, **row}
+        | ({"references": refs} if len(refs) > 1 else {})
+        for r, refs, pred, row in zip(records, references, gen.texts, rows)
     ]
     return EvalResult(
         label=label,
         task=task,
         metrics=metrics,
         n_examples=len(records),
-        test_set_hash=hash_examples(records, grammar),
+        test_set_hash=hash_examples(records, grammar, cfg.json_match if task == "json" else None),
         seconds=gen.seconds,
         examples_per_second=len(records) / gen.seconds if gen.seconds else 0.0,
         latency_ms_per_example=1000 * gen.seconds / max(1, len(records)),

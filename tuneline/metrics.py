@@ -6,11 +6,13 @@ bootstrap over examples (promotion) come from the same arrays:
 - rouge1/2/L/Lsum, exact_match, act_accuracy, parse_rate: per-example values averaged (den = 1).
 - slot_precision = tp / (tp + fp), slot_recall = tp / (tp + fn), micro_f1 = 2tp / (2tp + fp + fn),
   slot_accuracy = tp / (tp + fp + fn): micro over all (slot, value) pairs.
-- f1.<field>: the same F1 for one field; macro_f1 is their mean (reported, not bootstrapped).
+- f1.<field>: the same F1 for one field the references have; macro_f1 is their mean (reported, not
+  bootstrapped). Fields only predictions have are `invented_fields`, reported apart.
 
 A prediction that does not parse counts as wrong: all its reference fields are missed (fn).
-Error taxonomy per example: unparseable, wrong_act; per field: missing (in reference only), extra (in
-prediction only), wrong_value (in both, values differ; counts as one fp and one fn).
+Error taxonomy per example: unparseable (of which duplicate_key: a JSON answer naming a key twice), wrong_act;
+per field: missing (in reference only), extra (in prediction only), wrong_value (in both, values differ; counts
+as one fp and one fn).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from collections import Counter
 
 import numpy as np
 
-from tuneline.tasks import PARSERS
+from tuneline.config import JsonMatch
+from tuneline.tasks import PARSERS, DuplicateKey, json_value, parse_json
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 MEAN_METRICS = {"exact_match": "exact", "act_accuracy": "act_ok", "parse_rate": "parsed"} | {r: r for r in ROUGE_TYPES}
-ERROR_KINDS = ("unparseable", "wrong_act", "missing", "extra", "wrong_value")
+ERROR_KINDS = ("unparseable", "duplicate_key", "wrong_act", "missing", "extra", "wrong_value")
 
 
 def _rouge(predictions: list[str], references: list[str]) -> list[dict[str, float]]:
@@ -34,9 +37,9 @@ def _rouge(predictions: list[str], references: list[str]) -> list[dict[str, floa
     return [{k: s.fmeasure for k, s in scorer.score(r, p).items()} for p, r in zip(predictions, references, strict=True)]
 
 
-def compare(task: str, prediction: str, reference: str) -> dict:
-    """One example: parse both, classify each field, and say what went wrong."""
-    parse = PARSERS[task]
+def compare(task: str, prediction: str, reference: str, match: JsonMatch = JsonMatch()) -> dict:
+    """One example: parse both, classify each field, and say what went wrong. `match`: how json values compare."""
+    parse = (lambda text: parse_json(text, match)) if task == "json" else PARSERS[task]
     ref = parse(reference)
     if ref is None:
         raise ValueError(f"reference does not parse as task '{task}': {reference!r}")
@@ -46,7 +49,8 @@ def compare(task: str, prediction: str, reference: str) -> dict:
     pred = parse(prediction)
     if pred is None:
         fields = {name: "missing" for name, _ in ref.fields}
-        return {"parsed": False, "exact": False, "act_ok": False, "fields": fields, "errors": ["unparseable"]}
+        errors = ["unparseable"] + (["duplicate_key"] if task == "json" and _duplicate_key(prediction) else [])
+        return {"parsed": False, "exact": False, "act_ok": False, "fields": fields, "errors": errors}
     ref_map, pred_map = dict(ref.fields), dict(pred.fields)
     fields = {}
     for name in sorted(set(ref_map) | set(pred_map)):
@@ -59,6 +63,16 @@ def compare(task: str, prediction: str, reference: str) -> dict:
     errors = (["wrong_act"] if pred.act != ref.act else []) + sorted({o for o in fields.values() if o != "tp"})
     return {"parsed": True, "exact": pred.act == ref.act and pred.fields == ref.fields, "act_ok": pred.act == ref.act,
             "fields": fields, "errors": errors}
+
+
+def _duplicate_key(text: str) -> bool:
+    try:
+        json_value(text)
+    except DuplicateKey:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def field_counts(fields: dict[str, str], only: str | None = None) -> tuple[int, int, int]:
@@ -98,6 +112,23 @@ def field_names(rows: list[dict]) -> list[str]:
     return sorted({name for r in rows for name in r["fields"]})
 
 
+def field_support(rows: list[dict]) -> dict[str, int]:
+    """Per field: how often the references hold it (tp + fn); 0 for a field only predictions have."""
+    support = dict.fromkeys(field_names(rows), 0)
+    for r in rows:
+        for name, outcome in r["fields"].items():
+            support[name] += outcome in ("tp", "missing", "wrong_value")
+    return support
+
+
+def invented_fields(rows: list[dict]) -> dict[str, int]:
+    """Fields the model wrote that no reference has, with how often: reported apart, not scored as fields (an F1
+    of 0 for a key nobody asked for would only drag macro_f1 and trip guards)."""
+    support = field_support(rows)
+    counts = Counter(name for r in rows for name, outcome in r["fields"].items() if outcome == "extra")
+    return {name: counts[name] for name, n in support.items() if n == 0}
+
+
 def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
     names = list(ROUGE_TYPES) + ["exact_match"]
     if task != "text":
@@ -106,7 +137,7 @@ def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
         names.append("act_accuracy")
     metrics = {name: metric_value(name, rows) for name in names}
     if task != "text":
-        per_field = {f"f1.{f}": metric_value(f"f1.{f}", rows) for f in field_names(rows)}
+        per_field = {f"f1.{f}": metric_value(f"f1.{f}", rows) for f, n in field_support(rows).items() if n}
         metrics["macro_f1"] = sum(per_field.values()) / len(per_field) if per_field else 0.0
         metrics |= per_field
     return metrics
@@ -131,13 +162,32 @@ def taxonomy(rows: list[dict]) -> dict[str, int]:
     counts = Counter({kind: 0 for kind in ERROR_KINDS})
     for r in rows:
         counts["unparseable"] += "unparseable" in r["errors"]
+        counts["duplicate_key"] += "duplicate_key" in r["errors"]
         counts["wrong_act"] += "wrong_act" in r["errors"]
         if r["parsed"]:
             counts.update(o for o in r["fields"].values() if o != "tp")
     return dict(counts)
 
 
-def score(task: str, predictions: list[str], references: list[str]) -> tuple[dict[str, float], list[dict]]:
-    rouge = _rouge(predictions, references)
-    rows = [compare(task, p, r) | rg for p, r, rg in zip(predictions, references, rouge, strict=True)]
+def _closest(task: str, prediction: str, references: list[str], rouge: list[dict], match: JsonMatch) -> dict:
+    """Scored against each reference: the closest one's comparison (exact first, then matched fields, then
+    ROUGE-L), with `best`, its index, when there are several; ROUGE is the best over all references, as
+    multi-reference ROUGE is."""
+    rows = [compare(task, prediction, ref, match) | scores for ref, scores in zip(references, rouge, strict=True)]
+    if len(rows) == 1:
+        return rows[0]
+    best = max(range(len(rows)), key=lambda i: (rows[i]["exact"], field_counts(rows[i]["fields"])[0],
+                                                rows[i]["rougeL"]))
+    return rows[best] | {k: max(r[k] for r in rows) for k in ROUGE_TYPES} | {"best": best}
+
+
+def score(task: str, predictions: list[str], references: list[str | list[str]], match: JsonMatch = JsonMatch()
+          ) -> tuple[dict[str, float], list[dict]]:
+    """One row per prediction; a prediction may have several references (an input with several answers)."""
+    refs = [r if isinstance(r, list) else [r] for r in references]
+    flat = _rouge([p for p, rs in zip(predictions, refs, strict=True) for _ in rs], [r for rs in refs for r in rs])
+    rows, start = [], 0
+    for p, rs in zip(predictions, refs):
+        rows.append(_closest(task, p, rs, flat[start:start + len(rs)], match))
+        start += len(rs)
     return aggregate(task, rows), rows

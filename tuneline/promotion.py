@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from tuneline.config import PromotionConfig
-from tuneline.metrics import field_names, metric_value, ratio_arrays
+from tuneline.metrics import field_support, metric_value, ratio_arrays
 
 
 class Guard(BaseModel):
@@ -21,6 +21,7 @@ class Guard(BaseModel):
     reference: float
     drop: float
     ok: bool
+    support: int | None = None  # for f1.<field>: how often the references hold the field
 
 
 class PromotionDecision(BaseModel):
@@ -72,10 +73,12 @@ def paired_bootstrap(metric: str, candidate: list[dict], reference: list[dict], 
     return point, float(low), float(high)
 
 
-def _guarded(names: list[str], candidate: list[dict], reference: list[dict]) -> list[str]:
+def _guarded(names: list[str], support: dict[str, int], min_support: int) -> list[str]:
+    """`f1.*` is every field the references hold at least `min_support` times: with fewer, one flipped example
+    is a large swing (3 examples: 0.33), and a field only a model invented has none."""
     out = []
     for name in names:
-        out += [f"f1.{f}" for f in field_names(reference + candidate)] if name == "f1.*" else [name]
+        out += [f"f1.{f}" for f, n in support.items() if n >= min_support] if name == "f1.*" else [name]
     return sorted(set(out))
 
 
@@ -91,11 +94,14 @@ def decide(cfg: PromotionConfig, candidate: list[dict], reference: list[dict], r
         f"95% CI [{low:+.4f}, {high:+.4f}] {'>' if gain_ok else 'not >'} min_gain {cfg.min_gain:+.4f}"
     )
     guards = {}
-    for name in _guarded(cfg.guarded_metrics, candidate, reference):
+    support = field_support(candidate)  # the references are the same for both models
+    for name in _guarded(cfg.guarded_metrics, support, cfg.min_support):
         c, r = metric_value(name, candidate), metric_value(name, reference)
-        guards[name] = Guard(candidate=c, reference=r, drop=r - c, ok=r - c <= cfg.tolerance)
+        n = support.get(name[3:]) if name.startswith("f1.") else None
+        guards[name] = Guard(candidate=c, reference=r, drop=r - c, ok=r - c <= cfg.tolerance, support=n)
         if not guards[name].ok:
-            reasons.append(f"guard {name} drops {r - c:.4f} ({r:.4f} -> {c:.4f}) > tolerance {cfg.tolerance:.4f}")
+            on = f" (support {n})" if n is not None else ""
+            reasons.append(f"guard {name}{on} drops {r - c:.4f} ({r:.4f} -> {c:.4f}) > tolerance {cfg.tolerance:.4f}")
     promote = gain_ok and all(g.ok for g in guards.values())
     if guards and all(g.ok for g in guards.values()):
         reasons.append(f"all {len(guards)} guarded metrics within tolerance {cfg.tolerance:.4f}")

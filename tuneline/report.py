@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from tuneline.evaluation import EvalResult
-from tuneline.metrics import field_table, taxonomy
+from tuneline.metrics import field_table, invented_fields, taxonomy
 
 _STYLE = (
     "<style>body{font-family:sans-serif;font-size:14px}table{border-collapse:collapse;margin:8px 0}"
@@ -22,7 +22,15 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def _field_rows(result: EvalResult) -> list[list]:
     return [[escape(f), int(v["support"]), f"{v['precision']:.3f}", f"{v['recall']:.3f}", f"{v['f1']:.3f}"]
-            for f, v in field_table(result.predictions).items()]
+            for f, v in field_table(result.predictions).items() if v["support"]]
+
+
+def _invented(result: EvalResult) -> str:
+    invented = invented_fields(result.predictions)
+    if not invented:
+        return ""
+    listed = ", ".join(f"{escape(f)} ({n})" for f, n in sorted(invented.items(), key=lambda kv: -kv[1]))
+    return f"<p>Fields only the {escape(result.label)} model wrote (no reference has them), with counts: {listed}</p>"
 
 
 def eval_html(result: EvalResult, max_rows: int = 50) -> str:
@@ -39,7 +47,7 @@ def eval_html(result: EvalResult, max_rows: int = 50) -> str:
         f"{'decoded under the task grammar, ' if result.constrained else ''}"
         f"{result.examples_per_second:.2f} examples/s, {result.latency_ms_per_example:.0f} ms per example</p>{metrics}"
         f"<h3>Per field</h3>{_table(['field', 'support', 'precision', 'recall', 'f1'], _field_rows(result))}"
-        f"<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
+        f"{_invented(result)}<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
         f"<h3>Predictions (first {min(max_rows, len(result.predictions))}; green = exact match)</h3>"
         f"{_table(['input', 'reference', 'prediction', 'errors'], rows)}</body></html>"
     )
@@ -54,7 +62,7 @@ def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 
     bt, tt = field_table(base.predictions), field_table(tuned.predictions)
     fields = _table(["field", "support", "base f1", "tuned f1", "tuned precision", "tuned recall"],
                     [[escape(f), int(v["support"]), f"{bt.get(f, {}).get('f1', 0):.3f}", f"{v['f1']:.3f}",
-                      f"{v['precision']:.3f}", f"{v['recall']:.3f}"] for f, v in tt.items()])
+                      f"{v['precision']:.3f}", f"{v['recall']:.3f}"] for f, v in tt.items() if v["support"]])
     tb, tx = taxonomy(base.predictions), taxonomy(tuned.predictions)
     errors = _table(["kind", "base", "tuned"], [[k, tb[k], tx[k]] for k in tx])
     order = sorted(range(len(tuned.predictions)),
@@ -62,16 +70,16 @@ def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 
     side = [[escape(tuned.predictions[i]["input"]), escape(tuned.predictions[i]["reference"]),
              escape(base.predictions[i]["prediction"]), f'<span class="bad">{escape(tuned.predictions[i]["prediction"])}</span>',
              escape(", ".join(tuned.predictions[i]["errors"]))] for i in order[:worst]]
-    guards = _table(["guarded metric", "reference", "candidate", "drop", "ok"],
-                    [[escape(k), f"{g.reference:.3f}", f"{g.candidate:.3f}", f"{g.drop:+.3f}", "yes" if g.ok else "NO"]
-                     for k, g in decision.guards.items()])
+    guards = _table(["guarded metric", "support", "reference", "candidate", "drop", "ok"],
+                    [[escape(k), "" if g.support is None else g.support, f"{g.reference:.3f}", f"{g.candidate:.3f}",
+                      f"{g.drop:+.3f}", "yes" if g.ok else "NO"] for k, g in decision.guards.items()])
     verdict = "PROMOTED" if decision.promote else "not promoted"
     return (
         f"<html><head>{_STYLE}</head><body><h2>Base vs tuned: {verdict}</h2>"
         f"<p>{escape(decision.reason)}</p><p>{tuned.n_examples} test examples (set {tuned.test_set_hash}); "
         f"compared with {escape(decision.reference)}: {escape(decision.metric)} difference {decision.difference:+.4f}, "
         f"95% CI [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]</p>{headline}<h3>Per field</h3>{fields}"
-        f"<h3>Error taxonomy</h3>{errors}<h3>Guards</h3>{guards}<h3>Worst {len(side)} tuned examples</h3>"
+        f"{_invented(tuned)}<h3>Error taxonomy</h3>{errors}<h3>Guards</h3>{guards}<h3>Worst {len(side)} tuned examples</h3>"
         f"{_table(['input', 'reference', 'base', 'tuned', 'errors'], side)}</body></html>"
     )
 

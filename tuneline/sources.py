@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 from tuneline.config import DataConfig
@@ -30,23 +31,42 @@ def mirror_root() -> Path | None:
     return Path(value) if value else None
 
 
-def _complete(splits: dict[str, list[dict]], seed: int) -> dict[str, list[dict]]:
+def _input_key(cfg: DataConfig) -> Callable[[dict], object]:
+    """A row's user input (as the leakage check reads it); a row that cannot be read is its own group."""
+    from tuneline.formats import RowError, to_messages, user_input
+
+    def key(row: dict) -> object:
+        try:
+            return user_input(to_messages(row, cfg))
+        except (RowError, KeyError, TypeError, AttributeError):
+            return id(row)
+
+    return key
+
+
+def _complete(splits: dict[str, list[dict]], seed: int, key: Callable[[dict], object] | None = None
+              ) -> dict[str, list[dict]]:
     """Splits the source gives are used as given; a missing test (10%) or validation (5%) split is carved from
-    train by a seeded shuffle, so its rows are fixed across runs. Carved rows carry `_carved`, so the data report
-    can say which splits were made."""
+    train by a seeded shuffle, so its rows are fixed across runs. Rows with the same input (`key`: several
+    references for one input, as data-to-text corpora have) move together, so an input is never in two splits.
+    Carved rows carry `_carved`, so the data report can say which splits were made."""
     missing = [s for s in ("test", "validation") if s not in splits]
     if not missing or not splits.get("train"):
         return splits
     rows = splits["train"]
-    order = list(range(len(rows)))
+    groups: dict[object, list[int]] = {}
+    for i, row in enumerate(rows):
+        groups.setdefault(key(row) if key else i, []).append(i)
+    order = list(groups.values())
     random.Random(seed).shuffle(order)
     sizes = {"test": max(1, len(rows) // 10), "validation": max(1, len(rows) // 20)}
-    out, start = dict(splits), 0
+    out = dict(splits)
     for split in missing:
-        picked = sorted(order[start : start + sizes[split]])  # file order inside a split
-        out[split] = [{**rows[i], CARVED: True} for i in picked]
-        start += sizes[split]
-    out["train"] = [rows[i] for i in sorted(order[start:])]
+        picked: list[int] = []
+        while order and len(picked) < sizes[split]:
+            picked += order.pop(0)
+        out[split] = [{**rows[i], CARVED: True} for i in sorted(picked)]  # file order inside a split
+    out["train"] = [rows[i] for i in sorted(i for group in order for i in group)]
     log.info("source gives %s; carved %s from train", sorted(splits), missing)
     return {s: out[s] for s in SPLITS}
 
@@ -105,12 +125,12 @@ def load_splits(cfg: DataConfig) -> dict[str, list[dict]]:
         }
     path = Path(source).expanduser()
     if path.is_file():
-        return _complete({"train": _read(path)}, cfg.seed)
+        return _complete({"train": _read(path)}, cfg.seed, _input_key(cfg))
     if path.is_dir():
-        return _complete(_from_folder(path), cfg.seed)
+        return _complete(_from_folder(path), cfg.seed, _input_key(cfg))
     if looks_like_path(source):
         raise DataError(f"data.source: no such file or folder: {path}")
-    return _complete(_from_hub_or_mirror(source), cfg.seed)
+    return _complete(_from_hub_or_mirror(source), cfg.seed, _input_key(cfg))
 
 
 def made_splits(splits: dict[str, list[dict]]) -> list[str]:

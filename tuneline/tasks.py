@@ -10,6 +10,8 @@ import json
 import re
 from dataclasses import dataclass
 
+from tuneline.config import JsonMatch
+
 _VIGGO_MR = re.compile(r"\s*(\w+)\((.*)\)\s*", re.DOTALL)
 _VIGGO_SLOT = re.compile(r"(\w+)\[([^\[\]]*)\]")
 
@@ -37,18 +39,85 @@ def parse_viggo(text: str) -> Parsed | None:
     return Parsed(act=act, fields=frozenset((k, _norm(v)) for k, v in slots))
 
 
-def parse_json(text: str) -> Parsed | None:
-    """A JSON object's top-level keys are its fields, a JSON list's items are fields `[0]`, `[1]`, ...; values
-    compare by canonical JSON. A bare scalar has no fields to extract."""
+_FENCE = re.compile(r"```[\w-]*\s*\n?(.*?)```", re.DOTALL)
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice: which value was meant is unknowable, so it is an error."""
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    seen = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(f"duplicate key '{key}'")
+        seen[key] = value
+    return seen
+
+
+def json_value(text: str):
+    """The JSON object or list an answer holds: the whole text, the first ``` code fence's content, or the text
+    from its first `{` or `[` (a one-line preamble such as "Here is the JSON:"). Raises ValueError (DuplicateKey
+    for a repeated key) when none is a JSON object or list."""
+    fenced = _FENCE.search(text)
+    candidates = [text] + ([fenced.group(1)] if fenced else [])
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
+    if start > 0:
+        candidates.append(text[start:])
+    error: ValueError = ValueError("no JSON object or list")
+    for candidate in candidates:
+        try:
+            value = json.loads(candidate.strip(), object_pairs_hook=_no_duplicates)
+        except DuplicateKey:
+            raise
+        except (json.JSONDecodeError, TypeError) as err:
+            error = err
+            continue
+        if isinstance(value, (dict, list)):
+            return value
+        error = ValueError(f"it is a JSON {type(value).__name__}")
+    raise error
+
+
+def _scalar(value, match: JsonMatch) -> str:
+    """A leaf value as compared."""
+    if isinstance(value, str):
+        text = " ".join(value.split()) if match.collapse_whitespace else value
+        text = text if match.case_sensitive else text.lower()
+        return text if match.numbers_as_strings else json.dumps(text)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and match.numbers_as_strings:
+        return str(value)
+    return json.dumps(value, sort_keys=True)
+
+
+def flatten(value, match: JsonMatch, path: str = "") -> dict[str, str]:
+    """Fields as paths: `slots.date`, `items[0]`; with `lists_as_sets` a list is one field, its items a sorted
+    set. A leaf's value is normalized by `_scalar`."""
+    if isinstance(value, dict) and value:
+        out = {}
+        for key, item in value.items():
+            out |= flatten(item, match, f"{path}.{key}" if path else key)
+        return out
+    if isinstance(value, list) and value and not match.lists_as_sets:
+        out = {}
+        for i, item in enumerate(value):
+            out |= flatten(item, match, f"{path}[{i}]")
+        return out
+    if isinstance(value, list):
+        items = sorted({json.dumps(flatten(item, match), sort_keys=True) if isinstance(item, (dict, list))
+                        else _scalar(item, match) for item in value})
+        return {path or "[]": json.dumps(items)}
+    return {path or "value": _scalar(value, match) if not isinstance(value, dict) else "{}"}
+
+
+def parse_json(text: str, match: JsonMatch = JsonMatch()) -> Parsed | None:
+    """Fields are the flattened paths of the JSON object or list the answer holds (`json_value`), values
+    normalized as `match` (evaluation.json_match) says. A bare scalar has no fields to extract."""
     try:
-        obj = json.loads(text)
-    except (json.JSONDecodeError, TypeError):
+        value = json_value(text)
+    except ValueError:
         return None
-    if isinstance(obj, list):
-        obj = {f"[{i}]": v for i, v in enumerate(obj)}
-    if not isinstance(obj, dict):
-        return None
-    return Parsed(act=None, fields=frozenset((k, json.dumps(v, sort_keys=True)) for k, v in obj.items()))
+    return Parsed(act=None, fields=frozenset(flatten(value, match).items()))
 
 
 def parse_text(text: str) -> Parsed | None:
@@ -65,7 +134,7 @@ def readable_fields(task: str, text: str) -> tuple[str | None, dict] | None:
         return None
     if task == "viggo":
         return _VIGGO_MR.fullmatch(text).group(1), dict(_VIGGO_SLOT.findall(text))
-    obj = json.loads(text)
+    obj = json_value(text)
     return None, ({f"[{i}]": v for i, v in enumerate(obj)} if isinstance(obj, list) else obj)
 
 
@@ -76,9 +145,11 @@ def reference_problem(task: str, text: str) -> str | None:
     why = ""
     if task == "json":
         try:
-            why = f"; it is a JSON {type(json.loads(text)).__name__}"
+            json_value(text)
         except json.JSONDecodeError as err:
             why = f"; not valid JSON: {err.msg} (column {err.colno})"
+        except ValueError as err:
+            why = f"; {err}"
     return f"does not parse as {_GRAMMARS[task]}{why}"
 
 _ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
