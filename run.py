@@ -138,14 +138,15 @@ def init(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="default: configs/<data name>.yaml")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     args = p.parse_args(argv)
-    from runner.init_config import write_config
+    from runner.init_config import shown, write_config
     from tuneline.proposal import ProposalError
 
     try:
-        proposal, out = write_config(args.data, args.out, args.task, args.force)
+        proposal, written = write_config(args.data, args.out, args.task, args.force)
     except (DataError, ProposalError, ConfigError, FileExistsError) as err:
         print(f"error: {args.data}: {err}", file=sys.stderr)
         return 2
+    out = shown(written)
     print(f"read {proposal.rows_read} rows of {args.data}:")
     print("\n".join(f"  {line}" for line in proposal.why))
     print(f"  fields (share of rows): {', '.join(f'{k} {v:.0%}' for k, v in proposal.coverage.items())}")

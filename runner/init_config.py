@@ -7,6 +7,7 @@ fits the task. The file is checked with the loader every run uses before it is w
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from datetime import date
@@ -26,6 +27,11 @@ PRIMARY_METRIC = {"json": "exact_match", "viggo": "exact_match", "text": "rougeL
 def slug(path: Path) -> str:
     name = path.stem if path.is_file() else path.name
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"
+
+
+def shown(path: Path) -> Path:
+    """As the user would type it: relative when under the current folder."""
+    return Path(os.path.relpath(path)) if path.resolve().is_relative_to(Path.cwd()) else path
 
 
 def proposed_config(source: str, proposal: Proposal, name: str) -> dict:
@@ -59,7 +65,7 @@ def write_config(data: Path, out: Path | None = None, task: str | None = None, f
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; give --out or --force")
     source = str(data) if data.is_absolute() else f"./{data}" if not str(data).startswith(".") else str(data)
-    text = render(proposed_config(source, proposal, slug(data)), proposal, data, out)
+    text = render(proposed_config(source, proposal, slug(data)), proposal, data, shown(out))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as check:
         check.write(text)
         check.flush()
