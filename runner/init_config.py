@@ -64,7 +64,8 @@ def write_config(data: Path, out: Path | None = None, task: str | None = None, f
     out = out or ROOT / "configs" / f"{slug(data)}.yaml"
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; give --out or --force")
-    source = str(data) if data.is_absolute() else f"./{data}" if not str(data).startswith(".") else str(data)
+    # A relative folder without "./" would read as a hub id (tuneline.sources.looks_like_path).
+    source = str(data) if data.is_absolute() or str(data).startswith(".") else f"./{data}"
     text = render(proposed_config(source, proposal, slug(data)), proposal, data, shown(out))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as check:
         check.write(text)

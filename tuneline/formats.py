@@ -64,10 +64,15 @@ def _missing(row: dict, field: str, setting: str | None) -> str:
     return message + (f": set {setting} to one of them (or run `python run.py init --data FILE`)" if setting else "")
 
 
+def canonical_json(value: dict | list) -> str:
+    """How a structured answer is trained on and compared: keys sorted, non-ASCII kept."""
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
 def _answer(row: dict, field: str, task: str, setting: str | None = None) -> str:
     value = row.get(field)
     if task == "json" and isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return canonical_json(value)
     return _text(row, field, setting=setting)
 
 

@@ -7,11 +7,10 @@ name (task `text`); the input is the remaining text field with an input-like nam
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tuneline.formats import detect_format
+from tuneline.formats import canonical_json, detect_format
 from tuneline.config import DataConfig
 from tuneline.readers import ERROR
 from tuneline.tasks import PARSERS
@@ -50,7 +49,7 @@ class Proposal:
 def _as_answer(value) -> str | None:
     """A value as the answer text tuneline would train on (objects and lists as JSON), or None if it cannot be."""
     if isinstance(value, (dict, list)):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+        return canonical_json(value)
     return value if isinstance(value, str) and value.strip() else None
 
 

@@ -209,8 +209,8 @@ def gate_message(report: DataReport, quarantine: list[dict], examples: int = 5) 
     first = {}
     for i, q in enumerate(quarantine):
         first.setdefault(q["reason"], i)
-    shown = sorted(first.values())
-    shown += [i for i in range(len(quarantine)) if i not in first.values()][:max(0, examples - len(shown))]
+    firsts = set(first.values())
+    shown = sorted(firsts) + [i for i in range(len(quarantine)) if i not in firsts][:max(0, examples - len(firsts))]
     lines += [f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in (quarantine[i] for i in sorted(shown))]
     if len(quarantine) > len(shown):
         lines.append(f"  ... and {len(quarantine) - len(shown)} more in the 'quarantine' artifact")
