@@ -195,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from runner.first_use import FirstUseError
-    from runner.interrupt import Interrupted, stop_on_sigterm
+    from runner import interrupt
     from runner.launch import LineageConflict, PipelineFailed  # slow to import (ZenML): bad configs fail before this
 
     if not args.debug:
         hide_tracebacks()
-    stop_on_sigterm()
+    interrupt.install()
     try:
         return _run_mode(args, config, zenml_config)
     except (ScheduleError, LineageConflict) as err:
@@ -209,8 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     except (PipelineFailed, FirstUseError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except Interrupted as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"error: {interrupt.stopped()}", file=sys.stderr)
         return 130
 
 

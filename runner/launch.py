@@ -12,9 +12,9 @@ from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
 from pipelines import evaluate_version, export_version, finetune, prepare_data
+from runner import interrupt
 from runner.cache_guard import expire_damaged_cache
 from runner.first_use import set_up
-from runner.interrupt import Interrupted, mark_failed, now
 from runner.summary import RunSummary
 from tuneline.config import TunelineConfig
 from tuneline.evaluation import EvalResult
@@ -38,15 +38,13 @@ def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedul
         fh.flush()
         options = {"config_path": fh.name} | ({} if enable_cache else {"enable_cache": False})
         options |= {"schedule": schedule} if schedule else {}
-        started = now()
+        interrupt.starting(pipeline.name)
         try:
-            return pipeline.with_options(**options)(**params)
+            result = pipeline.with_options(**options)(**params)
         except RuntimeError as err:
             raise PipelineFailed(_failure_message(pipeline.name, err)) from None
-        except KeyboardInterrupt:
-            runs = mark_failed(pipeline.name, started)
-            raise Interrupted(f"interrupted; run {', '.join(runs)} stopped and marked failed" if runs
-                              else "interrupted before the run started") from None
+        interrupt.check()
+        return result
 
 
 def _failure_message(pipeline_name: str, err: Exception) -> str:
