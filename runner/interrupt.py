@@ -1,11 +1,13 @@
 """A run stopped by Ctrl-C or SIGTERM stops for sure, is marked failed in ZenML's store, and exits 130.
 
 The local orchestrator runs steps in this process, so the only way to stop a step mid-work is an exception raised
-wherever the main thread is, and that is not always heard: Python drops one raised inside a weakref callback or a
-`__del__` (the run then finished, exit 0), and ZenML's own step signal handler queries its store from inside the
-handler, which can block for good when the signal landed inside a store call. So the first signal starts a
-watchdog that raises the interrupt again every half second until the main thread has caught one, and that ends the
-process, after marking the run failed from a fresh process, if it is still alive `GRACE_S` seconds later.
+wherever the main thread is, and that goes wrong in two places. Raised inside a database call, it can leave a
+SQLite write transaction open that the next store call (ZenML recording the failed step) then waits on forever;
+so the interrupt is held back while the main thread is inside SQLAlchemy or ZenML's store, and raised again half
+a second later. Raised inside a weakref callback (SQLAlchemy's, during a step), Python drops it and the run goes
+on to finish with exit 0; so a watchdog raises it again every half second until the main thread has caught one.
+A process still alive `GRACE_S` seconds after the signal is ended, and a helper process marks its run failed once
+it is gone (its store connections gone with it).
 """
 
 from __future__ import annotations
@@ -22,8 +24,21 @@ from pathlib import Path
 
 GRACE_S = 30.0
 EVERY_S = 0.5
-MARK = ("import sys; from datetime import datetime; from runner.interrupt import mark_failed; "
-        "mark_failed(sys.argv[1], datetime.fromisoformat(sys.argv[2]))")
+# Where an exception would leave the store's connection mid-transaction: wait for the main thread to leave.
+HOLD_BACK_IN = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}zen_stores{os.sep}", f"{os.sep}sqlite3{os.sep}")
+# Run by the helper: wait for the ended process (argv[1]) to be gone, then mark its run failed.
+MARK = """
+import os, sys, time
+from datetime import datetime
+while True:
+    try:
+        os.kill(int(sys.argv[1]), 0)
+    except ProcessLookupError:
+        break
+    time.sleep(0.2)
+from runner.interrupt import mark_failed
+mark_failed(sys.argv[2], datetime.fromisoformat(sys.argv[3]))
+"""
 
 _requested_at: float | None = None
 _caught = threading.Event()
@@ -41,7 +56,16 @@ def _on_signal(signum, frame) -> None:
     if _requested_at is None:
         _requested_at = time.monotonic()
         threading.Thread(target=_watch, name="tuneline-interrupt", daemon=True).start()
-    raise KeyboardInterrupt
+    if not _in_store(frame):
+        raise KeyboardInterrupt
+
+
+def _in_store(frame) -> bool:
+    while frame is not None:
+        if any(part in frame.f_code.co_filename for part in HOLD_BACK_IN):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _watch() -> None:
@@ -51,15 +75,12 @@ def _watch() -> None:
             time.sleep(max(0.0, deadline - time.monotonic()))  # caught: the main thread marks and exits
         else:
             _thread.interrupt_main(signal.SIGINT)
-    if _current is not None:  # from a fresh process: this one may be stuck inside the store
-        try:
-            subprocess.run([sys.executable, "-c", MARK, _current[0], _current[1].isoformat()], timeout=GRACE_S,
-                           cwd=Path(__file__).resolve().parent.parent, check=False)
-        except subprocess.TimeoutExpired:
-            pass
-    print(f"error: interrupted; the run did not stop within {GRACE_S:.0f} s of the signal, so this process ended it"
-          + ("" if _current is None else f" and marked its run of '{_current[0]}' failed"), file=sys.stderr,
-          flush=True)
+    said = f"error: interrupted; the run did not stop within {GRACE_S:.0f} s of the signal, so this process ended it"
+    if _current is not None:
+        helper = subprocess.Popen([sys.executable, "-c", MARK, str(os.getpid()), _current[0], _current[1].isoformat()],
+                                  cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+        said += f"; process {helper.pid} marks its run of '{_current[0]}' failed once it is gone"
+    print(said, file=sys.stderr, flush=True)
     os._exit(130)
 
 
@@ -75,7 +96,8 @@ def starting(pipeline_name: str) -> None:
 
 
 def check() -> None:
-    """Called when a pipeline returned: an interrupt that a step did not hear (see above) still stops the run."""
+    """Called when a pipeline returned or failed: after a signal, that is the interrupt taking effect (or a step
+    that did not hear it, see above, finishing), and the run stops as interrupted."""
     if _requested_at is not None:
         raise KeyboardInterrupt
 

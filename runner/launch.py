@@ -42,6 +42,7 @@ def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedul
         try:
             result = pipeline.with_options(**options)(**params)
         except RuntimeError as err:
+            interrupt.check()  # a step that took the signal in ZenML's own handler fails with ZenML's exception
             raise PipelineFailed(_failure_message(pipeline.name, err)) from None
         interrupt.check()
         return result

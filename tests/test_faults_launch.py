@@ -83,12 +83,12 @@ def test_ctrl_c_or_kill_stops_the_run_and_marks_it_failed(zenml_dir, sig):
     proc.send_signal(sig)
     code, out, err = finish(proc, timeout=90)
     assert code == 130
-    # Either the run heard the interrupt, or it was stuck and the watchdog ended it; both mark the run failed.
+    # Either the run heard the interrupt, or it was stuck and the watchdog ended it (a helper then marks the run).
     assert re.search(r"error: interrupted; (run prepare_data-\S+ stopped and marked failed|the run did not stop "
-                     r"within \d+ s of the signal, so this process ended it and marked its run of 'prepare_data' "
-                     r"failed)$", err.strip()), err[-3000:]
+                     r"within \d+ s of the signal, so this process ended it; process \d+ marks its run of "
+                     r"'prepare_data' failed once it is gone)$", err.strip()), err[-3000:]
     assert "Traceback" not in out + err
-    assert run_statuses(zenml_dir) == before + ["failed"]
+    wait_for(lambda: run_statuses(zenml_dir) == before + ["failed"], timeout=60, every=0.2)
 
 
 # A child that installs run.py's interrupt handling and runs `body`, which says "ready" where the signal should land.
