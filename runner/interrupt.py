@@ -26,11 +26,12 @@ GRACE_S = 30.0
 EVERY_S = 0.5
 # Where an exception would leave the store's connection mid-transaction: wait for the main thread to leave.
 HOLD_BACK_IN = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}zen_stores{os.sep}", f"{os.sep}sqlite3{os.sep}")
-# Run by the helper: wait for the ended process (argv[1]) to be gone, then mark its run failed.
+# Run by the helper: wait for the ended process (argv[1]) to be gone (a minute at most: a parent that never reaps
+# it leaves a zombie, whose connections are closed all the same), then mark its run failed.
 MARK = """
 import os, sys, time
 from datetime import datetime
-while True:
+for _ in range(300):
     try:
         os.kill(int(sys.argv[1]), 0)
     except ProcessLookupError:
