@@ -61,7 +61,10 @@ def parse_review_args(argv: list[str]) -> argparse.Namespace:
     ex = sub.add_parser("export", help="write a CSV and HTML sheet of sampled test examples to score 1-5")
     ex.add_argument("--config", required=True)
     ex.add_argument("--model-version", default="production")
-    ex.add_argument("--n", type=int, default=20)
+    which = ex.add_mutually_exclusive_group()
+    which.add_argument("--n", type=int, default=20, help="how many test examples to sample")
+    which.add_argument("--lowest-confidence", type=int, metavar="N",
+                       help="instead: the N test examples the model was least confident of")
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=Path, default=Path("reviews"))
     im = sub.add_parser("import", help="validate a scored sheet and log its mean scores")
@@ -81,7 +84,8 @@ def review(argv: list[str]) -> int:
             model_name = zenml_config.get("model", {}).get("name")
             if not model_name:
                 raise ConfigError(f"{args.config}: no 'model: name:' to take versions from")
-            csv_path, html_path = export(model_name, args.model_version, args.n, args.seed, args.out)
+            csv_path, html_path = export(model_name, args.model_version, args.n, args.seed, args.out,
+                                         lowest_confidence=args.lowest_confidence)
             print(f"review sheet: {csv_path} (read it as {html_path}); score each row 1-5, then: "
                   f"python run.py review import {csv_path}")
         else:
@@ -196,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from runner.first_use import FirstUseError
     from runner import interrupt
-    from runner.launch import LineageConflict, PipelineFailed  # slow to import (ZenML): bad configs fail before this
+    from runner.launch import PipelineFailed, RefusedAtStart  # slow to import (ZenML): bad configs fail before this
 
     if not args.debug:
         hide_tracebacks()
     interrupt.install()
     try:
         return _run_mode(args, config, zenml_config)
-    except (ScheduleError, LineageConflict) as err:
+    except (ScheduleError, RefusedAtStart) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (PipelineFailed, FirstUseError) as err:
@@ -212,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"error: {interrupt.stopped()}", file=sys.stderr)
         return 130
+    except Exception as err:  # outside tuneline's own checks (a full disk, a read-only store): the cause, last
+        if args.debug:
+            raise
+        from runner.failures import one_line
+
+        print(f"error: {one_line(err)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
 
 
 def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:

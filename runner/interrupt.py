@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,7 +31,6 @@ HOLD_BACK_IN = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}zen_stores{os.sep}", f"
 # it leaves a zombie, whose connections are closed all the same), then mark its run failed.
 MARK = """
 import os, sys, time
-from datetime import datetime
 for _ in range(300):
     try:
         os.kill(int(sys.argv[1]), 0)
@@ -38,12 +38,12 @@ for _ in range(300):
         break
     time.sleep(0.2)
 from runner.interrupt import mark_failed
-mark_failed(sys.argv[2], datetime.fromisoformat(sys.argv[3]))
+mark_failed(sys.argv[2])
 """
 
 _requested_at: float | None = None
 _caught = threading.Event()
-_current: tuple[str, datetime] | None = None  # the pipeline run this process started: (pipeline name, start time)
+_current: tuple[str, str] | None = None  # the pipeline run this process started: (pipeline name, its token)
 
 
 def install() -> None:
@@ -78,7 +78,7 @@ def _watch() -> None:
             _thread.interrupt_main(signal.SIGINT)
     said = f"error: interrupted; the run did not stop within {GRACE_S:.0f} s of the signal, so this process ended it"
     if _current is not None:
-        helper = subprocess.Popen([sys.executable, "-c", MARK, str(os.getpid()), _current[0], _current[1].isoformat()],
+        helper = subprocess.Popen([sys.executable, "-c", MARK, str(os.getpid()), _current[1]],
                                   cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
         said += f"; process {helper.pid} marks its run of '{_current[0]}' failed once it is gone"
     print(said, file=sys.stderr, flush=True)
@@ -90,10 +90,19 @@ def now() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def starting(pipeline_name: str) -> None:
-    """Called just before a pipeline run starts: the run an interrupt from now on must mark failed."""
+def starting(pipeline_name: str, run_name: str | None = None) -> str:
+    """Called just before a pipeline run starts: returns its run-name template (the user's, or ZenML's default)
+    with a token unique to this run appended. The run holding that token is what an interrupt from now on marks
+    failed, and nothing else: other runs of the pipeline on the same store go on."""
     global _current
-    _current = (pipeline_name, now())
+    token = uuid.uuid4().hex[:12]
+    _current = (pipeline_name, token)
+    return f"{run_name or pipeline_name + '-{date}-{time}'}-{token}"
+
+
+def token() -> str | None:
+    """The token of the run this process started last, if any."""
+    return _current[1] if _current else None
 
 
 def check() -> None:
@@ -107,30 +116,28 @@ def stopped() -> str:
     """Called where the KeyboardInterrupt is caught: stops the watchdog's repeats, marks the run failed and says
     what became of it."""
     _caught.set()
-    marked, finished = mark_failed(*_current) if _current else ([], [])
+    marked, finished = mark_failed(_current[1]) if _current else ([], [])
     said = ([f"run {', '.join(marked)} stopped and marked failed"] if marked else []) + (
         [f"run {', '.join(finished)} had finished before the interrupt took effect"] if finished else [])
     return "interrupted; " + "; ".join(said) if said else "interrupted before the run started"
 
 
-def mark_failed(pipeline_name: str, since: datetime) -> tuple[list[str], list[str]]:
-    """Mark this pipeline's unfinished runs created since `since` (the one we started) failed. Returns the names of
-    the runs stopped (ZenML has already failed one whose step took the interrupt) and of those that succeeded."""
+def mark_failed(token: str, reason: str = "interrupted by the user") -> tuple[list[str], list[str]]:
+    """Mark the run whose name holds `token`, if it exists and is unfinished, failed with its unfinished steps. Returns the
+    names of the runs stopped (ZenML has already failed one whose step took the interrupt) and of those that
+    succeeded."""
     from zenml.client import Client
     from zenml.enums import ExecutionStatus
     from zenml.models import PipelineRunUpdate, StepRunUpdate
 
     client = Client()
     marked, finished = [], []
-    for run in client.list_pipeline_runs(pipeline_name=pipeline_name, size=20):
-        if run.created < since:
-            continue
+    for run in client.list_pipeline_runs(name=f"contains:{token}", size=5):
         (finished if run.status.is_successful else marked).append(run.name)
         if run.status.is_finished:
             continue
         for step in run.steps.values():
             if not step.status.is_finished:
                 client.zen_store.update_run_step(step.id, StepRunUpdate(status=ExecutionStatus.FAILED, end_time=now()))
-        client.zen_store.update_run(run.id, PipelineRunUpdate(status=ExecutionStatus.FAILED,
-                                                              status_reason="interrupted by the user"))
+        client.zen_store.update_run(run.id, PipelineRunUpdate(status=ExecutionStatus.FAILED, status_reason=reason))
     return marked, finished

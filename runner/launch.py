@@ -12,12 +12,14 @@ from zenml.enums import ExecutionStatus
 
 import materializers  # noqa: F401  (register before the run)
 from pipelines import evaluate_version, export_version, finetune, prepare_data
-from runner import interrupt
+from runner import interrupt, orphans
 from runner.cache_guard import expire_damaged_cache
+from runner.failures import cause_in_text, root_cause
 from runner.first_use import set_up
 from runner.summary import RunSummary
-from tuneline.config import TunelineConfig
+from tuneline.config import ModelConfig, TunelineConfig
 from tuneline.evaluation import EvalResult
+from tuneline.modeling import DeviceError, pick_device
 from tuneline.promotion import lineage_conflict
 from tuneline.validation import DataReport
 
@@ -28,8 +30,33 @@ class PipelineFailed(RuntimeError):
     """A step failed; the message is the step's own error (file, line, field), not ZenML's wrapper."""
 
 
+class RefusedAtStart(ValueError):
+    """What would fail a step later, found before the first step runs (exit 2, not a training lost)."""
+
+
+class LineageConflict(RefusedAtStart):
+    """The config would add a version to a model whose versions learned another task or data source."""
+
+
+def _check_placement(model: ModelConfig | None) -> None:
+    """Steps run in this process unless a step operator or a remote orchestrator takes them elsewhere: then
+    `model.device` must be satisfiable here, or the first generating step would fail after training."""
+    stack = Client().active_stack
+    if model is None or stack.orchestrator.flavor != "local" or stack.step_operator is not None:
+        return
+    try:
+        pick_device(model.device)
+    except DeviceError as err:
+        raise RefusedAtStart(str(err)) from None
+
+
 def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedule: Schedule | None = None):
     stack = set_up()
+    local = Client().active_stack.orchestrator.flavor == "local"
+    if not schedule:
+        _check_placement(params.get("model"))
+    if local:
+        orphans.sweep()  # runs left `running` by a killed process would stay so forever
     if enable_cache:
         expire_damaged_cache()  # a reused output whose files were damaged would fail late, or worse, load wrong
     log.info("running pipeline '%s' on stack '%s'", pipeline.name, stack)
@@ -37,30 +64,42 @@ def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedul
         yaml.safe_dump(zenml_config, fh)  # everything but `parameters`, which we pass as validated objects
         fh.flush()
         options = {"config_path": fh.name} | ({} if enable_cache else {"enable_cache": False})
-        options |= {"schedule": schedule} if schedule else {}
-        interrupt.starting(pipeline.name)
+        token = None
+        if schedule:
+            options["schedule"] = schedule
+        else:
+            options["run_name"] = interrupt.starting(pipeline.name, zenml_config.get("run_name"))
+            token = interrupt.token()
+            if local:
+                orphans.hold(token)
         try:
             result = pipeline.with_options(**options)(**params)
         except RuntimeError as err:
             interrupt.check()  # a step that took the signal in ZenML's own handler fails with ZenML's exception
-            raise PipelineFailed(_failure_message(pipeline.name, err)) from None
+            raise PipelineFailed(_failure_message(pipeline.name, token, err)) from None
+        finally:
+            orphans.release(token)  # interrupted, the run is marked failed by this process or its helper
         interrupt.check()
         return result
 
 
-def _failure_message(pipeline_name: str, err: Exception) -> str:
-    last = Client().get_pipeline(pipeline_name).last_run
+def _failure_message(pipeline_name: str, token: str | None, err: Exception) -> str:
+    """This process's run's failed steps (another run of the pipeline may have started since)."""
+    try:
+        client = Client()
+        mine = client.list_pipeline_runs(name=f"contains:{token}", size=1).items if token else []
+        last = mine[0] if mine else client.get_pipeline(pipeline_name).last_run
+    except Exception:  # the store itself may be what failed (full, read-only): say the root cause
+        return root_cause(err) or str(err)
     failed = [s for s in last.steps.values() if s.status == ExecutionStatus.FAILED]
     if not failed:
-        return str(err)
-    return "\n".join(
-        f"step '{s.name}' failed in run {last.name}: {s.exception_info.message if s.exception_info else err}"
-        for s in failed
-    )
+        return root_cause(err) or str(err)
+    return "\n".join(f"step '{s.name}' failed in run {last.name}: {_step_error(s, err)}" for s in failed)
 
 
-class LineageConflict(ValueError):
-    """The config would add a version to a model whose versions learned another task or data source."""
+def _step_error(step, err: Exception) -> str:
+    message = step.exception_info.message if step.exception_info else ""
+    return cause_in_text(message) or message or root_cause(err) or str(err)
 
 
 def check_lineage(model_name: str, config: TunelineConfig) -> None:

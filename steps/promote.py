@@ -79,9 +79,20 @@ def _promotion_lock(model_name: str) -> Path:
     return Path(get_global_config_directory()) / f"tuneline-promote-{model_name}.lock"
 
 
+def _pending(decision: PromotionDecision) -> dict:
+    return decision.model_dump(mode="json") | {"promote": False, "pending": "the stage has not moved yet"}
+
+
 def _repair_registry(model_name: str, stage: str, current: Optional[ModelVersionResponse]) -> None:
     """Make MLflow's registry agree with ZenML's stage before deciding: the version in the stage gets its registry
-    entry (a version promoted by an older tuneline may lack it) and the alias points at it, or nowhere."""
+    entry (a version promoted by an older tuneline may lack it) and the alias points at it, or nowhere; a version
+    whose promotion was killed after its stage moved gets the decision it was promoted by."""
+    recorded = current.run_metadata.get("promotion") if current is not None else None
+    if isinstance(recorded, dict) and recorded.pop("pending", None):
+        log_metadata(metadata={"promotion": recorded | {"promote": True}}, model_name=model_name,
+                     model_version=str(current.number))
+        log.warning("repaired a promotion that was interrupted: version %s's decision now says it was promoted",
+                    current.name)
     if current is not None and (run_id := current.run_metadata.get("mlflow_run_id")):
         tracking.mirror_registry(model_name, str(current.number), run_id)
     if repaired := tracking.sync_alias(model_name, stage, str(current.number) if current else None):
@@ -126,9 +137,11 @@ def promote(
                           production_version=current.name if current else None)
         report = comparison_html(base, tuned, decision)
         # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
+        # Until the stage has moved, the recorded decision says so: a kill in between leaves no version whose
+        # metadata claims a promotion that never happened (the next promotion completes the record).
         log_metadata(
             metadata={"base": base.metrics, "tuned": tuned.metrics, "test_set_hash": tuned.test_set_hash,
-                      "promotion": decision.model_dump(mode="json"),
+                      "promotion": _pending(decision) if decision.promote else decision.model_dump(mode="json"),
                       **({"mlflow_run_id": train_run} if train_run else {})},
             infer_model=True,
         )
@@ -140,6 +153,7 @@ def promote(
             tracking.mirror_registry(version.name, str(version.number), train_run)
         if decision.promote:
             version.set_stage(promotion.target_stage, force=True)
+            log_metadata(metadata={"promotion": decision.model_dump(mode="json")}, infer_model=True)
             if os.environ.get(KILL_ENV):
                 os.kill(os.getpid(), signal.SIGKILL)
             tracking.sync_alias(version.name, promotion.target_stage, str(version.number))

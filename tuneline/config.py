@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import posixpath
 from pathlib import Path
 from typing import Any, Collection, Literal
 
@@ -186,12 +187,29 @@ class ServingConfig(_Section):
         None, ge=1, description="The longest text, in tokens; None: the model's context less max_new_tokens and "
         "the prompt's template.",
     )
+    max_request_bytes: int = Field(
+        1_048_576, ge=1024, description="The largest request body; a larger one gets HTTP 413 before it is read, "
+        "so a huge request cannot stall the server.",
+    )
     address: str = Field("127.0.0.1", description="Listen address; anything but loopback requires a key.")
     port: int | None = Field(None, ge=1, le=65535, description="None: the deployer picks a free one.")
     follow_seconds: float = Field(
         10.0, gt=0, description="Serving a stage (production): how often to look for a newly promoted version. It "
         "is loaded beside the old one and swapped in between requests, so none fail.",
     )
+    min_confidence: Literal["auto"] | float = Field(
+        "auto", description="Answers less confident than this are marked needs_review. 'auto': the lowest threshold "
+        "at which the tuned model's accepted test answers reach target_precision exact match (recorded with the "
+        "model version).",
+    )
+    target_precision: float = Field(0.95, gt=0.0, le=1.0, description="Exact match that min_confidence 'auto' "
+                                    "asks of the answers it accepts.")
+
+    @model_validator(mode="after")
+    def _confidence_is_a_probability(self) -> "ServingConfig":
+        if self.min_confidence != "auto" and not 0.0 <= self.min_confidence <= 1.0:
+            raise ValueError(f"min_confidence must be 'auto' or within [0, 1], got {self.min_confidence}")
+        return self
 
 
 class TunelineConfig(_Section):
@@ -275,6 +293,31 @@ def _check_top_level(path: Path, text: str, raw: dict[str, Any], allowed: Collec
             raise ConfigError(f"{path}:{lines.get(key, 1)}: '{key}' is not a run-config key{hint}")
 
 
+# Rules a model name must meet in both registries it goes to: MLflow's (mlflow.utils.validation._validate_model_name)
+# and ZenML's (zenml.utils.string_utils.validate_name, its name columns' length). Checked at load time: a bad name
+# would otherwise fail in promote, after a whole training.
+_NAME_MAX = 255
+
+
+def model_name_problem(name: Any) -> str | None:
+    """Why `name` cannot name a model, or None."""
+    if not isinstance(name, str) or not name.strip():
+        return "must be a non-empty string"
+    if bad := sorted({c for c in name if c in "/:" or (not c.isprintable() and c != " ")}):
+        return f"must not contain {', '.join(repr(c) for c in bad)} (MLflow's and ZenML's registries refuse it)"
+    if posixpath.normpath(name) != name or name.startswith(".."):
+        return f"must not read as a file path (it would resolve to {posixpath.normpath(name)!r} in MLflow)"
+    if len(name) > _NAME_MAX:
+        return f"is {len(name)} characters long; at most {_NAME_MAX}"
+    return None
+
+
+def _check_model_name(path: Path, text: str, raw: dict[str, Any]) -> None:
+    model = raw.get("model")
+    if isinstance(model, dict) and "name" in model and (problem := model_name_problem(model["name"])):
+        raise ConfigError(f"{path}:{_key_lines(text).get('model', 1)}: model.name {model['name']!r} {problem}")
+
+
 def load_run_config(path: str | Path, overrides: list[str] = (),
                     top_level_keys: Collection[str] | None = None) -> tuple[TunelineConfig, dict[str, Any]]:
     """Read a run-config YAML; return the validated tuneline config and the remaining ZenML keys.
@@ -298,6 +341,7 @@ def load_run_config(path: str | Path, overrides: list[str] = (),
         raise ConfigError(f"{path}: top level must be a mapping")
     if top_level_keys is not None:
         _check_top_level(path, text, raw, [*top_level_keys, "parameters"])
+    _check_model_name(path, text, raw)
     params = raw.pop("parameters", None) or {}
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: 'parameters' must be a mapping of config sections")

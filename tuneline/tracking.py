@@ -73,8 +73,10 @@ def log_loss_curve(history: list[dict], artifact_file: str = "training/loss_curv
 
 
 def _registry_version(client, model_name: str, zenml_version: str):
-    found = [v for v in client.search_model_versions(f"name='{model_name}'") if v.tags.get("zenml_version") == zenml_version]
-    return found[0] if found else None
+    """Filtered by the tag we wrote (a number) and then by name in Python: MLflow's filter language has no escape
+    for quotes, so a user's model name never goes into a filter string."""
+    found = client.search_model_versions(f"tags.zenml_version = '{int(zenml_version)}'")
+    return next((v for v in found if v.name == model_name), None)
 
 
 def sync_alias(model_name: str, alias: str, zenml_version: str | None) -> str | None:
