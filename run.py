@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 
+from runner.paths import from_user
 from runner.schedule import ScheduleError, requested_cron
 from tuneline.config import ConfigError, load_run_config
 from tuneline.sources import DataError, looks_like_path
@@ -28,7 +29,7 @@ from tuneline.sources import DataError, looks_like_path
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", required=True, help="ZenML run config with a tuneline `parameters:` block")
+    p.add_argument("--config", type=from_user, required=True, help="ZenML run config with a tuneline `parameters:` block")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set training.max_steps=20 (repeatable)")
     p.add_argument("--no-cache", action="store_true", help="re-run every step even if ZenML has cached outputs")
@@ -39,9 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--evaluate-only", action="store_true", help="score --model-version on the test set, no training")
     p.add_argument("--export", action="store_true",
                    help="merge --model-version's adapter into its base and store a plain HF folder as an artifact")
-    p.add_argument("--out", type=Path, help="with --export: also copy the merged folder here")
+    p.add_argument("--out", type=from_user, help="with --export: also copy the merged folder here")
     p.add_argument("--model-version", help="a version number or name, a stage, or (for --evaluate-only) 'base'")
-    p.add_argument("--summary-json", type=Path, help="write the run summary as one JSON object here")
+    p.add_argument("--summary-json", type=from_user, help="write the run summary as one JSON object here")
     p.add_argument("--debug", action="store_true", help="also print Python tracebacks (they always go to the step log)")
     p.add_argument("--schedule", metavar="CRON",
                    help="register the finetune pipeline on this cron schedule (e.g. '0 3 * * 0') instead of running "
@@ -59,7 +60,7 @@ def parse_review_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py review", description="Human review sheets for a model version.")
     sub = p.add_subparsers(dest="action", required=True)
     ex = sub.add_parser("export", help="write a CSV and HTML sheet of sampled test examples to score 1-5")
-    ex.add_argument("--config", required=True)
+    ex.add_argument("--config", type=from_user, required=True)
     ex.add_argument("--model-version", default="production")
     which = ex.add_mutually_exclusive_group()
     which.add_argument("--n", type=int, default=20, help="how many test examples to sample")
@@ -68,7 +69,7 @@ def parse_review_args(argv: list[str]) -> argparse.Namespace:
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=Path, default=Path("reviews"))
     im = sub.add_parser("import", help="validate a scored sheet and log its mean scores")
-    im.add_argument("file", type=Path)
+    im.add_argument("file", type=from_user)
     return p.parse_args(argv)
 
 
@@ -102,7 +103,7 @@ def review(argv: list[str]) -> int:
 
 def parse_serve_args(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="run.py serve", description="Deploy the extract pipeline for a model version.")
-    p.add_argument("--config", required=True)
+    p.add_argument("--config", type=from_user, required=True)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a parameter, e.g. --set serving.port=8000 (repeatable)")
     p.add_argument("--model-version", default="production",
@@ -137,23 +138,30 @@ def serve(argv: list[str]) -> int:
 
 def init(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run.py init", description="Write a config for your own data file or folder.")
-    p.add_argument("--data", type=Path, required=True, help="a .jsonl/.json/.csv/.parquet file or a folder of splits")
+    p.add_argument("--data", type=from_user, required=True,
+                   help="a .jsonl/.json/.csv/.parquet file or a folder of splits")
     p.add_argument("--task", choices=["json", "viggo", "text"], help="default: what the answers parse as")
-    p.add_argument("--out", type=Path, help="default: configs/<data name>.yaml")
+    p.add_argument("--input", dest="input_field", metavar="FIELD", help="the field the model reads")
+    p.add_argument("--answer", dest="answer_field", metavar="FIELD", help="the field the model learns to write")
+    p.add_argument("--out", type=from_user, help="default: configs/<data name>.yaml")
     p.add_argument("--force", action="store_true", help="overwrite --out")
     args = p.parse_args(argv)
-    from runner.init_config import shown, write_config
+    from runner.init_config import write_config
+    from runner.paths import shown
     from tuneline.proposal import ProposalError
 
     try:
-        proposal, written = write_config(args.data, args.out, args.task, args.force)
+        proposal, written = write_config(args.data, args.out, args.task, args.force, args.input_field,
+                                         args.answer_field)
     except (DataError, ProposalError, ConfigError, FileExistsError) as err:
-        print(f"error: {args.data}: {err}", file=sys.stderr)
+        print(f"error: {shown(args.data)}: {err}", file=sys.stderr)
         return 2
     out = shown(written)
-    print(f"read {proposal.rows_read} rows of {args.data}:")
+    print(f"read {proposal.rows_read} rows of {shown(args.data)}:")
     print("\n".join(f"  {line}" for line in proposal.why))
     print(f"  fields (share of rows): {', '.join(f'{k} {v:.0%}' for k, v in proposal.coverage.items())}")
+    if proposal.example:
+        print(f"  one row as it will be learned: {proposal.example[0]!r} -> {proposal.example[1]!r}")
     print(f"wrote {out}: format '{proposal.format}', task '{proposal.task}'"
           + (f", input '{proposal.input_field}', answer '{proposal.output_field}'" if proposal.input_field else ""))
     print(f"next: python run.py --config {out} --prepare-only, then python run.py --config {out}")
@@ -163,8 +171,8 @@ def init(argv: list[str]) -> int:
 def preflight(config) -> None:
     """Fail before ZenML starts on what can be checked without running a step."""
     source = config.data.source
-    if looks_like_path(source) and not Path(source).expanduser().exists():
-        raise DataError(f"data.source: no such file or folder: {Path(source).expanduser()}")
+    if looks_like_path(source) and not (path := Path(source).expanduser()).exists():
+        raise DataError(f"data.source: no such file or folder: {source} (looked for {path.resolve()})")
 
 
 def _setup_logging() -> None:

@@ -7,7 +7,6 @@ fits the task. The file is checked with the loader every run uses before it is w
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from datetime import date
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from runner.paths import shown
 from tuneline.config import DataConfig, load_run_config
 from tuneline.proposal import Proposal, propose
 from tuneline.sources import load_splits
@@ -27,11 +27,6 @@ PRIMARY_METRIC = {"json": "exact_match", "viggo": "exact_match", "text": "rougeL
 def slug(path: Path) -> str:
     name = path.stem if path.is_file() else path.name
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "data"
-
-
-def shown(path: Path) -> Path:
-    """As the user would type it: relative when under the current folder."""
-    return Path(os.path.relpath(path)) if path.resolve().is_relative_to(Path.cwd()) else path
 
 
 def proposed_config(source: str, proposal: Proposal, name: str) -> dict:
@@ -57,15 +52,23 @@ def render(config: dict, proposal: Proposal, data: Path, out: Path) -> str:
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
-def write_config(data: Path, out: Path | None = None, task: str | None = None, force: bool = False
-                 ) -> tuple[Proposal, Path]:
+def _source_text(data: Path) -> str:
+    """`data` as the config should name it: relative to the folder run.py runs in when it is below it (with "./":
+    a relative folder without it would read as a hub id, see tuneline.sources.looks_like_path), else absolute."""
+    if not data.is_absolute():
+        return str(data) if str(data).startswith(".") else f"./{data}"
+    here = Path.cwd().resolve()
+    return f"./{data.resolve().relative_to(here)}" if data.resolve().is_relative_to(here) else str(data)
+
+
+def write_config(data: Path, out: Path | None = None, task: str | None = None, force: bool = False,
+                 input_field: str | None = None, answer_field: str | None = None) -> tuple[Proposal, Path]:
     rows = [row for split in load_splits(DataConfig(source=str(data))).values() for row in split]
-    proposal = propose(rows, task)
+    proposal = propose(rows, task, input_field, answer_field)
     out = out or ROOT / "configs" / f"{slug(data)}.yaml"
     if out.exists() and not force:
         raise FileExistsError(f"{out} exists; give --out or --force")
-    # A relative folder without "./" would read as a hub id (tuneline.sources.looks_like_path).
-    source = str(data) if data.is_absolute() or str(data).startswith(".") else f"./{data}"
+    source = _source_text(data)
     text = render(proposed_config(source, proposal, slug(data)), proposal, data, shown(out))
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as check:
         check.write(text)

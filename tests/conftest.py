@@ -14,6 +14,7 @@ os.environ["ZENML_ANALYTICS_OPT_IN"] = "false"
 os.environ["ZENML_CONFIG_PATH"] = str(_STATE / "zenml")
 os.environ["TUNELINE_CACHE"] = str(_STATE / "cache")
 os.environ.pop("TUNELINE_MIRROR", None)
+os.environ.pop("TUNELINE_CWD", None)  # set by scripts/in-venv to where pytest was started; tests set their own
 sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402

@@ -5,6 +5,7 @@ every reason's first row."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -129,3 +130,57 @@ def test_a_file_with_several_references_per_input_is_split_by_input(tmp_path, ti
     assert sum(len(r) for r in splits.values()) == 180 and all(len(r) % 3 == 0 for r in splits.values())
     prepared = prepare(splits, cfg, tiny_tokenizer)
     assert prepared.report.reason_totals() == {}  # no leakage, no duplicates
+
+
+def data_to_text(keys: tuple[str, str]) -> list[dict]:
+    return [{keys[0]: f"name[Place {i}], food[Thai]", keys[1]: f"Place {i} serves Thai food."}
+            if keys[0] == "mr" else {keys[0]: f"Place {i} serves Thai food.", keys[1]: f"name[Place {i}], food[Thai]"}
+            for i in range(20)]
+
+
+@pytest.mark.parametrize("keys", [("mr", "ref"), ("ref", "mr")])
+def test_two_plain_text_fields_are_a_guess_init_asks_about(keys):
+    """Issue 27: the key order decided the direction, so one order trained the reverse task with exit 0."""
+    rows = data_to_text(keys)
+    with pytest.raises(ProposalError, match=r"is a guess: .*One row: .*Thai.*--input FIELD --answer FIELD"):
+        propose(rows)
+    p = propose(rows, input_field="mr", answer_field="ref")
+    assert (p.task, p.input_field, p.output_field) == ("text", "mr", "ref")
+    assert p.example == ("name[Place 0], food[Thai]", "Place 0 serves Thai food.")
+    assert p.why == ["'ref': the answer (--answer), task 'text'", "'mr': the input (--input)"]
+
+
+def test_reasons_are_true():
+    """The only other field is not called the longest one."""
+    rows = [{"text": f"a long sentence about shop {i} and its hours", "label": "hours", "note": "x"} for i in range(20)]
+    assert propose(rows).why[-1] == "'text' is text, with an input-like name: the input"
+    rows = [{"body": f"a long sentence about shop {i}", "label": "hours"} for i in range(20)]
+    assert propose(rows).why[-1] == "'body' is text, the only other text field: the input"
+
+
+def test_init_reads_paths_from_where_they_were_typed(tmp_path):
+    """scripts/in-venv changes to the repository root; a relative --data is still the user's."""
+    (tmp_path / "data").mkdir()
+    write_jsonl(tmp_path / "data" / "bookings.jsonl", bookings())
+    run = [str(ROOT / "scripts" / "in-venv"), "python", "run.py", "init"]
+    ok = subprocess.run([*run, "--data", "data/bookings.jsonl", "--out", "mine.yaml"], cwd=tmp_path,
+                        env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "wrote mine.yaml" in ok.stdout and (tmp_path / "mine.yaml").is_file()
+    assert re.search(r"one row as it will be learned: \"Book a table for 1 .*\" -> '\{\"intent", ok.stdout), ok.stdout
+    config, _ = load_run_config(tmp_path / "mine.yaml")
+    assert Path(config.data.source).resolve() == (tmp_path / "data" / "bookings.jsonl").resolve()
+    missing = subprocess.run([*run, "--data", "data/e2e.jsonl"], cwd=tmp_path, env=os.environ.copy(),
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert f"no such file or folder: {tmp_path / 'data' / 'e2e.jsonl'}" in missing.stderr, missing.stderr
+
+
+def test_empty_json_answers_have_no_fields():
+    """Issue 27: `{}` was scored as a made-up field named `value`."""
+    from tuneline.metrics import score
+
+    _, rows = score("json", ["{}", '{"a": 1}', "{}", "[]"], ["{}", "{}", '{"a": 1}', "[]"])
+    assert [r["exact"] for r in rows] == [True, False, False, True]
+    assert all("value" not in r["fields"] and "[]" not in r["fields"] for r in rows)
+    assert rows[1]["fields"] == {"a": "extra"} and rows[2]["fields"] == {"a": "missing"}

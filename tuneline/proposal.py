@@ -2,7 +2,9 @@
 
 The proposal comes from the rows themselves: the answer is the field the task's parser reads in (nearly) every
 row (JSON objects or lists: task `json`; `act(slot[value])`: task `viggo`), else a field with an answer-like
-name (task `text`); the input is the remaining text field with an input-like name, else the longest one.
+name (task `text`); the input is the remaining text field with an input-like name, else the longest one. When
+nothing but the order of two plain text fields would decide which is the answer, the direction is a guess that
+could train the reverse task: the user is asked for `--input` and `--answer` instead.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Proposal:
     rows_read: int
     coverage: dict[str, float]  # share of the rows read that have each key
     why: list[str] = field(default_factory=list)
+    example: tuple[str, str] | None = None  # one (input, answer) pair from the file, as it would be trained
 
     def data_section(self, source: str) -> dict:
         section = {"source": source, "task": self.task, "format": self.format}
@@ -70,7 +73,10 @@ def _by_name(keys: list[str], names: tuple[str, ...]) -> str | None:
     return next((lowered[n] for n in names if n in lowered), None)
 
 
-def propose(rows: list[dict], task: str | None = None) -> Proposal:
+def propose(rows: list[dict], task: str | None = None, input_field: str | None = None,
+            answer_field: str | None = None) -> Proposal:
+    """`input_field` and `answer_field` are the user's choice (`--input`, `--answer`); each must be a field of
+    (nearly) every row."""
     rows = [r for r in rows if ERROR not in r][:SAMPLE]
     if not rows:
         raise ProposalError("no readable rows (every line was refused: see `run.py --prepare-only` for why)")
@@ -84,38 +90,91 @@ def propose(rows: list[dict], task: str | None = None) -> Proposal:
         return Proposal(fmt, chosen, None, None, len(rows), coverage,
                         [f"{n} of {len(rows)} rows have {FIXED_FORMATS[fmt]}: format '{fmt}'",
                          f"task '{chosen}'" + ("" if task else " (give --task json or viggo if answers are structured)")])
-    return _propose_fields(rows, keys, coverage, task)
+    for flag, given in (("--input", input_field), ("--answer", answer_field)):
+        if given is not None and given not in keys:
+            raise ProposalError(f"{flag} '{given}' is not a field of {AGREE:.0%} of rows; fields: {_describe(rows, keys)}")
+    proposal = _propose_fields(rows, keys, coverage, task, input_field, answer_field)
+    proposal.example = _example(rows, proposal.input_field, proposal.output_field)
+    return proposal
 
 
-def _propose_fields(rows: list[dict], keys: list[str], coverage: dict[str, float], task: str | None) -> Proposal:
+def _example(rows: list[dict], source: str, output: str) -> tuple[str, str] | None:
+    row = next((r for r in rows if _is_text(r.get(source)) and _as_answer(r.get(output)) is not None), None)
+    return (row[source], _as_answer(row[output])) if row else None
+
+
+def _propose_fields(rows: list[dict], keys: list[str], coverage: dict[str, float], task: str | None,
+                    input_field: str | None, answer_field: str | None) -> Proposal:
     why = []
     structured = [task] if task in ("json", "viggo") else [] if task == "text" else ["json", "viggo"]
-    output, chosen = None, task or "text"
+    output, chosen = answer_field, None
     for candidate_task in structured:
-        readable = [k for k in keys if _share(rows, k, _parses(candidate_task)) >= AGREE]
+        readable = [k for k in ([answer_field] if answer_field else keys)
+                    if k != input_field and _share(rows, k, _parses(candidate_task)) >= AGREE]
         if readable:
-            output = _by_name(readable, OUTPUT_NAMES) or readable[0]
+            output = answer_field or _by_name(readable, OUTPUT_NAMES) or readable[0]
             chosen = candidate_task
             why.append(f"'{output}' reads as task '{candidate_task}' in "
-                       f"{_share(rows, output, _parses(candidate_task)):.0%} of rows: the answer")
+                       f"{_share(rows, output, _parses(candidate_task)):.0%} of rows: the answer"
+                       + (" (--answer)" if answer_field else ""))
             break
-    if task in ("json", "viggo") and output is None:
+    if task in ("json", "viggo") and chosen is None:
         raise ProposalError(f"no field reads as task '{task}' in {AGREE:.0%} of rows; fields: {_describe(rows, keys)}")
+    chosen = chosen or "text"
     texts = [k for k in keys if _share(rows, k, _is_text) >= AGREE and k != output]
     if output is None:
-        output = _by_name(texts, OUTPUT_NAMES) or (texts[-1] if len(texts) > 1 else None)
-        if output is None:
-            raise ProposalError(f"need two text fields (input and answer); fields: {_describe(rows, keys)}")
-        why.append(f"'{output}' is text with an answer-like name or comes last: the answer, task 'text' "
-                   "(no field reads as JSON or act(slot[value]))")
+        output = _text_answer(rows, texts, input_field)
         texts.remove(output)
+        why.append(f"'{output}' is text with an answer-like name (or beside a field named as the input): the answer, "
+                   "task 'text' (no field reads as JSON or act(slot[value]))")
+    elif output == answer_field and chosen == "text":
+        why.append(f"'{output}': the answer (--answer), task 'text'")
+    if input_field:
+        return Proposal("fields", chosen, input_field, output, len(rows), coverage, why + [
+            f"'{input_field}': the input (--input)"])
     if not texts:
         raise ProposalError(f"no text field left for the input besides '{output}'; fields: {_describe(rows, keys)}")
     named = _by_name(texts, INPUT_NAMES)
-    source = named or max(texts, key=lambda k: sum(len(r[k]) for r in rows if _is_text(r.get(k))))
-    why.append(f"'{source}' is text " + ("with an input-like name" if named else "and the longest field") +
-               ": the input")
+    source = named or max(texts, key=lambda k: _mean_length(rows, k))
+    if named:
+        reason = "with an input-like name"
+    elif len(texts) == 1:
+        reason = "the only other text field"
+    else:
+        reason = f"the longest of {len(texts)} text fields ({_mean_length(rows, source):.0f} characters on average)"
+    why.append(f"'{source}' is text, {reason}: the input")
     return Proposal("fields", chosen, source, output, len(rows), coverage, why)
+
+
+def _text_answer(rows: list[dict], texts: list[str], input_field: str | None) -> str:
+    """The answer among plain text fields: only a field whose name says so (or whose partner's name says it is
+    the input) is chosen; anything else would be a guess at the direction."""
+    others = [k for k in texts if k != input_field]
+    named = _by_name(others, OUTPUT_NAMES)
+    if named:
+        return named
+    if input_field and len(others) == 1:
+        return others[0]
+    inputs = _by_name(others, INPUT_NAMES)
+    if inputs and len(others) == 2:
+        return next(k for k in others if k != inputs)
+    if len(others) < 2:
+        raise ProposalError(f"need two text fields (input and answer); text fields: {others or 'none'}")
+    a, b = others[:2]
+    row = next((r for r in rows if _is_text(r.get(a)) and _is_text(r.get(b))), {})
+    raise ProposalError(
+        f"which text field is the answer is a guess: '{a}' -> '{b}' or '{b}' -> '{a}'? One row: {a}: "
+        f"{_clip(row.get(a))} | {b}: {_clip(row.get(b))}. Say which with --input FIELD --answer FIELD")
+
+
+def _mean_length(rows: list[dict], key: str) -> float:
+    lengths = [len(r[key]) for r in rows if _is_text(r.get(key))]
+    return sum(lengths) / max(len(lengths), 1)
+
+
+def _clip(text, limit: int = 80) -> str:
+    text = repr(text)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def _describe(rows: list[dict], keys: list[str]) -> str:
