@@ -3,8 +3,10 @@ key holds only the sections it reads (changing `evaluation` never retrains)."""
 
 from zenml import pipeline
 
-from steps import check_data, evaluate, load_data, prepare_dataset, promote, select_examples, train_lora
-from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, TrainingConfig
+from steps import (check_data, confidence_threshold, evaluate, load_data, prepare_dataset, promote, select_examples,
+                   train_lora)
+from tuneline.config import (DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, ServingConfig,
+                             TrainingConfig)
 
 
 def data_steps(data: DataConfig, model: ModelConfig):
@@ -28,8 +30,10 @@ def finetune(
     training: TrainingConfig,
     evaluation: EvaluationConfig,
     promotion: PromotionConfig,
+    serving: ServingConfig,
     resume: bool = False,
 ) -> None:
+    """`serving` is read only for the confidence threshold recorded with the version."""
     dataset = data_steps(data, model)
     adapter = train_lora(dataset, data, model, lora, training, resume=resume, after="check_data")
     examples = select_examples(dataset, evaluation, after="check_data")
@@ -39,4 +43,5 @@ def finetune(
     tuned_eval = evaluate.with_options(substitutions={"label": "tuned"})(
         examples, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"
     )
+    confidence_threshold(tuned_eval, serving)
     promote(base_eval, tuned_eval, dataset, model, evaluation, promotion)

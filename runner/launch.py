@@ -117,9 +117,9 @@ def check_lineage(model_name: str, config: TunelineConfig) -> None:
 
 
 def finetune_params(config: TunelineConfig) -> dict:
-    """The finetune pipeline's parameters: one per config section (so each step's cache key holds only the
-    sections it reads), all but `serving`, which only `run.py serve` reads."""
-    return {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "serving"}
+    """The finetune pipeline's parameters: one per config section, so each step's cache key holds only the
+    sections it reads."""
+    return {name: getattr(config, name) for name in TunelineConfig.model_fields}
 
 
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,

@@ -7,7 +7,7 @@ from pathlib import Path
 from zenml import log_metadata
 from zenml.client import Client
 
-from tuneline.review import ReviewError, read_scores, sample_rows, write_sheet
+from tuneline.review import ReviewError, least_confident_rows, read_scores, sample_rows, write_sheet
 
 
 def _version(model_name: str, version: str):
@@ -17,12 +17,18 @@ def _version(model_name: str, version: str):
         raise ReviewError(f"model '{model_name}' has no version '{version}'") from None
 
 
-def export(model_name: str, version: str, n: int, seed: int, out_dir: Path) -> tuple[Path, Path]:
+def export(model_name: str, version: str, n: int, seed: int, out_dir: Path,
+           lowest_confidence: int | None = None) -> tuple[Path, Path]:
+    """`n` sampled test examples, or with `lowest_confidence` that many of the least confident ones."""
     mv = _version(model_name, version)
     artifact = mv.get_artifact("eval_tuned")
     if artifact is None:
         raise ReviewError(f"model '{model_name}' version {mv.name} has no 'eval_tuned' predictions to review")
-    rows = sample_rows(artifact.load().predictions, n, seed, model_name, mv.name)
+    predictions = artifact.load().predictions
+    if lowest_confidence is not None:
+        rows = least_confident_rows(predictions, lowest_confidence, model_name, mv.name)
+        return write_sheet(rows, out_dir, f"review-{model_name}-v{mv.name}-least-confident")
+    rows = sample_rows(predictions, n, seed, model_name, mv.name)
     return write_sheet(rows, out_dir, f"review-{model_name}-v{mv.name}")
 
 

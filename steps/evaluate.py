@@ -2,17 +2,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Optional
 
-from zenml import step
+from zenml import log_metadata, step
 
 from steps.caching import CACHE_POLICY
 
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
-from tuneline.config import EvaluationConfig, ModelConfig
+from tuneline.calibration import scored, serving_threshold
+from tuneline.config import EvaluationConfig, ModelConfig, ServingConfig
 from tuneline.evaluation import EvalResult, eval_examples, evaluate_model
 from tuneline.grammar import evaluation_grammar
 from tuneline.modeling import resolve_base_model
-from tuneline.report import eval_html
+from tuneline.report import calibration_svg, eval_html
 
 
 @step(cache_policy=CACHE_POLICY)
@@ -50,8 +51,20 @@ def evaluate(
     tracking.log_metrics({"examples_per_second": result.examples_per_second,
                           "latency_ms_per_example": result.latency_ms_per_example}, prefix=f"{label}.")
     tracking.log_text(eval_html(result), f"eval/{label}_report.html")
+    tracking.log_text(calibration_svg(result.predictions), f"eval/{label}_calibration.svg")
     tracking.log_text(
         "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in result.predictions),
         f"eval/{label}_predictions.jsonl",
     )
     return result
+
+
+@step(enable_cache=False)
+def confidence_threshold(result: EvalResult, serving: ServingConfig) -> None:
+    """Record with the model version the confidence below which its served answers need review, and the exact
+    match and coverage that threshold gives on the test set. A step of its own: changing `serving` re-runs only
+    this, not the evaluation; never cached, so every new model version gets it."""
+    if not scored(result.predictions):
+        return
+    threshold = serving_threshold(result.predictions, serving.min_confidence, serving.target_precision)
+    log_metadata(metadata={"confidence_threshold": threshold}, infer_model=True)

@@ -51,3 +51,19 @@ def test_sheet_for_several_versions_is_refused(tmp_path):
     csv_path, _ = scored(tmp_path, lambda rows: rows[0].update(version="4"))
     with pytest.raises(ReviewError, match="several model versions"):
         read_scores(csv_path)
+
+
+def test_lowest_confidence_export_picks_the_least_confident_first(tmp_path):
+    from run import parse_review_args
+    from tuneline.review import least_confident_rows
+
+    preds = [p | {"confidence": c} for p, c in zip(PREDS, [0.5, 0.1, 0.9, 0.05, 0.3] + [0.99] * 25)]
+    rows = least_confident_rows(preds, 3, "m", "3")
+    assert [r["id"] for r in rows] == [3, 1, 4] and [r["confidence"] for r in rows] == [0.05, 0.1, 0.3]
+    assert "0.05" in write_sheet(rows, tmp_path, "sheet")[0].read_text()
+    with pytest.raises(ReviewError, match="before answers carried a confidence"):
+        least_confident_rows(PREDS, 3, "m", "3")
+    args = parse_review_args(["export", "--config", "c.yaml", "--lowest-confidence", "3"])
+    assert args.lowest_confidence == 3
+    with pytest.raises(SystemExit):
+        parse_review_args(["export", "--config", "c.yaml", "--lowest-confidence", "3", "--n", "5"])

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tuneline.calibration import calibration_metrics
+from tuneline.confidence import answer_confidence
 from tuneline.config import EvaluationConfig, JsonMatch
 from tuneline.generation import generate_greedy
 from tuneline.grammar import processor_factory
@@ -85,11 +87,14 @@ def evaluate_model(
     gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,
                           max_batch_tokens=cfg.max_batch_tokens, constraint=constraint)
     metrics, rows = score(task, gen.texts, references, cfg.json_match)
+    confidences = [answer_confidence(task, text, spans, lps, cfg.json_match)
+                   for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs)]
     predictions = [
         {"input": r["messages"][-2]["content"], "reference": refs[row.pop("best", 0)], "prediction": pred, **row}
-        | ({"references": refs} if len(refs) > 1 else {})
-        for r, refs, pred, row in zip(records, references, gen.texts, rows)
+        | conf.as_row() | ({"references": refs} if len(refs) > 1 else {})
+        for r, refs, pred, row, conf in zip(records, references, gen.texts, rows, confidences)
     ]
+    metrics |= calibration_metrics(predictions)
     return EvalResult(
         label=label,
         task=task,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
+from tuneline.calibration import coverage_curve, field_pairs, reliability, scored
 from tuneline.evaluation import EvalResult
 from tuneline.metrics import field_table, invented_fields, taxonomy
 
@@ -33,6 +34,52 @@ def _invented(result: EvalResult) -> str:
     return f"<p>Fields only the {escape(result.label)} model wrote (no reference has them), with counts: {listed}</p>"
 
 
+def calibration_svg(predictions: list[dict], size: int = 220) -> str:
+    """Reliability diagram (answers blue, fields orange; on the diagonal is calibrated) and exact match vs
+    coverage (accepting the most confident answers first), as inline SVG so the ZenML dashboard shows it."""
+    answers = ([p["confidence"] for p in predictions], [p["exact"] for p in predictions])
+    pad, gap = 30, 50
+
+    def panel(x0: int, title: str, xlabel: str, body: str) -> str:
+        frame = (f'<rect x="{x0}" y="10" width="{size}" height="{size}" fill="none" stroke="#999"/>'
+                 f'<text x="{x0}" y="{size + 26}" font-size="11">0</text>'
+                 f'<text x="{x0 + size - 6}" y="{size + 26}" font-size="11">1</text>'
+                 f'<text x="{x0 + size / 2 - 40}" y="{size + 26}" font-size="11">{xlabel}</text>'
+                 f'<text x="{x0}" y="8" font-size="11">{title}</text>')
+        return frame + body
+
+    def at(x0: int, fx: float, fy: float) -> tuple[float, float]:
+        return x0 + fx * size, 10 + (1 - fy) * size
+
+    def xy(x0: int, fx: float, fy: float) -> str:
+        return "{:.1f},{:.1f}".format(*at(x0, fx, fy))
+
+    def dots(x0: int, rows, color: str, what: str) -> str:
+        return "".join('<circle cx="{:.1f}" cy="{:.1f}"'.format(*at(x0, conf, acc)) +
+                       f' r="{2 + min(6, n ** 0.5):.1f}" fill="{color}" fill-opacity="0.7"><title>{what} '
+                       f'{lo:.1f}-{hi:.1f}: {n}, confidence {conf:.2f}, right {acc:.2f}</title></circle>'
+                       for lo, hi, n, conf, acc in rows)
+
+    diagonal = f'<polyline points="{xy(pad, 0, 0)} {xy(pad, 1, 1)}" stroke="#ccc" fill="none"/>'
+    reliable = diagonal + dots(pad, reliability(*answers), "#1a73e8", "answers") + dots(
+        pad, reliability(*field_pairs(predictions)), "#e8710a", "fields")
+    x1 = pad + size + gap
+    curve = " ".join(xy(x1, t.coverage, t.precision) for t in reversed(coverage_curve(*answers)))
+    coverage = f'<polyline points="{curve}" stroke="#1a73e8" fill="none"/>'
+    return (f'<svg width="{x1 + size + 10}" height="{size + 32}" font-family="sans-serif">'
+            f'{panel(pad, "right vs confidence", "confidence", reliable)}'
+            f'{panel(x1, "exact match vs coverage", "coverage", coverage)}</svg>')
+
+
+def _calibration(result: EvalResult) -> str:
+    if not scored(result.predictions):
+        return ""
+    return (f"<h3>Confidence</h3><p>Confidence is the probability the model gave the least likely token of the "
+            f"answer (of a field: of its tokens). Left: how often answers (blue) and fields (orange) at each "
+            f"confidence are right; right: exact match of the answers kept when only the most confident are "
+            f"accepted.</p>{calibration_svg(result.predictions)}")
+
+
 def eval_html(result: EvalResult, max_rows: int = 50) -> str:
     headline = {k: v for k, v in sorted(result.metrics.items()) if not k.startswith("f1.")}
     metrics = _table(["metric", "value"], [[escape(k), f"{v:.4f}"] for k, v in headline.items()])
@@ -40,16 +87,17 @@ def eval_html(result: EvalResult, max_rows: int = 50) -> str:
     for p in result.predictions[:max_rows]:
         css = "ok" if p["exact"] else "bad"
         rows.append([escape(p["input"]), escape(p["reference"]), f'<span class="{css}">{escape(p["prediction"])}</span>',
-                     escape(", ".join(p["errors"]))])
+                     f"{p['confidence']:.2f}" if "confidence" in p else "", escape(", ".join(p["errors"]))])
     return (
         f"<html><head>{_STYLE}</head><body><h2>Evaluation: {escape(result.label)} model</h2>"
         f"<p>{result.n_examples} test examples (set {result.test_set_hash}), task {escape(result.task)}, "
         f"{'decoded under the task grammar, ' if result.constrained else ''}"
         f"{result.examples_per_second:.2f} examples/s, {result.latency_ms_per_example:.0f} ms per example</p>{metrics}"
         f"<h3>Per field</h3>{_table(['field', 'support', 'precision', 'recall', 'f1'], _field_rows(result))}"
-        f"{_invented(result)}<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
+        f"{_invented(result)}{_calibration(result)}"
+        f"<h3>Errors</h3>{_table(['kind', 'count'], [[k, v] for k, v in taxonomy(result.predictions).items()])}"
         f"<h3>Predictions (first {min(max_rows, len(result.predictions))}; green = exact match)</h3>"
-        f"{_table(['input', 'reference', 'prediction', 'errors'], rows)}</body></html>"
+        f"{_table(['input', 'reference', 'prediction', 'confidence', 'errors'], rows)}</body></html>"
     )
 
 

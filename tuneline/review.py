@@ -1,4 +1,5 @@
-"""Human review round trip: a sheet of sampled test examples to score by hand, and its validated import.
+"""Human review round trip: a sheet of sampled (or least confident) test examples to score by hand, and its
+validated import.
 
 The sheet (CSV, plus an HTML copy to read) names the model and version on every row, so an imported file says
 by itself where its scores belong. Rubric columns take integers 1 to 5.
@@ -12,7 +13,7 @@ from html import escape
 from pathlib import Path
 
 RUBRIC = ("relevance", "accuracy", "fluency", "format")
-COLUMNS = ("id", "model", "version", "input", "reference", "prediction", *RUBRIC, "notes")
+COLUMNS = ("id", "model", "version", "input", "reference", "prediction", "confidence", *RUBRIC, "notes")
 
 
 class ReviewError(ValueError):
@@ -21,10 +22,22 @@ class ReviewError(ValueError):
 
 def sample_rows(predictions: list[dict], n: int, seed: int, model: str, version: str) -> list[dict]:
     picked = sorted(random.Random(seed).sample(range(len(predictions)), min(n, len(predictions))))
+    return _rows(predictions, picked, model, version)
+
+
+def least_confident_rows(predictions: list[dict], n: int, model: str, version: str) -> list[dict]:
+    """The `n` answers the model was least sure of, least sure first: where a reviewer's time finds most errors."""
+    if not predictions or any("confidence" not in p for p in predictions):
+        raise ReviewError(f"model '{model}' version {version} was evaluated before answers carried a confidence")
+    picked = sorted(range(len(predictions)), key=lambda i: predictions[i]["confidence"])[:n]
+    return _rows(predictions, picked, model, version)
+
+
+def _rows(predictions: list[dict], picked: list[int], model: str, version: str) -> list[dict]:
     return [
         {"id": i, "model": model, "version": version, "input": predictions[i]["input"],
          "reference": predictions[i]["reference"], "prediction": predictions[i]["prediction"],
-         **dict.fromkeys(RUBRIC, ""), "notes": ""}
+         "confidence": predictions[i].get("confidence", ""), **dict.fromkeys(RUBRIC, ""), "notes": ""}
         for i in picked
     ]
 

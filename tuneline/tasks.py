@@ -39,6 +39,15 @@ def parse_viggo(text: str) -> Parsed | None:
     return Parsed(act=act, fields=frozenset((k, _norm(v)) for k, v in slots))
 
 
+def viggo_spans(text: str) -> tuple[tuple[int, int], list[tuple[str, tuple[int, int]]]] | None:
+    """Where the act and each slot (`name[value]`, whole) sit in `text`, for per-field confidence; None if the
+    text does not parse."""
+    if parse_viggo(text) is None:
+        return None
+    m = _VIGGO_MR.fullmatch(text)
+    return m.span(1), [(s.group(1), s.span()) for s in _VIGGO_SLOT.finditer(text, m.start(2), m.end(2))]
+
+
 _FENCE = re.compile(r"```[\w-]*\s*\n?(.*?)```", re.DOTALL)
 
 
@@ -59,13 +68,18 @@ def json_value(text: str):
     """The JSON object or list an answer holds: the whole text, the first ``` code fence's content, or the text
     from its first `{` or `[` (a one-line preamble such as "Here is the JSON:"). Raises ValueError (DuplicateKey
     for a repeated key) when none is a JSON object or list."""
+    return json_located(text)[0]
+
+
+def json_located(text: str) -> tuple[object, int]:
+    """`json_value` and where in `text` that JSON starts (per-field confidence needs each value's characters)."""
     fenced = _FENCE.search(text)
-    candidates = [text] + ([fenced.group(1)] if fenced else [])
+    candidates = [(0, text)] + ([(fenced.start(1), fenced.group(1))] if fenced else [])
     start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=-1)
     if start > 0:
-        candidates.append(text[start:])
+        candidates.append((start, text[start:]))
     error: ValueError = ValueError("no JSON object or list")
-    for candidate in candidates:
+    for offset, candidate in candidates:
         try:
             value = json.loads(candidate.strip(), object_pairs_hook=_no_duplicates)
         except DuplicateKey:
@@ -74,7 +88,7 @@ def json_value(text: str):
             error = err
             continue
         if isinstance(value, (dict, list)):
-            return value
+            return value, offset + len(candidate) - len(candidate.lstrip())
         error = ValueError(f"it is a JSON {type(value).__name__}")
     raise error
 
@@ -92,7 +106,10 @@ def _scalar(value, match: JsonMatch) -> str:
 
 def flatten(value, match: JsonMatch, path: str = "") -> dict[str, str]:
     """Fields as paths: `slots.date`, `items[0]`; with `lists_as_sets` a list is one field, its items a sorted
-    set. A leaf's value is normalized by `_scalar`."""
+    set. A leaf's value is normalized by `_scalar`. An empty answer (`{}`, `[]`) has no fields: it is exactly
+    right only against an empty reference, and no field is made up to score it by."""
+    if not path and isinstance(value, (dict, list)) and not value:
+        return {}
     if isinstance(value, dict) and value:
         out = {}
         for key, item in value.items():
