@@ -1,8 +1,9 @@
 """`run.py serve`: the `extract` pipeline, deployed with the active stack's deployer, answers HTTP requests.
 
-POST /invoke {"parameters": {"texts": "one text" | ["a", "b", ...]}}. The request body is validated against
-this pipeline's signature before a run exists, so a wrong type, an empty text, too many texts or a text over
-the model's context is a 422 that names the text, and the server keeps serving.
+POST /invoke {"parameters": {"texts": "one text" | ["a", "b", ...]}}. Before a run exists, the deployment's guard
+(steps.serve.guard_requests) refuses a body over serving.max_request_bytes (413) and checks the texts off the event
+loop, and the body is validated against this pipeline's signature: an empty text, too many texts, a text over the
+model's context or a wrong type is a 422 that names the text, and the server keeps serving.
 """
 
 from typing import Annotated, Union
@@ -10,13 +11,11 @@ from typing import Annotated, Union
 from pydantic import AfterValidator, StrictStr
 from zenml import pipeline
 
-from steps.serve import check_request, extract_texts
+from steps.serve import extract_texts
 
 
 def _texts(value: Union[str, list[str]]) -> list[str]:
-    texts = [value] if isinstance(value, str) else value
-    check_request(texts)
-    return texts
+    return [value] if isinstance(value, str) else value
 
 
 Texts = Annotated[Union[StrictStr, list[StrictStr]], AfterValidator(_texts)]

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from zenml.client import Client
-from zenml.config import DeploymentSettings
+from zenml.config import AppExtensionSpec, DeploymentSettings
 from zenml.constants import ENV_ZENML_CUSTOM_SOURCE_ROOT
 from zenml.deployers.exceptions import DeployerError
 from zenml.models import DeploymentResponse
@@ -24,7 +24,7 @@ from pipelines import extract
 from runner.first_use import set_up
 from runner.launch import adapter_of, model_name_of
 from runner.stack import ensure_deployer
-from steps.serve import start_serving, stop_serving
+from steps.serve import guard_requests, start_serving, stop_serving
 from tuneline.config import ServingConfig, TunelineConfig
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,11 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
     adapter_of(model_name, version)
     settings = {
         "deployer": deployer_settings(flavor, config.serving, _secret_key()),
-        "deployment": DeploymentSettings(dashboard_files_path=UI_FILES, app_title=f"tuneline: {model_name}"),
+        "deployment": DeploymentSettings(
+            dashboard_files_path=UI_FILES, app_title=f"tuneline: {model_name}",
+            app_extensions=[AppExtensionSpec(extension=guard_requests,
+                                             extension_kwargs={"max_bytes": config.serving.max_request_bytes})],
+        ),
     }
     pipeline = extract.with_options(
         settings=settings,

@@ -1,10 +1,15 @@
-"""The `extract` deployment's hooks and step: the model loads once when the server starts (`start_serving`), and
-each request's step takes whatever model is current (`extract_texts`)."""
+"""The `extract` deployment's hooks and step: the model loads once when the server starts (`start_serving`), each
+request passes the guard (`guard_requests`) before the app reads it, and each request's step takes whatever model is
+current (`extract_texts`)."""
 
+import hmac
+import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import anyio
 from zenml import get_step_context, step
 from zenml.client import Client
 from zenml.enums import ModelStages
@@ -13,7 +18,11 @@ from zenml.steps.step_context import get_or_create_run_context
 from tuneline.artifacts import LoraAdapter
 from tuneline.config import parse_config
 from tuneline.modeling import resolve_base_model
-from tuneline.serving import Extractor, ModelSlot, load_extractor
+from tuneline.serving import Extractor, ModelSlot, RequestError, load_extractor
+
+if TYPE_CHECKING:  # the server's modules, imported by the server, not by every `run.py` command
+    from fastapi.exceptions import RequestValidationError
+    from zenml.deployers.server.app import BaseDeploymentAppRunner
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +57,134 @@ def stop_serving() -> None:
 
 
 def check_request(texts: list[str]) -> None:
-    """Called by the request validator, before any run is created: a bad request costs no run and gets a 422."""
+    """Called by the guard, in a worker thread, before any run is created: a bad request costs no run and gets a
+    422, and its tokenizing never holds up the event loop."""
     context = get_or_create_run_context()
     if context.initialized and isinstance(context.state, ModelSlot):
         context.state.current()[0].check(texts)
+
+
+class _Gone(Exception):
+    """The client left before its body arrived: nobody to answer."""
+
+
+class RequestGuard:
+    """ASGI middleware that sees a request before the app reads it. A body over `max_bytes` gets a 413 unread (its
+    Content-Length says so) or as soon as that much has arrived (chunked). On `paths` the texts are checked by
+    `check` in a worker thread, so a bad one gets a 422 at once and no text is tokenized in the event loop, where
+    it would stall every other request, /health included. Refusals are one line and never echo the input."""
+
+    def __init__(self, app, max_bytes: int, paths: set[str], check: Callable[[list[str]], None],
+                 auth_key: str | None = None):
+        self.app, self.max_bytes, self.paths, self.check, self.auth_key = app, max_bytes, paths, check, auth_key
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = _content_length(scope)
+        if declared > self.max_bytes:
+            return await _refuse(send, 413, f"the request body is {declared} bytes; the server "
+                                 f"takes at most {self.max_bytes} (serving.max_request_bytes)")
+        try:
+            body = await _read_body(receive, self.max_bytes)
+        except _Gone:
+            return
+        if body is None:
+            return await _refuse(send, 413, f"the request body is over {self.max_bytes} bytes "
+                                 "(serving.max_request_bytes)")
+        if scope["method"] == "POST" and scope["path"] in self.paths and self._authorized(scope):
+            problem = await anyio.to_thread.run_sync(self._problem, body)
+            if problem:
+                return await _refuse(send, 422, problem)
+        await self.app(scope, _replay(body, receive), send)
+
+    def _authorized(self, scope) -> bool:
+        """Only a caller the app lets in has its texts checked (tokenizing costs); others get the app's 401."""
+        if not self.auth_key:
+            return True
+        scheme, _, token = dict(scope["headers"]).get(b"authorization", b"").partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token, self.auth_key.encode())
+
+    def _problem(self, body: bytes) -> str | None:
+        """What `check` refuses in the body's texts; None when they pass or are not texts at all (then the app's
+        own validation answers)."""
+        texts = _texts_of(body)
+        if texts is None:
+            return None
+        try:
+            self.check(texts)
+        except RequestError as err:
+            return str(err)
+        return None
+
+
+def _content_length(scope) -> int:
+    """The declared body size; 0 when none is declared (a chunked body is counted as it arrives)."""
+    value = dict(scope["headers"]).get(b"content-length", b"0")
+    return int(value) if value.isdigit() else 0
+
+
+async def _read_body(receive, max_bytes: int) -> bytes | None:
+    """The whole body, or None as soon as more than `max_bytes` has arrived."""
+    chunks, size, more = [], 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Gone
+        chunks.append(message.get("body", b""))
+        size += len(chunks[-1])
+        if size > max_bytes:
+            return None
+        more = message.get("more_body", False)
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive):
+    """The app's `receive`: the body read already, then the client's own messages (a disconnect)."""
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def replay():
+        return pending.pop() if pending else await receive()
+
+    return replay
+
+
+async def _refuse(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _texts_of(body: bytes) -> list[str] | None:
+    """An /invoke body's `parameters.texts` as a list of strings; None when it has none or other types."""
+    try:
+        texts = json.loads(body)["parameters"]["texts"]
+    except (ValueError, KeyError, TypeError, RecursionError):
+        return None
+    texts = [texts] if isinstance(texts, str) else texts
+    return texts if isinstance(texts, list) and all(isinstance(t, str) for t in texts) else None
+
+
+async def _one_line_422(request, error: "RequestValidationError"):
+    """FastAPI's 422 lists each error with its input, which would send a huge text back: here place and reason."""
+    from fastapi.responses import JSONResponse
+
+    detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def guard_requests(app_runner: "BaseDeploymentAppRunner", max_bytes: int) -> None:
+    """The deployment's app extension (runner/serve.py): `RequestGuard` outermost, before ZenML's middleware and
+    auth, and validation errors without their input."""
+    from fastapi.exceptions import RequestValidationError
+
+    settings = app_runner.settings
+    paths = {settings.api_url_path + settings.invoke_url_path, settings.api_url_path + settings.submit_url_path}
+    app = app_runner.asgi_app
+    app.add_middleware(RequestGuard, max_bytes=max_bytes, paths=paths, check=check_request,
+                       auth_key=app_runner.deployment.auth_key)
+    app.add_exception_handler(RequestValidationError, _one_line_422)
 
 
 @step(enable_cache=False)

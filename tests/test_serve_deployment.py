@@ -1,15 +1,20 @@
 """`run.py serve` end to end: the smoke model deployed with ZenML's local deployer on loopback, called over real
 HTTP. Answers equal the offline evaluator's on the same inputs; bad requests get a 422 naming the text and the
-server keeps serving; with a key, calls without it are refused; a missing version fails before any deployment."""
+server keeps serving; a 30 MB request is refused at once while /health goes on answering; with a key, calls without
+it are refused; a missing version fails before any deployment."""
 
+import http.client
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -85,6 +90,60 @@ def test_answers_equal_the_offline_evaluators(trained, url):
 def test_bad_requests_get_422_naming_the_problem_and_serving_goes_on(url, body, message):
     status, reply = call(url, body)
     assert status == 422 and message in json.dumps(reply), reply
+    status, reply = call(url, texts("I like Tetris."))
+    assert status == 200 and reply["success"]
+
+
+def post_raw(url: str, body, headers: dict) -> tuple[int, dict, float]:
+    """POST `body` (bytes, or an iterable of chunks sent chunked) as is; the status, reply and seconds taken."""
+    host = urlsplit(url)
+    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
+    start = time.monotonic()
+    conn.request("POST", "/invoke", body=body, headers={"Content-Type": "application/json"} | headers,
+                 encode_chunked=not isinstance(body, bytes))
+    reply = conn.getresponse()
+    status, answer = reply.status, json.loads(reply.read())
+    conn.close()
+    return status, answer, time.monotonic() - start
+
+
+def huge_body(size: int) -> bytes:
+    return json.dumps(texts("word " * (size // 5))).encode()
+
+
+def test_a_huge_request_is_refused_at_once_and_health_goes_on(url):
+    """The issue's case: a 30 MB text took 71 s to be refused, stalling /health. Now it is refused before it is
+    read (413), a text too long for the model inside the byte limit gets its 422 at once, and neither echoes it."""
+    answers, stop = [], threading.Event()
+
+    def health():
+        while not stop.is_set():
+            start = time.monotonic()
+            with urllib.request.urlopen(url + "/health", timeout=5) as reply:
+                answers.append((reply.status, time.monotonic() - start))
+            time.sleep(0.02)
+
+    pinger = threading.Thread(target=health, daemon=True)
+    pinger.start()
+    body = huge_body(30_000_000)
+    try:
+        status, reply, seconds = post_raw(url, body, {"Content-Length": str(len(body))})
+        assert status == 413 and seconds < 1, (status, seconds)
+        assert reply == {"detail": f"the request body is {len(body)} bytes; the server takes at most 1048576 "
+                                   "(serving.max_request_bytes)"}
+        chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+        status, reply, seconds = post_raw(url, chunks, {})
+        assert status == 413 and seconds < 1 and "over 1048576 bytes" in reply["detail"], (status, seconds)
+        status, reply, seconds = post_raw(url, huge_body(1_000_000), {})
+        assert status == 422 and seconds < 1 and "1000000 characters; the model reads at most" in reply["detail"]
+        assert len(json.dumps(reply)) < 300, reply
+        status, reply = call(url, {"parameters": {"text": "word " * 100_000}})
+        assert status == 422 and reply == {"detail": "body.parameters.text: Extra inputs are not permitted"}, reply
+    finally:
+        stop.set()
+        pinger.join()
+    assert len(answers) >= 5 and all(status == 200 for status, _ in answers), answers
+    assert max(seconds for _, seconds in answers) < 1, answers
     status, reply = call(url, texts("I like Tetris."))
     assert status == 200 and reply["success"]
 

@@ -1,6 +1,10 @@
 """Serving without ZenML: the extractor answers exactly as the offline evaluator does, refuses bad requests with
-a message naming the text, and a followed stage swaps models between requests without failing one."""
+a message naming the text, and a followed stage swaps models between requests without failing one. The request
+guard, in front of a small ASGI app, refuses large bodies before reading them and checks texts off the event loop."""
 
+import asyncio
+import json
+import re
 import threading
 import time
 
@@ -67,6 +71,7 @@ def test_fields_are_read_as_written():
     (["fine", "  "], r"texts\[1\] is empty"),
     (["a"] * 9, "texts has 9 texts; at most 8"),
     (["fine", "word " * 60], r"texts\[1\] is \d+ tokens; the model reads at most 40"),
+    (["x" * 1281], r"texts\[0\] is 1281 characters; the model reads at most 40 tokens"),
 ])
 def test_bad_requests_name_the_text(extractor, texts, message):
     with pytest.raises(RequestError, match=message):
@@ -131,3 +136,113 @@ def test_a_failed_load_keeps_the_current_model(extractor):
     slot.close()
     assert slot.current() == (extractor, "v1")
     assert extractor.extract(["I like Tetris."])["model"] == "tiny v1"
+
+
+def test_a_huge_text_is_refused_without_tokenizing(extractor):
+    """30 MB: tokenizing it would take a minute; counting its characters takes no time."""
+    start = time.monotonic()
+    with pytest.raises(RequestError, match="^texts\\[0\\] is 30000000 characters;[^\n]*$"):
+        extractor.check(["word " * 6_000_000])
+    assert time.monotonic() - start < 0.5
+
+
+class Echo:
+    """The app behind the guard: answers with what it received, and notes the thread it ran on (the event loop's)."""
+
+    def __init__(self):
+        self.calls = []
+
+    async def __call__(self, scope, receive, send):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        self.calls.append(threading.current_thread())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+def guarded(check=lambda texts: None, auth_key=None, max_bytes=1000):
+    from starlette.testclient import TestClient
+
+    from steps.serve import RequestGuard
+
+    app = Echo()
+    return app, TestClient(RequestGuard(app, max_bytes=max_bytes, paths={"/invoke"}, check=check, auth_key=auth_key))
+
+
+@pytest.mark.parametrize("send", [
+    dict(content=b"x" * 1001),  # with its Content-Length
+    dict(content=iter([b"x" * 600, b"x" * 600])),  # chunked: counted as it arrives
+])
+def test_guard_refuses_an_over_large_body_before_the_app(send):
+    app, client = guarded()
+    reply = client.post("/invoke", **send)
+    assert reply.status_code == 413 and not app.calls
+    assert "over 1000 bytes" in reply.text or "is 1001 bytes; the server takes at most 1000" in reply.text
+    assert "\n" not in reply.json()["detail"] and "xxx" not in reply.text
+
+
+def test_guard_refuses_a_declared_large_body_without_reading_it():
+    from steps.serve import RequestGuard
+
+    async def receive():
+        raise AssertionError("the body was read")
+
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/invoke", "headers": [(b"content-length", b"31457280")]}
+    asyncio.run(RequestGuard(Echo(), 1000, {"/invoke"}, lambda texts: None)(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert json.loads(sent[1]["body"]) == {
+        "detail": "the request body is 31457280 bytes; the server takes at most 1000 (serving.max_request_bytes)"}
+
+
+def test_guard_passes_what_is_within_the_limit_intact():
+    app, client = guarded()
+    body = json.dumps({"parameters": {"texts": ["fine"]}}).encode()
+    assert client.post("/invoke", content=body).content == body
+    assert client.post("/other", content=b"x" * 1000).content == b"x" * 1000
+    assert client.get("/health").status_code == 200 and len(app.calls) == 3
+
+
+def test_guard_checks_texts_in_a_worker_thread(extractor):
+    """The check tokenizes, so it runs beside the event loop, never on it; a refused text gets a 422 at once."""
+    threads = []
+
+    def check(texts):
+        threads.append(threading.current_thread())
+        extractor.check(texts)
+
+    app, client = guarded(check, max_bytes=100_000)
+    reply = client.post("/invoke", json={"parameters": {"texts": ["fine", "word " * 60]}})
+    assert reply.status_code == 422 and not app.calls
+    assert re.fullmatch(r"texts\[1\] is \d+ tokens; the model reads at most 40 \([^\n]*\)", reply.json()["detail"])
+    reply = client.post("/invoke", json={"parameters": {"texts": "x" * 50_000}})
+    assert reply.status_code == 422 and "50000 characters" in reply.text and len(reply.content) < 300
+    assert client.post("/invoke", json={"parameters": {"texts": "I like Tetris."}}).status_code == 200
+    assert len(threads) == 3 and app.calls and app.calls[0] not in threads
+
+
+@pytest.mark.parametrize("body", [
+    b"not json", b'{"parameters": {"texts": [1, 2]}}', b'{"parameters": {}}', b"[" * 5000 + b"]" * 5000,
+])
+def test_guard_leaves_what_is_not_texts_to_the_apps_validation(body):
+    checked = []
+    app, client = guarded(checked.append, max_bytes=100_000)
+    assert client.post("/invoke", content=body).content == body and not checked
+
+
+def test_guard_checks_texts_only_for_a_caller_the_app_lets_in():
+    """Tokenizing costs: a caller without the key goes on to the app, which refuses it (401), unchecked."""
+    checked = []
+    app, client = guarded(checked.append, auth_key="s3cret")
+    body = {"parameters": {"texts": "fine"}}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret"}):
+        assert client.post("/invoke", json=body, headers=headers).status_code == 200
+    assert not checked
+    client.post("/invoke", json=body, headers={"Authorization": "bearer s3cret"})
+    assert checked == [["fine"]]

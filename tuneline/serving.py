@@ -19,6 +19,10 @@ from tuneline.tasks import readable_fields
 
 log = logging.getLogger(__name__)
 
+# No tokenizer averages more characters per token over a real text, so a text longer than this many characters per
+# token of the limit is refused without tokenizing it: tokenizing megabytes takes seconds.
+CHARS_PER_TOKEN = 32
+
 
 class RequestError(ValueError):
     """A request the server refuses (HTTP 422); the message says which text and why."""
@@ -58,6 +62,9 @@ class Extractor:
         for i, text in enumerate(texts):
             if not text.strip():
                 raise RequestError(f"texts[{i}] is empty")
+            if len(text) > limit * CHARS_PER_TOKEN:
+                raise RequestError(f"texts[{i}] is {len(text)} characters; the model reads at most {limit} tokens, "
+                                   f"and no text has over {CHARS_PER_TOKEN} characters per token")
             n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
             if n > limit:
                 raise RequestError(f"texts[{i}] is {n} tokens; the model reads at most {limit} "
