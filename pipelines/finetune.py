@@ -4,7 +4,7 @@ key holds only the sections it reads (changing `evaluation` never retrains)."""
 from zenml import pipeline
 
 from steps import (check_data, confidence_threshold, evaluate, load_data, prepare_dataset, promote, select_examples,
-                   train_lora)
+                   select_shots, train_lora)
 from tuneline.config import (DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, ServingConfig,
                              TrainingConfig)
 
@@ -43,5 +43,11 @@ def finetune(
     tuned_eval = evaluate.with_options(substitutions={"label": "tuned"})(
         examples, model, evaluation, task=data.task, label="tuned", adapter=adapter, id="evaluate_tuned"
     )
+    prompted_eval = None
+    if evaluation.prompted_baseline.enabled:
+        shots = select_shots(dataset, evaluation, after="check_data")
+        prompted_eval = evaluate.with_options(substitutions={"label": "prompted"})(
+            examples, model, evaluation, task=data.task, label="prompted", shots=shots, id="evaluate_prompted"
+        )
     confidence_threshold(tuned_eval, serving)
-    promote(base_eval, tuned_eval, dataset, model, evaluation, promotion)
+    promote(base_eval, tuned_eval, dataset, model, evaluation, promotion, prompted=prompted_eval)

@@ -199,6 +199,7 @@ def collect(run_id) -> RunSummary:
 
     decision = load("promote", "promotion_decision")
     base, tuned = load("evaluate_base", "eval_base"), load("evaluate_tuned", "eval_tuned")
+    prompted = load("evaluate_prompted", "eval_prompted") if "evaluate_prompted" in run.steps else None
     report = load("prepare_dataset", "data_report")
     version = client.get_model_version(run.model_version.model.name, run.model_version.number)
     tracker = client.active_stack.experiment_tracker
@@ -214,6 +215,7 @@ def collect(run_id) -> RunSummary:
         mlflow_tracking_uri=tracker.get_tracking_uri() if tracker else None,
         base_metrics=base.metrics,
         tuned_metrics=tuned.metrics,
+        prompted_metrics=prompted.metrics if prompted else None,
         n_test_examples=tuned.n_examples,
         promoted=decision.promote,
         promotion_reason=decision.reason,

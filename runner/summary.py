@@ -20,6 +20,7 @@ class RunSummary(BaseModel):
     mlflow_tracking_uri: str | None
     base_metrics: dict[str, float]
     tuned_metrics: dict[str, float]
+    prompted_metrics: dict[str, float] | None = None  # the base model with an instruction and a few examples
     n_test_examples: int
     promoted: bool
     promotion_reason: str
@@ -29,12 +30,19 @@ class RunSummary(BaseModel):
 
 
 def render_table(s: RunSummary) -> str:
-    names = sorted((k for k in s.tuned_metrics if not k.startswith("f1.")), key=lambda k: (k != s.primary_metric, k))
-    lines = [f"{'metric':<16} {'base':>8} {'tuned':>8} {'delta':>8}", "-" * 43]
+    # The primary metric first, then quality, then calibration (how far the confidences can be trusted).
+    names = sorted((k for k in s.tuned_metrics if not k.startswith("f1.")),
+                   key=lambda k: (k != s.primary_metric, k.startswith("calibration."), k))
+    columns = {"base": s.base_metrics} | ({"prompted": s.prompted_metrics} if s.prompted_metrics else {})
+    columns["tuned"] = s.tuned_metrics
+    width = max(map(len, names), default=6) + 1
+    lines = [f"{'metric':<{width}}" + "".join(f" {c:>9}" for c in columns) + f" {'tuned-best':>10}"]
+    lines.append("-" * len(lines[0]))
     for k in names:
-        b, t = s.base_metrics.get(k, float("nan")), s.tuned_metrics[k]
+        values = [m.get(k, float("nan")) for m in columns.values()]
+        best = max((v for v in values[:-1] if v == v), default=float("nan"))
         mark = "  <- primary" if k == s.primary_metric else ""
-        lines.append(f"{k:<16} {b:>8.4f} {t:>8.4f} {t - b:>+8.4f}{mark}")
+        lines.append(f"{k:<{width}}" + "".join(f" {v:>9.4f}" for v in values) + f" {values[-1] - best:>+10.4f}{mark}")
     used = ", ".join(f"{split} {c['used']}" for split, c in s.data.items())
     lines += [
         "",

@@ -8,6 +8,7 @@ from steps.caching import CACHE_POLICY
 
 from tuneline import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
+from tuneline.baseline import pick_shots
 from tuneline.calibration import scored, serving_threshold
 from tuneline.config import EvaluationConfig, ModelConfig, ServingConfig
 from tuneline.evaluation import EvalResult, eval_examples, evaluate_model
@@ -23,6 +24,13 @@ def select_examples(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annot
     return ChatDataset(splits=eval_examples(dataset.splits, evaluation))
 
 
+@step(cache_policy=CACHE_POLICY)
+def select_shots(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annotated[ChatDataset, "baseline_shots"]:
+    """The prompted baseline's training examples, an artifact of their own so base and tuned evaluations keep
+    their cache keys."""
+    return ChatDataset(splits={"shots": pick_shots(dataset.splits["train"], evaluation.prompted_baseline)})
+
+
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def evaluate(
     examples: ChatDataset,
@@ -31,8 +39,10 @@ def evaluate(
     task: str,
     label: str,
     adapter: Optional[LoraAdapter] = None,
+    shots: Optional[ChatDataset] = None,
 ) -> Annotated[EvalResult, "eval_{label}"]:
-    """Run with `substitutions={"label": ...}` so base and tuned results are separate named artifacts."""
+    """Run with `substitutions={"label": ...}` so base, prompted and tuned results are separate named artifacts;
+    `shots` (from `select_shots`) makes it the prompted baseline."""
     tracking.log_sections(evaluation=evaluation)
     result = evaluate_model(
         label,
@@ -44,6 +54,7 @@ def evaluate(
         dtype=model.dtype,
         device=model.device,
         grammar=evaluation_grammar(evaluation.constrained, task, examples.splits.get("train", [])),
+        shots=shots.splits["shots"] if shots else None,
     )
     tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
                          f"{label}.constrained": result.constrained})

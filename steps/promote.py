@@ -62,6 +62,14 @@ def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset
     )
 
 
+def _stronger_baseline(base: EvalResult, prompted: Optional[EvalResult], metric: str,
+                       evaluation: EvaluationConfig) -> tuple[EvalResult, str]:
+    """With nothing in production, fine-tuning must beat both not tuning and simply prompting the same model."""
+    if prompted is not None and prompted.metrics.get(metric, 0.0) > base.metrics.get(metric, 0.0):
+        return prompted, f"prompted base model ({evaluation.prompted_baseline.shots}-shot)"
+    return base, "base model"
+
+
 def _train_mlflow_run(context) -> Optional[str]:
     """The train step's MLflow run; a cached train step records none itself, its original run does."""
     step = context.pipeline_run.steps["train_lora"]
@@ -110,14 +118,14 @@ def _check_lineage(version, current: ModelVersionResponse, stage: str) -> None:
 @step(enable_cache=False, experiment_tracker=True)
 def promote(
     base: EvalResult, tuned: EvalResult, dataset: ChatDataset, model: ModelConfig, evaluation: EvaluationConfig,
-    promotion: PromotionConfig,
+    promotion: PromotionConfig, prompted: Optional[EvalResult] = None,
 ) -> Tuple[Annotated[PromotionDecision, "promotion_decision"], Annotated[HTMLString, "eval_report"]]:
     """Never cached: whether to promote depends on the registry's state now, not on the inputs alone.
 
     One promotion of a model at a time, each against the version in the stage when it holds the lock. The
     decision, metrics and MLflow registry entry are written before the stage moves, and the MLflow alias is moved
     to ZenML's stage first thing, so a kill at any point leaves the two agreeing after the next run."""
-    if base.test_set_hash != tuned.test_set_hash:
+    if any(r.test_set_hash != tuned.test_set_hash for r in (base, prompted) if r is not None):
         raise ValueError("base and tuned models were scored on different test examples")
     tracking.log_sections(promotion=promotion)
     context = get_step_context()
@@ -132,15 +140,16 @@ def promote(
             reference = _production_result(current, tuned, dataset, evaluation, model)
             label = f"{promotion.target_stage} version {current.name}"
         else:
-            reference, label = base, "base model"
+            reference, label = _stronger_baseline(base, prompted, promotion.primary_metric, evaluation)
         decision = decide(promotion, tuned.predictions, reference.predictions, label,
                           production_version=current.name if current else None)
-        report = comparison_html(base, tuned, decision)
+        report = comparison_html(base, tuned, decision, prompted=prompted)
         # Logged here, not in evaluate: this step never caches, so every model version gets its metrics.
         # Until the stage has moved, the recorded decision says so: a kill in between leaves no version whose
         # metadata claims a promotion that never happened (the next promotion completes the record).
         log_metadata(
             metadata={"base": base.metrics, "tuned": tuned.metrics, "test_set_hash": tuned.test_set_hash,
+                      **({"prompted": prompted.metrics} if prompted else {}),
                       "promotion": _pending(decision) if decision.promote else decision.model_dump(mode="json"),
                       **({"mlflow_run_id": train_run} if train_run else {})},
             infer_model=True,

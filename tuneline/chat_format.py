@@ -37,6 +37,12 @@ def _template(tokenizer, messages, generation_prompt: bool) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
+def generation_prompt(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text a model continues to answer the last turn of `messages`."""
+    ensure_chat_template(tokenizer)
+    return _template(tokenizer, messages, True)
+
+
 def render(tokenizer, messages: list[dict[str, str]]) -> dict:
     eos = tokenizer.eos_token
     segments: list[dict] = []

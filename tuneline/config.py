@@ -146,6 +146,18 @@ class JsonMatch(_Section):
                                 "repeats ignored); false: each item is its own field, `path[i]`.")
 
 
+class PromptedBaseline(_Section):
+    """The base model prompted instead of tuned: an instruction and a few training examples before each test
+    input. What fine-tuning must beat to be worth it; with no production version, promotion compares against the
+    stronger of the base model and this."""
+
+    enabled: bool = True
+    shots: int = Field(3, ge=0, le=32, description="Training examples shown before each test input.")
+    instruction: str | None = Field(
+        None, description="The system turn; None: one derived from the task (tuneline/baseline.py).")
+    seed: int = Field(0, description="Which training examples are shown (the same ones for every test input).")
+
+
 class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
     batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
@@ -160,12 +172,13 @@ class EvaluationConfig(_Section):
         "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."
     )
     json_match: JsonMatch = Field(default_factory=JsonMatch)
+    prompted_baseline: PromptedBaseline = Field(default_factory=PromptedBaseline)
 
 
 class PromotionConfig(_Section):
     """Promote when the paired-bootstrap 95% interval of (candidate - reference) on the primary metric lies above
     `min_gain`, and no guarded metric drops by more than `tolerance`. The reference is the current version in
-    `target_stage`, or the base model when there is none."""
+    `target_stage`, or, when there is none, the stronger of the base model and the prompted base model."""
 
     primary_metric: str = "exact_match"
     min_gain: float = Field(0.0, ge=0.0, description="The interval's lower bound must exceed this.")

@@ -9,7 +9,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from tuneline.baseline import few_shot_messages, instruction_for
 from tuneline.calibration import calibration_metrics
+from tuneline.chat_format import generation_prompt
 from tuneline.confidence import answer_confidence
 from tuneline.config import EvaluationConfig, JsonMatch
 from tuneline.generation import generate_greedy
@@ -66,9 +68,11 @@ def eval_examples(splits: dict[str, list[dict]], cfg: EvaluationConfig) -> dict[
 def evaluate_model(
     label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
     adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto", grammar: str | None = None,
+    shots: list[dict] | None = None,
 ) -> EvalResult:
     """`device` and `dtype` are the config's `model.device` and `model.dtype`; `placement` decides what they mean
-    on this machine. `grammar` constrains decoding (tuneline/grammar.py)."""
+    on this machine. `grammar` constrains decoding (tuneline/grammar.py). With `shots`, each input is asked with
+    the prompted baseline's instruction and these training examples before it (tuneline/baseline.py)."""
     from tuneline.modeling import load_merged, load_model, load_tokenizer, placement
 
     device, dtype = placement(device, dtype)
@@ -81,7 +85,11 @@ def evaluate_model(
         log.info("evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs", label, done, total, seconds,
                  seconds / done * (total - done))
 
-    prompts = [r["prompt"] for r in records]
+    if shots is None:
+        prompts = [r["prompt"] for r in records]
+    else:
+        instruction = instruction_for(task, cfg.prompted_baseline)
+        prompts = [generation_prompt(tokenizer, few_shot_messages(r, shots, instruction)) for r in records]
     references = [r.get("references") or [r["messages"][-1]["content"]] for r in records]
     constraint = processor_factory(grammar, tokenizer, model.config.vocab_size) if grammar else None
     gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,

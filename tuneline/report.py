@@ -101,12 +101,16 @@ def eval_html(result: EvalResult, max_rows: int = 50) -> str:
     )
 
 
-def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 20) -> str:
-    """Base vs tuned on the same examples, the promotion decision, and the tuned model's worst examples."""
+def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 20,
+                    prompted: EvalResult | None = None) -> str:
+    """Base (and prompted base) vs tuned on the same examples, the promotion decision, and the tuned model's worst
+    examples."""
     names = [k for k in sorted(tuned.metrics) if not k.startswith("f1.")]
-    headline = _table(["metric", "base", "tuned", "delta"],
-                      [[escape(k), f"{base.metrics.get(k, 0):.4f}", f"{tuned.metrics[k]:.4f}",
-                        f"{tuned.metrics[k] - base.metrics.get(k, 0):+.4f}"] for k in names])
+    extra = [prompted] if prompted else []
+    headline = _table(["metric", "base", *(["prompted base"] if prompted else []), "tuned", "tuned - base"],
+                      [[escape(k), f"{base.metrics.get(k, 0):.4f}", *[f"{e.metrics.get(k, 0):.4f}" for e in extra],
+                        f"{tuned.metrics[k]:.4f}", f"{tuned.metrics[k] - base.metrics.get(k, 0):+.4f}"]
+                       for k in names])
     bt, tt = field_table(base.predictions), field_table(tuned.predictions)
     fields = _table(["field", "support", "base f1", "tuned f1", "tuned precision", "tuned recall"],
                     [[escape(f), int(v["support"]), f"{bt.get(f, {}).get('f1', 0):.3f}", f"{v['f1']:.3f}",
@@ -116,7 +120,8 @@ def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 
     order = sorted(range(len(tuned.predictions)),
                    key=lambda i: (tuned.predictions[i]["exact"], tuned.predictions[i].get("rougeL", 0)))
     side = [[escape(tuned.predictions[i]["input"]), escape(tuned.predictions[i]["reference"]),
-             escape(base.predictions[i]["prediction"]), f'<span class="bad">{escape(tuned.predictions[i]["prediction"])}</span>',
+             escape(base.predictions[i]["prediction"]), *[escape(e.predictions[i]["prediction"]) for e in extra],
+             f'<span class="bad">{escape(tuned.predictions[i]["prediction"])}</span>',
              escape(", ".join(tuned.predictions[i]["errors"]))] for i in order[:worst]]
     guards = _table(["guarded metric", "support", "reference", "candidate", "drop", "ok"],
                     [[escape(k), "" if g.support is None else g.support, f"{g.reference:.3f}", f"{g.candidate:.3f}",
@@ -128,7 +133,8 @@ def comparison_html(base: EvalResult, tuned: EvalResult, decision, worst: int = 
         f"compared with {escape(decision.reference)}: {escape(decision.metric)} difference {decision.difference:+.4f}, "
         f"95% CI [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]</p>{headline}<h3>Per field</h3>{fields}"
         f"{_invented(tuned)}<h3>Error taxonomy</h3>{errors}<h3>Guards</h3>{guards}<h3>Worst {len(side)} tuned examples</h3>"
-        f"{_table(['input', 'reference', 'base', 'tuned', 'errors'], side)}</body></html>"
+        f"{_table(['input', 'reference', 'base', *(['prompted base'] if prompted else []), 'tuned', 'errors'], side)}"
+        "</body></html>"
     )
 
 
