@@ -1,6 +1,6 @@
 """Broken cache entries are recomputed, not reused. ZenML reuses a step's outputs by cache key without looking at
-their files; expiring the cache of a step run (ZenML's own `cache_expires_at`) whose outputs were truncated or
-deleted makes the next run execute that step again."""
+their files; expiring the cache of a step run (ZenML's own `cache_expires_at`) whose outputs were truncated,
+deleted or edited in place (see `materializers.integrity`) makes the next run execute that step again."""
 
 from __future__ import annotations
 

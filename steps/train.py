@@ -1,8 +1,7 @@
-import tempfile
 from pathlib import Path
 from typing import Annotated
 
-from zenml import step
+from zenml import get_step_context, step
 
 from steps.caching import CACHE_POLICY
 from steps.checkpoints import CheckpointMirror, training_key
@@ -17,6 +16,16 @@ from tuneline.train_job import TrainJob
 from tuneline.training import train_lora as train_in_process
 
 
+def _work_dir() -> Path:
+    """Training's scratch folder (checkpoints, the adapter). ZenML stores the returned adapter only after the step
+    function has returned, so the folder must outlive it: this one, from the output's materializer, is removed by
+    ZenML once the step has ended, its outputs stored or failed. `--resume` reads the checkpoints' copies in the
+    artifact store (`CheckpointMirror`), never this folder."""
+    materializer = get_step_context().get_output_materializer("lora_adapter")
+    with materializer.get_temporary_directory(delete_at_exit=False) as folder:
+        return Path(folder)
+
+
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)
 def train_lora(
     dataset: ChatDataset,
@@ -28,7 +37,7 @@ def train_lora(
 ) -> Annotated[LoraAdapter, "lora_adapter"]:
     tracking.log_sections(data=data, model=model, lora=lora, training=training)
     train, validation = dataset.splits["train"], dataset.splits.get("validation", [])
-    work = Path(tempfile.mkdtemp(prefix="tuneline-train-"))
+    work = _work_dir()
     mirror = CheckpointMirror(training_key(
         train, validation, data.max_seq_len, model.model_dump(), lora.model_dump(),
         training.model_dump(exclude={"save_steps", "logging_steps"}),

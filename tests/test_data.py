@@ -246,3 +246,20 @@ def test_duplicates_across_splits_leave_test_intact(tiny_tokenizer):
     assert prepared.report.reasons == {"train": {"duplicate": 2}, "validation": {}, "test": {}}
     assert [r["source"] for r in prepared.splits["test"]] == ["te:1", "te:2"]
     assert list(prepared.splits) == ["train", "validation", "test"]
+
+
+def test_leaked_test_input_carved_into_validation_is_quarantined(tmp_path, tiny_tokenizer):
+    write_jsonl(tmp_path / "train.jsonl", [row(i) for i in range(40)])
+    write_jsonl(tmp_path / "test.jsonl", [row(99)])
+    carved = load_splits(DataConfig(source=str(tmp_path)))["validation"]  # carving reads train and the seed only
+    leaked = [{"target": r["target"], "meaning_representation": "inform(name[Other])"} for r in carved]
+    write_jsonl(tmp_path / "test.jsonl", [row(99), *leaked])
+    cfg = DataConfig(source=str(tmp_path), system_prompt=None, max_reject_fraction=1.0)
+    prepared = prepare(load_splits(cfg), cfg, tiny_tokenizer)
+    report = prepared.report
+    assert report.made == ["validation"] and report.reasons["validation"] == {"leakage": len(carved)}
+    assert [(q["split"], q["reason"], q["line"]) for q in prepared.quarantine] == [
+        ("validation", "leakage", r["_line"]) for r in carved]
+    for counts in report.splits.values():
+        assert counts.accepted + counts.quarantined == counts.input
+    assert report.splits["validation"].input == len(carved) == report.splits["validation"].quarantined

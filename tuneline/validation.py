@@ -3,7 +3,7 @@
 Order of checks: unreadable (`encoding`, `unparseable`), format problems (`missing_field`, `empty_field`,
 `invalid_field`, `invalid_role`), an answer the task's parser cannot read (`bad_reference`), `template_mismatch`,
 length (`too_long`, or truncated and counted), exact
-duplicates across all splits (`duplicate`; the test copy is kept), then `leakage`: a train row whose
+duplicates across all splits (`duplicate`; the test copy is kept), then `leakage`: a train or validation row whose
 normalized user input also appears in test. Accepted + quarantined = input for every split; nothing is lost.
 """
 
@@ -114,6 +114,24 @@ def _coverage(raw: dict[str, list[dict]]) -> dict[str, float]:
     return {k: n / len(readable) for k, n in sorted(present.items())}
 
 
+def _drop_leakage(accepted: dict[str, list[tuple[dict, dict]]]) -> list[dict]:
+    """Remove, from every split but test, rows whose user input is also a test input, and return their quarantine
+    entries: validation is checked as well as train, since a split carved from train can carry a leaked row."""
+    test_inputs = {user_input(rec["messages"]) for _, rec in accepted.get("test", [])}
+    if not test_inputs:
+        return []
+    leaked = []
+    for split in [s for s in accepted if s != "test"]:
+        clean = []
+        for row, rec in accepted[split]:
+            if user_input(rec["messages"]) in test_inputs:
+                leaked.append(_quarantine(split, row, "leakage", "its input also appears in the test split"))
+            else:
+                clean.append((row, rec))
+        accepted[split] = clean
+    return leaked
+
+
 def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fallback: bool = False) -> Prepared:
     quarantine: list[dict] = []
     counts = {split: SplitCounts(input=len(rows)) for split, rows in raw.items()}
@@ -151,15 +169,7 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
                                "source": f"{row['_file']}:{row['_line']}"}))
         accepted[split] = kept
 
-    test_inputs = {user_input(rec["messages"]) for _, rec in accepted.get("test", [])}
-    if "train" in accepted and test_inputs:
-        clean = []
-        for row, rec in accepted["train"]:
-            if user_input(rec["messages"]) in test_inputs:
-                quarantine.append(_quarantine("train", row, "leakage", "its input also appears in the test split"))
-            else:
-                clean.append((row, rec))
-        accepted["train"] = clean
+    quarantine += _drop_leakage(accepted)
 
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples, "test": cfg.max_test_samples}
     splits = {}
