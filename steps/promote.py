@@ -88,7 +88,8 @@ def _promotion_lock(model_name: str) -> Path:
 
 
 def _pending(decision: PromotionDecision) -> dict:
-    return decision.model_dump(mode="json") | {"promote": False, "pending": "the stage has not moved yet"}
+    """ZenML merges a dict logged twice under one key, so the later write only overrides these two."""
+    return decision.model_dump(mode="json") | {"promote": False, "stage_moved": False}
 
 
 def _repair_registry(model_name: str, stage: str, current: Optional[ModelVersionResponse]) -> None:
@@ -96,9 +97,9 @@ def _repair_registry(model_name: str, stage: str, current: Optional[ModelVersion
     entry (a version promoted by an older tuneline may lack it) and the alias points at it, or nowhere; a version
     whose promotion was killed after its stage moved gets the decision it was promoted by."""
     recorded = current.run_metadata.get("promotion") if current is not None else None
-    if isinstance(recorded, dict) and recorded.pop("pending", None):
-        log_metadata(metadata={"promotion": recorded | {"promote": True}}, model_name=model_name,
-                     model_version=str(current.number))
+    if isinstance(recorded, dict) and recorded.get("stage_moved") is False:
+        log_metadata(metadata={"promotion": recorded | {"promote": True, "stage_moved": True}},
+                     model_name=model_name, model_version=str(current.number))
         log.warning("repaired a promotion that was interrupted: version %s's decision now says it was promoted",
                     current.name)
     if current is not None and (run_id := current.run_metadata.get("mlflow_run_id")):
@@ -162,7 +163,8 @@ def promote(
             tracking.mirror_registry(version.name, str(version.number), train_run)
         if decision.promote:
             version.set_stage(promotion.target_stage, force=True)
-            log_metadata(metadata={"promotion": decision.model_dump(mode="json")}, infer_model=True)
+            log_metadata(metadata={"promotion": decision.model_dump(mode="json") | {"stage_moved": True}},
+                         infer_model=True)
             if os.environ.get(KILL_ENV):
                 os.kill(os.getpid(), signal.SIGKILL)
             tracking.sync_alias(version.name, promotion.target_stage, str(version.number))

@@ -140,3 +140,32 @@ def test_full_and_read_only_disks_end_with_the_cause(small_disk):
     subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
     code, out, err = finish(start(zenml_dir, SMOKE))
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: the file system is read-only ("), err
+
+
+def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
+    """The decision is recorded as not yet applied until the stage moves; a version found in the stage with that
+    record (killed in between) gets the decision completed by the next promotion."""
+    from zenml import log_metadata
+    from zenml.client import Client
+
+    from runner.first_use import set_up
+    from steps.promote import _pending, _repair_registry
+    from tuneline.promotion import PromotionDecision
+
+    set_up()
+    client = Client()
+    name = "tuneline-trust-pending"
+    client.create_model(name)
+    killed = client.create_model_version(name)
+    decision = PromotionDecision(promote=True, reason="r", reasons=["r"], metric="exact_match", reference="base model",
+                                 candidate=0.6, reference_score=0.1, difference=0.5, ci_low=0.4, ci_high=0.6,
+                                 min_gain=0.0, guards={}, n_examples=10)
+    log_metadata(metadata={"promotion": _pending(decision)}, model_name=name, model_version=killed.name)
+    recorded = client.get_model_version(name, killed.name).run_metadata["promotion"]
+    assert recorded["promote"] is False and recorded["stage_moved"] is False
+    _repair_registry(name, "production", None)  # nothing in the stage: nothing to complete
+    assert client.get_model_version(name, killed.name).run_metadata["promotion"]["promote"] is False
+    killed.set_stage("production", force=True)  # killed right after this
+    _repair_registry(name, "production", client.get_model_version(name, "production"))
+    repaired = client.get_model_version(name, killed.name).run_metadata["promotion"]
+    assert repaired["promote"] is True and repaired["stage_moved"] is True

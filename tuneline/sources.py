@@ -157,5 +157,5 @@ def _from_hub_or_mirror(dataset_id: str) -> dict[str, list[dict]]:
         folder = mirror / "datasets" / dataset_id
         if not folder.is_dir():
             raise DataError(f"data.source '{dataset_id}': hub unreachable and no mirror copy at {folder}") from None
-        log.info("hub unreachable (%s); reading %s", err, folder)
+        say_fallback_once(log, "hub unreachable (%s); reading %s", err, folder)
         return _from_folder(folder)
