@@ -251,8 +251,10 @@ def _run_mode(args: argparse.Namespace, config, zenml_config: dict) -> int:
         print(render_eval(runs.launch_evaluate(config, zenml_config, args.model_version, enable_cache=cache)))
         return 0
     if args.prepare_only:
-        report, error = runs.launch_prepare(config, zenml_config, enable_cache=cache)
+        report, error, quarantine = runs.launch_prepare(config, zenml_config, enable_cache=cache)
         print(render_data_report(report))
+        if report.reason_totals():
+            print(f"quarantined rows, each with its file, line and reason: {quarantine}")
         if error:
             print(f"error: {error}", file=sys.stderr)
         return 1 if error else 0

@@ -132,8 +132,10 @@ def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
     return None if schedule else collect(run.id)
 
 
-def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True) -> tuple[DataReport, str | None]:
-    """Only the data steps; no model version is created. Returns the report and the gate's message, if it failed."""
+def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
+                   ) -> tuple[DataReport, str | None, str]:
+    """Only the data steps; no model version is created. Returns the report, the gate's message if it failed, and
+    where the quarantined rows are."""
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
     error, started = None, None
     try:
@@ -146,7 +148,9 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     step = run.steps.get("prepare_dataset")
     if step is None or step.status not in (ExecutionStatus.COMPLETED, ExecutionStatus.CACHED):
         raise PipelineFailed(error or "prepare_dataset did not run")
-    return step.outputs["data_report"][0].load(), error
+    quarantine = step.outputs["quarantine"][0]
+    where = f"artifact 'quarantine' version {quarantine.version} at {quarantine.uri}"
+    return step.outputs["data_report"][0].load(), error, where
 
 
 def model_name_of(config: TunelineConfig, zenml_config: dict) -> str:

@@ -47,7 +47,7 @@ def render_table(s: RunSummary) -> str:
     lines += [
         "",
         f"data: {used} rows used; quarantined: {s.quarantined or 'none'}",
-        f"test examples scored: {s.n_test_examples}",
+        f"test examples scored: {s.n_test_examples} (distinct inputs; evaluation.max_samples caps them)",
         f"model: {s.model_name} version {s.model_version} -> stage: {s.stage or 'none'}",
         f"promotion: {'PROMOTED' if s.promoted else 'not promoted'} ({s.promotion_reason})",
         f"zenml run: {s.zenml_run_name} ({s.zenml_run_id})",
@@ -65,6 +65,11 @@ def render_data_report(report) -> str:
     lines = [f"{'split':<12} {'input':>7} {'accepted':>9} {'quarantined':>12} {'truncated':>10} {'used':>7}", "-" * 62]
     for split, c in report.splits.items():
         lines.append(f"{split:<12} {c.input:>7} {c.accepted:>9} {c.quarantined:>12} {c.truncated:>10} {c.used:>7}")
+    if report.distinct_inputs:
+        lines.append("distinct inputs among rows used: "
+                     + ", ".join(f"{s} {n}" for s, n in report.distinct_inputs.items()))
+    if report.conflicts:
+        lines.append(f"inputs with different answers: {report.conflicts} (first: rows {report.conflict_example})")
     lines += [report.origins(), ""]
     for split, reasons in report.reasons.items():
         for reason, n in reasons.items():

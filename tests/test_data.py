@@ -263,3 +263,22 @@ def test_leaked_test_input_carved_into_validation_is_quarantined(tmp_path, tiny_
     for counts in report.splits.values():
         assert counts.accepted + counts.quarantined == counts.input
     assert report.splits["validation"].input == len(carved) == report.splits["validation"].quarantined
+
+
+@pytest.mark.parametrize("mode", ["report", "quarantine"])
+def test_one_input_with_contradictory_answers_is_reported_or_quarantined(tmp_path, tiny_tokenizer, mode):
+    """Issue 27: ten rows of one corpus gave one input two answers and passed unreported."""
+    rows = [{"target": f"Game {i} is fun.", "meaning_representation": f"inform(name[Game {i}])"} for i in range(30)]
+    rows += [{"target": "Game 3 is fun.", "meaning_representation": "give_opinion(name[Game 3])"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = DataConfig(source=str(path), conflicts=mode, max_reject_fraction=1.0)
+    prepared = prepare(load_splits(cfg), cfg, tiny_tokenizer)
+    report = prepared.report
+    assert report.conflicts == 1 and report.conflict_example.count(f"{path.name}:") == 2
+    conflict_rows = [q for q in prepared.quarantine if q["reason"] == "conflict"]
+    assert len(conflict_rows) == (2 if mode == "quarantine" else 0)
+    for split, c in report.splits.items():
+        assert c.accepted + c.quarantined == c.input
+    used = sum(len(r) for r in prepared.splits.values())
+    assert sum(report.distinct_inputs.values()) == used - (mode == "report")  # the two rows share one input

@@ -30,7 +30,10 @@ class DataConfig(_Section):
         "gem/viggo",
         description="Hub dataset id, a .jsonl/.json/.csv/.parquet file, a folder of split files, or 'synthetic:viggo'.",
     )
-    task: TaskName = "viggo"
+    task: TaskName = Field(
+        "viggo", description="How answers become fields for metrics: 'viggo' (act and slots), 'json' (a JSON "
+        "answer's flattened paths), 'text' (ROUGE and exact string match only).",
+    )
     format: DataFormat = Field("auto", description="Row format; 'auto' detects it per row from the keys present.")
     input_field: str = Field("target", description="For format 'fields': the user message.")
     output_field: str = Field("meaning_representation", description="For format 'fields': the answer.")
@@ -40,10 +43,12 @@ class DataConfig(_Section):
         "empty system turn: the fewest tokens, and it keeps out the default prompt some chat templates add when "
         "there is none (SmolLM2's is 16 tokens).",
     )
-    max_train_samples: int | None = Field(None, ge=1)
-    max_validation_samples: int | None = Field(None, ge=1)
-    max_test_samples: int | None = Field(None, ge=1)
-    seed: int = 42
+    max_train_samples: int | None = Field(None, ge=1, description="Seeded sample of the accepted train rows.")
+    max_validation_samples: int | None = Field(
+        None, ge=1, description="Seeded sample of the accepted validation rows.")
+    max_test_samples: int | None = Field(None, ge=1, description="Seeded sample of the accepted test rows.")
+    seed: int = Field(42, description="Seed of the made splits and the samples: the same rows are held out "
+                      "every run.")
     max_seq_len: int = Field(256, ge=16, description="Token limit for one rendered conversation.")
     overlong: Literal["quarantine", "truncate"] = Field(
         "quarantine", description="Rows over max_seq_len: quarantine them, or cut the start of the prompt."
@@ -51,13 +56,21 @@ class DataConfig(_Section):
     max_reject_fraction: float = Field(
         0.05, ge=0.0, le=1.0, description="Fail the run when more than this share of input rows is quarantined."
     )
+    conflicts: Literal["report", "quarantine"] = Field(
+        "report", description="One input with different answers: count it in the data report, or also quarantine "
+        "all its rows (reason `conflict`). A data-to-text corpus with several references per input has such "
+        "inputs by design.",
+    )
 
 
 class ModelConfig(_Section):
     """The base model: hub id, local folder, .gguf file, or 'tiny-random' (built locally)."""
 
-    base: str = "HuggingFaceTB/SmolLM2-135M-Instruct"
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    base: str = Field("HuggingFaceTB/SmolLM2-135M-Instruct", description="The model the adapter is trained on.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="Weights' dtype; training in bfloat16 or float16 needs CUDA. Generation on a "
+        "CPU runs in float32.",
+    )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="QLoRA: load the frozen base in 4- or 8-bit through bitsandbytes (CUDA only)."
     )
@@ -75,10 +88,13 @@ class ModelConfig(_Section):
 
 
 class LoraConfig(_Section):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    r: int = Field(16, ge=1, description="LoRA rank: the adapter matrices' inner dimension.")
+    alpha: int = Field(32, ge=1, description="LoRA scaling: the adapter's update is multiplied by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the adapter's input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names LoRA wraps; the default is every attention and MLP projection.",
+    )
     last_layers: int | None = Field(
         None, ge=1, description="Adapt only the last N decoder layers (None: all). The backward pass stops at the "
         "first adapted layer, so each step costs less; on a CPU budget that buys more examples.",
@@ -86,21 +102,24 @@ class LoraConfig(_Section):
 
 
 class TrainingConfig(_Section):
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, description="Passes over the training rows; fractions allowed.")
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    logging_steps: int = Field(10, ge=1)
-    seed: int = 42
+    learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate, reached after a linear warmup.")
+    batch_size: int = Field(8, ge=1, description="Rows per batch. Rows per optimizer step: batch_size times "
+                            "gradient_accumulation_steps times num_processes.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of the steps spent on the warmup.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
+    lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after the warmup.")
+    logging_steps: int = Field(10, ge=1, description="Training loss logged (and sent to MLflow) every N steps.")
+    seed: int = Field(42, description="Seed of the adapter's initialization, dropout and batch order.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
     packing: bool = Field(
-        False, description="Pack each batch into rows of max_seq_len tokens (attention never crosses examples) "
-        "instead of padding it to its longest row. Batches are grouped by length either way, which leaves "
-        "little padding on short single-turn rows; packing pays off when lengths in a batch differ widely."
+        False, description="Pack each batch's examples into rows (positions restart per example; attention never "
+        "crosses examples): one padding-free row under flash attention, rows no longer than the batch's longest "
+        "example otherwise. False: pad each batch to its longest row. Batches are grouped by length either way, "
+        "which leaves little padding on short single-turn rows; packing pays off when lengths differ widely."
     )
     gradient_checkpointing: bool | None = Field(
         None, description="Trade compute for memory: recompute activations. Default: on for QLoRA (a quantized "
@@ -151,7 +170,8 @@ class PromptedBaseline(_Section):
     input. What fine-tuning must beat to be worth it; with no production version, promotion compares against the
     stronger of the base model and this."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Score it beside base and tuned; false: promotion compares with "
+                          "the base model alone.")
     shots: int = Field(3, ge=0, le=32, description="Training examples shown before each test input.")
     instruction: str | None = Field(
         None, description="The system turn; None: one derived from the task (tuneline/baseline.py).")
@@ -161,7 +181,8 @@ class PromptedBaseline(_Section):
 class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
     batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
-    max_new_tokens: int = Field(96, ge=1)
+    max_new_tokens: int = Field(96, ge=1, description="Answer length cap in tokens; generation stops at EOS "
+                                "before it.")
     constrained: bool = Field(
         False, description="Decode under the task's grammar (xgrammar): viggo answers use only the acts and slot "
         "names of the training answers, json answers are JSON; every answer parses. Scored and compared apart "
@@ -171,8 +192,9 @@ class EvaluationConfig(_Section):
         None, ge=16, description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
         "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."
     )
-    json_match: JsonMatch = Field(default_factory=JsonMatch)
-    prompted_baseline: PromptedBaseline = Field(default_factory=PromptedBaseline)
+    json_match: JsonMatch = Field(default_factory=JsonMatch, description="Task json: when two leaf values are equal.")
+    prompted_baseline: PromptedBaseline = Field(
+        default_factory=PromptedBaseline, description="The base model prompted with a few examples.")
 
 
 class PromotionConfig(_Section):
@@ -180,15 +202,17 @@ class PromotionConfig(_Section):
     `min_gain`, and no guarded metric drops by more than `tolerance`. The reference is the current version in
     `target_stage`, or, when there is none, the stronger of the base model and the prompted base model."""
 
-    primary_metric: str = "exact_match"
+    primary_metric: str = Field("exact_match", description="The metric whose interval decides; any testable "
+                                "metric of data.task (checked at load time).")
     min_gain: float = Field(0.0, ge=0.0, description="The interval's lower bound must exceed this.")
     guarded_metrics: list[str] = Field(["f1.*"], description="'f1.*' means every field's F1.")
     tolerance: float = Field(0.02, ge=0.0, description="Largest drop allowed in a guarded metric.")
     min_support: int = Field(10, ge=1, description="'f1.*' guards only fields the scored references hold at least "
                              "this often; with fewer, one flipped example moves a field's F1 by more than tolerance.")
-    bootstrap_samples: int = Field(2000, ge=100)
-    seed: int = 0
-    target_stage: Literal["production", "staging"] = "production"
+    bootstrap_samples: int = Field(2000, ge=100, description="Paired bootstrap resamples of the test examples.")
+    seed: int = Field(0, description="Seed of the bootstrap resamples.")
+    target_stage: Literal["production", "staging"] = Field(
+        "production", description="The stage a winning version moves to, and whose version it must beat.")
 
 
 class ServingConfig(_Section):
@@ -228,9 +252,12 @@ class ServingConfig(_Section):
 class TunelineConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
-    lora: LoraConfig = LoraConfig()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    lora: LoraConfig = Field(LoraConfig(), description="The LoRA adapter trained on the frozen base model.")
+    training: TrainingConfig = Field(
+        TrainingConfig(), description="The train_lora step: length, optimizer, batches, kernels, checkpoints.")
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="How the evaluate steps and promotion's re-scoring generate and score "
+        "answers on the test split; serving generates the same way.")
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
 

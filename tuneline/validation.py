@@ -4,7 +4,8 @@ Order of checks: unreadable (`encoding`, `unparseable`), format problems (`missi
 `invalid_field`, `invalid_role`), an answer the task's parser cannot read (`bad_reference`), `template_mismatch`,
 length (`too_long`, or truncated and counted), exact
 duplicates across all splits (`duplicate`; the test copy is kept), then `leakage`: a train or validation row whose
-normalized user input also appears in test. Accepted + quarantined = input for every split; nothing is lost.
+normalized user input also appears in test, then inputs with different answers (counted; quarantined as
+`conflict` with data.conflicts: quarantine). Accepted + quarantined = input for every split; nothing is lost.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ class DataReport(BaseModel):
     chat_template_fallback: bool
     reject_fraction: float
     max_reject_fraction: float
+    distinct_inputs: dict[str, int] = {}  # split -> distinct user inputs among the rows used
+    conflicts: int = 0  # inputs with more than one distinct answer, over all splits
+    conflict_example: str | None = None  # the first such input's rows, as file:line
 
     @property
     def passed(self) -> bool:
@@ -132,6 +136,32 @@ def _drop_leakage(accepted: dict[str, list[tuple[dict, dict]]]) -> list[dict]:
     return leaked
 
 
+def _answers_by_input(accepted: dict[str, list[tuple[dict, dict]]]) -> dict[str, list[tuple[str, dict, dict]]]:
+    by_input: dict[str, list[tuple[str, dict, dict]]] = {}
+    for split, kept in accepted.items():
+        for row, rec in kept:
+            by_input.setdefault(user_input(rec["messages"]), []).append((split, row, rec))
+    return by_input
+
+
+def _conflicts(accepted: dict[str, list[tuple[dict, dict]]], quarantine: bool) -> tuple[list[str], list[dict]]:
+    """Inputs whose rows give different answers (whitespace aside), as `file:line, file:line` each; with
+    `quarantine`, all their rows leave `accepted` (which answer is right is not ours to guess)."""
+    found, entries, dropped = [], [], set()
+    for rows in _answers_by_input(accepted).values():
+        answers = {" ".join(rec["messages"][-1]["content"].split()) for _, _, rec in rows}
+        if len(answers) < 2:
+            continue
+        found.append(", ".join(rec["source"] for _, _, rec in rows))
+        if quarantine:
+            dropped |= {id(rec) for _, _, rec in rows}
+            entries += [_quarantine(split, row, "conflict", f"{len(answers)} different answers for one input: "
+                                    f"{found[-1]}") for split, row, _ in rows]
+    for split in accepted if dropped else ():
+        accepted[split] = [(row, rec) for row, rec in accepted[split] if id(rec) not in dropped]
+    return found, entries
+
+
 def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fallback: bool = False) -> Prepared:
     quarantine: list[dict] = []
     counts = {split: SplitCounts(input=len(rows)) for split, rows in raw.items()}
@@ -170,6 +200,8 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
         accepted[split] = kept
 
     quarantine += _drop_leakage(accepted)
+    conflicts, conflicting = _conflicts(accepted, cfg.conflicts == "quarantine")
+    quarantine += conflicting
 
     caps = {"train": cfg.max_train_samples, "validation": cfg.max_validation_samples, "test": cfg.max_test_samples}
     splits = {}
@@ -202,6 +234,9 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
         chat_template_fallback=template_fallback,
         reject_fraction=len(quarantine) / total_in if total_in else 0.0,
         max_reject_fraction=cfg.max_reject_fraction,
+        distinct_inputs={s: len({user_input(rec["messages"]) for rec in rows}) for s, rows in splits.items()},
+        conflicts=len(conflicts),
+        conflict_example=conflicts[0] if conflicts else None,
     )
     missing = [s for s in ("train", "test") if not splits.get(s)]
     if missing and report.passed:
