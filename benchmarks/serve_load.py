@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         drive(url, key, inputs, f"batches of {args.batch}", args.batch, args.clients, args.seconds).row(),
     ]
     if args.switch_to:
-        from runner.launch import model_name_of
+        from runner.versions import model_name_of
 
         during, undo = switcher(model_name_of(config, zenml_config), args.switch_to, args.seconds / 3)
         try:

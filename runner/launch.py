@@ -17,6 +17,7 @@ from runner.cache_guard import expire_damaged_cache
 from runner.failures import cause_in_text, root_cause
 from runner.first_use import set_up
 from runner.summary import RunSummary
+from runner.versions import adapter_of, model_name_of, with_model_name
 from tuneline.config import ModelConfig, TunelineConfig
 from tuneline.evaluation import EvalResult
 from tuneline.modeling import DeviceError, pick_device
@@ -125,7 +126,7 @@ def finetune_params(config: TunelineConfig) -> dict:
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,
            schedule: Schedule | None = None) -> RunSummary | None:
     """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
-    zenml_config = {"model": {"name": f"tuneline-{config.data.task}"}, **zenml_config}
+    zenml_config = with_model_name(config, zenml_config)
     check_lineage(zenml_config["model"]["name"], config)
     params = finetune_params(config) | {"resume": resume}
     run = _run(finetune, zenml_config, enable_cache, params, schedule)
@@ -151,22 +152,6 @@ def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: boo
     quarantine = step.outputs["quarantine"][0]
     where = f"artifact 'quarantine' version {quarantine.version} at {quarantine.uri}"
     return step.outputs["data_report"][0].load(), error, where
-
-
-def model_name_of(config: TunelineConfig, zenml_config: dict) -> str:
-    return zenml_config.get("model", {}).get("name", f"tuneline-{config.data.task}")
-
-
-def adapter_of(model_name: str, version: str) -> tuple[str, str]:
-    """(version name, id of its `lora_adapter` artifact version) for a version number, name or stage."""
-    try:
-        mv = Client().get_model_version(model_name, version)
-    except KeyError:
-        raise PipelineFailed(f"model '{model_name}' has no version '{version}'") from None
-    adapter = mv.get_artifact("lora_adapter")
-    if adapter is None:
-        raise PipelineFailed(f"model '{model_name}' version {mv.name} has no 'lora_adapter' artifact")
-    return mv.name, str(adapter.id)
 
 
 def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, enable_cache: bool = True) -> EvalResult:

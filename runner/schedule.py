@@ -82,10 +82,11 @@ def create(config: TunelineConfig, zenml_config: dict, cron: str, enable_cache: 
 
     from runner import launch
     from runner.first_use import set_up
+    from runner.versions import model_name_of
 
     set_up()
     check_stack()
-    name = f"{launch.model_name_of(config, zenml_config)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
+    name = f"{model_name_of(config, zenml_config)}-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     launch.launch(config, zenml_config, enable_cache, schedule=Schedule(name=name, cron_expression=cron))
     return Client().get_schedule(name)
 

@@ -22,7 +22,7 @@ from zenml.models import DeploymentResponse
 
 from pipelines import extract
 from runner.first_use import set_up
-from runner.launch import adapter_of, model_name_of
+from runner.versions import adapter_of, model_name_of
 from runner.stack import ensure_deployer
 from steps.serve import guard_requests, start_serving, stop_serving
 from tuneline.config import ServingConfig, TunelineConfig
@@ -142,7 +142,11 @@ def _log_tail(name: str) -> str:
 
 def stop(config: TunelineConfig, zenml_config: dict) -> str:
     name = deployment_name(config, zenml_config)
-    Client().delete_deployment(name, force=True)
+    set_up()
+    try:
+        Client().delete_deployment(name, force=True)
+    except KeyError:
+        raise DeployFailed(f"nothing to stop: no deployment named '{name}' (see `zenml deployment list`)") from None
     return name
 
 
