@@ -58,9 +58,9 @@ def evaluate(
     )
     tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
                          f"{label}.constrained": result.constrained})
-    tracking.log_metrics(result.metrics, prefix=f"{label}.")
+    tracking.log_metrics(result.metrics, prefix=label)
     tracking.log_metrics({"examples_per_second": result.examples_per_second,
-                          "latency_ms_per_example": result.latency_ms_per_example}, prefix=f"{label}.")
+                          "latency_ms_per_example": result.latency_ms_per_example}, prefix=label)
     tracking.log_text(eval_html(result), f"eval/{label}_report.html")
     tracking.log_text(calibration_svg(result.predictions), f"eval/{label}_calibration.svg")
     tracking.log_text(

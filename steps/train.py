@@ -51,7 +51,7 @@ def train_lora(
                    model=model, lora=lora, training=training, resume=resume)
     run_training = train_distributed if training.num_processes > 1 else train_in_process
     result = run_training(
-        job, on_metrics=lambda step, values: tracking.log_metrics(values, step=step, prefix="train."),
+        job, on_metrics=tracking.log_training_curves,
         on_checkpoint=mirror.push,
     )
     mirror.clear()
@@ -64,8 +64,10 @@ def train_lora(
         "eval_loss": result.eval_loss,
         "train_seconds": round(result.seconds, 1),
         "tokens_per_second": round(result.tokens_per_second, 1),
+        "rows_per_second": round(result.rows_per_second, 2),
+        "steps_per_second": round(result.steps_per_second, 3),
         "train_examples": len(train),
         "resumed_from_step": result.resumed_from_step,
     }
-    tracking.log_metrics({k: v for k, v in summary.items() if v is not None}, prefix="train.")
+    tracking.log_training_result(result)
     return LoraAdapter(path=str(result.adapter_dir), base_model=model.base, train_summary=summary)

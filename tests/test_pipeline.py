@@ -107,6 +107,8 @@ def test_model_version_stage_and_metadata(runs):
 def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
     from mlflow.tracking import MlflowClient
 
+    from tuneline.tracking import metric_key
+
     first = runs[0]
     client = MlflowClient(tracking_uri=first["mlflow_tracking_uri"])
     run = client.get_run(first["mlflow_run_id"])
@@ -115,11 +117,11 @@ def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
     assert run.data.params["data.source"] == "synthetic:viggo"
     assert run.data.params["evaluation.max_samples"] == "16"
     assert run.data.params["promotion.primary_metric"] == "rougeL"
-    curve = client.get_metric_history(run.info.run_id, "train.loss")
+    curve = client.get_metric_history(run.info.run_id, metric_key("train", "loss"))
     assert len(curve) == 120 // 5 and curve[-1].step == 120
     for label in ("base", "tuned"):
         for metric in ("exact_match", "slot_accuracy", "act_accuracy", "rougeL"):
-            assert run.data.metrics[f"{label}.{metric}"] == pytest.approx(first[f"{label}_metrics"][metric])
+            assert run.data.metrics[metric_key(label, metric)] == pytest.approx(first[f"{label}_metrics"][metric])
     paths = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
     assert "adapter/adapter_config.json" in paths
     evals = {a.path for a in client.list_artifacts(run.info.run_id, "eval")}

@@ -5,13 +5,42 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tuneline.train_job import TrainResult
+
+
+# The experiment's kind in MLflow 3: model training (runs and their charts), not a GenAI app (a traces dashboard,
+# runs as "Evaluation runs"). The value is the one MLflow's UI writes when a user picks "Machine learning".
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+_marked: set[tuple[str, str]] = set()
 
 
 def _run():
+    """The active MLflow run or None; its experiment is marked as model training on first use."""
     import mlflow
 
-    return mlflow.active_run()
+    run = mlflow.active_run()
+    if run is not None:
+        _mark_experiment_kind(run.info.experiment_id)
+    return run
+
+
+def _mark_experiment_kind(experiment_id: str) -> None:
+    """Tag the experiment as model training, once per store and experiment: UIs that read the tag then open it with
+    runs and charts. MLflow 3.17's own UI decides by its sidebar switch instead (kept in the browser, GenAI unless
+    changed) or the address: `<server>/#/experiments/<id>/runs?workflowType=machine_learning`."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    key = (mlflow.get_tracking_uri(), experiment_id)
+    if key in _marked:
+        return
+    client = MlflowClient()
+    if client.get_experiment(experiment_id).tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    _marked.add(key)
 
 
 def log_params(params: dict[str, Any]) -> None:
@@ -29,11 +58,43 @@ def log_sections(**sections) -> None:
         log_params({f"{name}.{k}": v for k, v in flatten(section).items()})
 
 
+# MLflow's chart view puts a run's charts in sections named by what comes before a key's last '/', the sections in
+# alphabetical order and keys without a '/' last, under "Model metrics" (mlflow/server/js, RunsChartsCardConfig
+# .getBaseChartAndSectionConfigs and .extractChartSectionName). Numbering the sections puts the training curves
+# first and the tuned model's scores before the baselines', not `base` (all zeros on a new task) before all else.
+SECTION_ORDER = ("train", "throughput", "tuned", "base", "prompted", "promotion", "data")
+
+
+def metric_key(section: str, name: str) -> str:
+    """`<n>_<section>/<name>`, n the section's place in SECTION_ORDER; other sections (`v3`, a version scored on
+    its own) are `<section>/<name>`, after the numbered ones."""
+    section = section.rstrip("./")
+    if section in SECTION_ORDER:
+        section = f"{SECTION_ORDER.index(section) + 1}_{section}"
+    return f"{section}/{name}" if section else name
+
+
 def log_metrics(metrics: dict[str, float], step: int | None = None, prefix: str = "") -> None:
-    if _run():
+    """`prefix` names the section (`train` or `train.`), see `metric_key`. Without a step MLflow logs step 0."""
+    if metrics and _run():
         import mlflow
 
-        mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+        mlflow.log_metrics({metric_key(prefix, k): float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_training_curves(step: int, values: dict[str, float]) -> None:
+    """The training's `on_metrics` hook: what the Trainer logs per step (loss, eval_loss, learning_rate, ...)."""
+    log_metrics(values, step=step, prefix="train")
+
+
+def log_training_result(result: TrainResult) -> None:
+    """The run's totals and rates, once, without a step (MLflow draws them as bars, to compare runs). None has a
+    curve's name: that would add a point at step 0 to the curve (the last `eval_loss` is the curve's last point)."""
+    totals = {"mean_loss": result.train_loss, "resumed_from_step": result.resumed_from_step}
+    log_metrics({k: v for k, v in totals.items() if v is not None}, prefix="train")
+    log_metrics({"rows_per_second": result.rows_per_second, "tokens_per_second": result.tokens_per_second,
+                 "steps_per_second": result.steps_per_second, "seconds": result.seconds, "rows": result.rows,
+                 "tokens": result.tokens, "steps": result.steps}, prefix="throughput")
 
 
 def log_dir(path: Path | str, artifact_path: str) -> None:
@@ -51,7 +112,7 @@ def log_text(text: str, artifact_file: str) -> None:
 
 
 def log_loss_curve(history: list[dict], artifact_file: str = "training/loss_curve.png") -> None:
-    """A picture of the loss per logging step, next to the per-step `train.loss` metric."""
+    """A picture of the loss per logging step, next to the per-step `1_train/loss` metric."""
     if not _run() or not history:
         return
     import matplotlib

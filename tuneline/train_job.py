@@ -64,7 +64,8 @@ class TrainResult:
     eval_loss: float | None = None
     train_loss: float | None = None
     steps: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # in the Trainer's loop, evaluations during it included (a resumed run: its own part)
+    rows: int = 0  # training rows all processes saw in those seconds (by the mean rows per batch)
     target_tokens: int = 0
     tokens: int = 0
     resumed_from: str | None = None
@@ -73,6 +74,18 @@ class TrainResult:
     def resumed_from_step(self) -> int | None:
         return int(self.resumed_from.rsplit("-", 1)[1]) if self.resumed_from else None
 
+    def _rate(self, count: float) -> float:
+        return count / self.seconds if self.seconds else 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self._rate(self.rows)
+
     @property
     def tokens_per_second(self) -> float:
-        return self.tokens / self.seconds if self.seconds else 0.0
+        return self._rate(self.tokens)
+
+    @property
+    def steps_per_second(self) -> float:
+        """Optimizer steps: each is gradient_accumulation_steps batches on each process."""
+        return self._rate(self.steps - (self.resumed_from_step or 0))

@@ -61,11 +61,19 @@ def trainer_class():
     return AnswerLossTrainer
 
 
+# What the Trainer logs once, at the end of a run or an evaluation, that is not a curve. Its rates count dataset
+# items as samples, and ours are prebuilt batches (so `train_samples_per_second` is batches/s); `TrainResult` has
+# rates named for what they count. `train_loss`, the run's mean loss, is in the run's summary. `epoch` comes with
+# every log: it goes to the hook with the training loss only, one point per logging step.
+NOT_CURVES = ("train_loss", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
+              "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+
+
 def progress_callback(hook: MetricsHook | None, on_checkpoint: CheckpointHook | None):
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
-        """Step, loss and ETA in the log, every logged value to the hook (e.g. MLflow), each checkpoint to its own."""
+        """Step, loss and ETA in the log, the logged curves to the hook (e.g. MLflow), each checkpoint to its own."""
 
         def on_save(self, args, state, control, **kw):
             if on_checkpoint:
@@ -86,8 +94,9 @@ def progress_callback(hook: MetricsHook | None, on_checkpoint: CheckpointHook | 
                 )
             if "eval_loss" in logs:
                 log.info("step %d/%d  eval_loss %.4f", state.global_step, state.max_steps, logs["eval_loss"])
-            if hook and logs:
-                hook(state.global_step, logs)
+            curves = {k: v for k, v in logs.items() if k not in NOT_CURVES and (k != "epoch" or "loss" in logs)}
+            if hook and curves:
+                hook(state.global_step, curves)
 
     return Progress()
 

@@ -63,6 +63,18 @@ def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_c
     return trainer
 
 
+def final_eval_loss(trainer) -> float | None:
+    """The returned adapter's validation loss. An evaluation at the last step already measured it, unless the best
+    checkpoint was loaded at the end; `trainer.evaluate` logs its result through the callbacks (the hook's
+    `eval_loss` curve), so it runs only when needed and the curve gets no second point at the last step."""
+    if not trainer.eval_dataset:
+        return None
+    last = next((h for h in reversed(trainer.state.log_history) if "eval_loss" in h), None)
+    if last and last["step"] == trainer.state.global_step and not trainer.args.load_best_model_at_end:
+        return last["eval_loss"]
+    return trainer.evaluate()["eval_loss"]
+
+
 def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None, resumed_from: str | None,
             tokenizer) -> TrainResult:
     adapter_dir = job.output_dir / "adapter"
@@ -83,6 +95,7 @@ def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None
         train_loss=out.training_loss,
         steps=trainer.state.global_step,
         seconds=seconds,
+        rows=round(seen),
         tokens=int(seen * avg_len),
         target_tokens=int(seen * avg_target),
         resumed_from=resumed_from,
@@ -91,7 +104,7 @@ def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None
 
 def train_lora(job: TrainJob, on_metrics: MetricsHook | None = None,
                on_checkpoint: CheckpointHook | None = None) -> TrainResult:
-    """Train an adapter into `job.output_dir/adapter`. `on_metrics` gets every logged value (e.g. for MLflow);
+    """Train an adapter into `job.output_dir/adapter`. `on_metrics` gets the logged curves (e.g. for MLflow);
     with `training.save_steps`, each checkpoint is handed to `on_checkpoint` (e.g. to mirror it)."""
     from transformers import set_seed
 
@@ -115,7 +128,4 @@ def train_lora(job: TrainJob, on_metrics: MetricsHook | None = None,
     start = time.monotonic()
     out = trainer.train(resume_from_checkpoint=resumed_from)
     seconds = time.monotonic() - start
-    eval_loss = trainer.evaluate()["eval_loss"] if trainer.eval_dataset else None
-    if on_metrics and eval_loss is not None:
-        on_metrics(trainer.state.global_step, {"eval_loss": eval_loss})
-    return _result(job, trainer, out, seconds, eval_loss, resumed_from, tokenizer)
+    return _result(job, trainer, out, seconds, final_eval_loss(trainer), resumed_from, tokenizer)
