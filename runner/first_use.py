@@ -4,9 +4,6 @@ Two first runs at once race to create the same SQLite files, and a run killed wh
 leaves a half-made database that every later run trips on. So all of it runs under one file lock in ZenML's config
 folder, and each SQLite store is built (or upgraded) under a temporary name and renamed into place: its real path
 holds a complete store or nothing. A half-made store left by an older tuneline is moved aside, with a message.
-
-Tests only: TUNELINE_TEST_PAUSE_FIRST_USE=<seconds> sleeps while the MLflow store is half-made (tables created,
-migrations not yet run), so a test can SIGKILL the run at exactly that moment.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from tuneline.file_lock import file_lock
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "tuneline-first-use.lock"
-PAUSE_ENV = "TUNELINE_TEST_PAUSE_FIRST_USE"
 
 
 class FirstUseError(RuntimeError):
@@ -111,8 +107,6 @@ def _ensure_mlflow_store(tracking_uri: str) -> None:
         engine = sqlalchemy.create_engine(f"sqlite:///{tmp}")
         if not _tables(tmp):
             InitialBase.metadata.create_all(engine)
-            if os.environ.get(PAUSE_ENV):
-                time.sleep(float(os.environ[PAUSE_ENV]))
         db._upgrade_db(engine)
         engine.dispose()
 

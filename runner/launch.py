@@ -18,10 +18,10 @@ from runner.failures import cause_in_text, root_cause
 from runner.first_use import set_up
 from runner.summary import RunSummary
 from runner.versions import adapter_of, model_name_of, with_model_name
+from steps.registry import lineage_problem
 from tuneline.config import ModelConfig, TunelineConfig
 from tuneline.evaluation import EvalResult
 from tuneline.modeling import DeviceError, pick_device
-from tuneline.promotion import lineage_conflict
 from tuneline.validation import DataReport
 
 log = logging.getLogger(__name__)
@@ -107,13 +107,7 @@ def check_lineage(model_name: str, config: TunelineConfig) -> None:
     """Before any training is paid for: promotion compares a new version with the one in the target stage, so
     both must have learned the same task from the same source."""
     set_up()
-    stage = config.promotion.target_stage
-    try:
-        current = Client().get_model_version(model_name, stage)
-    except KeyError:
-        return
-    if problem := lineage_conflict(f"model '{model_name}' {stage} version {current.name}",
-                                   current.run_metadata.get("raw_data") or {}, config.data.source, config.data.task):
+    if problem := lineage_problem(model_name, config.promotion.target_stage, config.data.source, config.data.task):
         raise LineageConflict(problem)
 
 

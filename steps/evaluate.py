@@ -24,6 +24,18 @@ def select_examples(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annot
     return ChatDataset(splits=eval_examples(dataset.splits, evaluation))
 
 
+def score(label: str, task: str, test: list[dict], train: list[dict], model: ModelConfig,
+          evaluation: EvaluationConfig, adapter: Optional[LoraAdapter] = None,
+          shots: Optional[list[dict]] = None) -> EvalResult:
+    """How every model is scored, here and when promote re-scores production: an adapter on its own base (it fits
+    no other), the config's placement, the task's grammar when decoding is constrained (built from `train`)."""
+    return evaluate_model(
+        label, task, resolve_base_model(adapter.base_model if adapter else model.base), test, evaluation,
+        adapter_dir=Path(adapter.path) if adapter else None, dtype=model.dtype, device=model.device,
+        grammar=evaluation_grammar(evaluation.constrained, task, train), shots=shots,
+    )
+
+
 @step(cache_policy=CACHE_POLICY)
 def select_shots(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annotated[ChatDataset, "baseline_shots"]:
     """The prompted baseline's training examples, an artifact of their own so base and tuned evaluations keep
@@ -44,18 +56,8 @@ def evaluate(
     """Run with `substitutions={"label": ...}` so base, prompted and tuned results are separate named artifacts;
     `shots` (from `select_shots`) makes it the prompted baseline."""
     tracking.log_sections(evaluation=evaluation)
-    result = evaluate_model(
-        label,
-        task,
-        resolve_base_model(adapter.base_model if adapter else model.base),  # an adapter fits its own base only
-        examples.splits["test"],
-        evaluation,
-        adapter_dir=Path(adapter.path) if adapter else None,
-        dtype=model.dtype,
-        device=model.device,
-        grammar=evaluation_grammar(evaluation.constrained, task, examples.splits.get("train", [])),
-        shots=shots.splits["shots"] if shots else None,
-    )
+    result = score(label, task, examples.splits["test"], examples.splits.get("train", []), model, evaluation, adapter,
+                   shots=shots.splits["shots"] if shots else None)
     tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
                          f"{label}.constrained": result.constrained})
     tracking.log_metrics(result.metrics, prefix=label)

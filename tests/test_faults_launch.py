@@ -16,9 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--config", "configs/smoke.yaml", "--prepare-only"]
 
 
-def start(zenml_dir: Path, args: list[str], **env) -> subprocess.Popen:
-    environ = os.environ | {"ZENML_CONFIG_PATH": str(zenml_dir)} | env
-    return subprocess.Popen([sys.executable, "run.py", *args], cwd=ROOT, env=environ, text=True,
+def start(zenml_dir: Path, args: list[str], faults: list[str] = ()) -> subprocess.Popen:
+    """run.py, or with `faults` injected by tests/fault_run.py."""
+    environ = os.environ | {"ZENML_CONFIG_PATH": str(zenml_dir)}
+    command = ["tests/fault_run.py", *faults, "--"] if faults else ["run.py"]
+    return subprocess.Popen([sys.executable, *command, *args], cwd=ROOT, env=environ, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
@@ -48,7 +50,7 @@ def run_statuses(zenml_dir: Path) -> list[str]:
 def test_kill_while_mlflow_creates_its_tables_then_next_run_succeeds(tmp_path):
     from mlflow.store.db.utils import _get_latest_schema_revision
 
-    proc = start(tmp_path, SMOKE, TUNELINE_TEST_PAUSE_FIRST_USE="60")
+    proc = start(tmp_path, SMOKE, faults=["pause_first_use=60"])
     wait_for(lambda: list(tmp_path.glob("local_stores/*/mlflow.db*")))  # the store's file appears: tables begin
     os.killpg(proc.pid, signal.SIGKILL)  # the run and anything it forked, as a killed terminal would
     proc.communicate()

@@ -58,10 +58,12 @@ def _env(state: Path, **extra) -> dict:
     return os.environ | {"ZENML_CONFIG_PATH": str(state / "zenml"), "TUNELINE_CACHE": str(state / "cache")} | extra
 
 
-def _smoke(state: Path, name: str, **extra) -> subprocess.Popen:
+def _smoke(state: Path, name: str, *faults: str) -> subprocess.Popen:
+    """run.py on the smoke config, with `faults` injected by tests/fault_run.py."""
+    args = ["--config", "configs/smoke.yaml", "--summary-json", str(state / f"{name}.json")]
     return subprocess.Popen(
-        [sys.executable, "run.py", "--config", "configs/smoke.yaml", "--summary-json", str(state / f"{name}.json")],
-        cwd=ROOT, env=_env(state, **extra), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "tests/fault_run.py", *faults, "--", *args] if faults else [sys.executable, "run.py", *args],
+        cwd=ROOT, env=_env(state), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
 
@@ -85,8 +87,7 @@ def faults(tmp_path_factory):
     state = tmp_path_factory.mktemp("faults")
     # Both pause inside promote after reading production, so without the lock both would compare with the base
     # and both promote. Whichever promotes is killed right after its stage moves, before the MLflow alias follows.
-    pair = [_smoke(state, f"pair{i}", TUNELINE_TEST_PAUSE_PROMOTE="5", TUNELINE_TEST_KILL_AFTER_STAGE="1")
-            for i in range(2)]
+    pair = [_smoke(state, f"pair{i}", "pause_promote=5", "kill_after_stage") for i in range(2)]
     pair_out = [proc.communicate(timeout=600)[0] for proc in pair]
     survivors = [i for i, proc in enumerate(pair) if proc.returncode == 0]
     after_pair = _state(state)

@@ -149,7 +149,7 @@ def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
     from zenml.client import Client
 
     from runner.first_use import set_up
-    from steps.promote import _pending, _repair_registry
+    from steps.registry import pending, reconcile
     from tuneline.promotion import PromotionDecision
 
     set_up()
@@ -160,12 +160,12 @@ def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
     decision = PromotionDecision(promote=True, reason="r", reasons=["r"], metric="exact_match", reference="base model",
                                  candidate=0.6, reference_score=0.1, difference=0.5, ci_low=0.4, ci_high=0.6,
                                  min_gain=0.0, guards={}, n_examples=10)
-    log_metadata(metadata={"promotion": _pending(decision)}, model_name=name, model_version=killed.name)
+    log_metadata(metadata={"promotion": pending(decision)}, model_name=name, model_version=killed.name)
     recorded = client.get_model_version(name, killed.name).run_metadata["promotion"]
     assert recorded["promote"] is False and recorded["stage_moved"] is False
-    _repair_registry(name, "production", None)  # nothing in the stage: nothing to complete
+    reconcile(name, "production", None)  # nothing in the stage: nothing to complete
     assert client.get_model_version(name, killed.name).run_metadata["promotion"]["promote"] is False
     killed.set_stage("production", force=True)  # killed right after this
-    _repair_registry(name, "production", client.get_model_version(name, "production"))
+    reconcile(name, "production", client.get_model_version(name, "production"))
     repaired = client.get_model_version(name, killed.name).run_metadata["promotion"]
     assert repaired["promote"] is True and repaired["stage_moved"] is True
