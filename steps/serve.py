@@ -33,11 +33,13 @@ def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
     client = Client()
 
     def load(version_id: str) -> Extractor:
+        """The version's adapter, and the confidence threshold its finetune run recorded (none before confidences)."""
         mv = client.get_model_version(model_version_name_or_number_or_id=version_id)
         adapter: LoraAdapter = mv.get_artifact("lora_adapter").load()
         return load_extractor(f"{model_name} version {mv.name}", config.data.task,
                               resolve_base_model(adapter.base_model), Path(adapter.path), config.data,
-                              config.evaluation, config.serving, config.model.dtype, config.model.device)
+                              config.evaluation, config.serving, config.model.dtype, config.model.device,
+                              threshold=mv.run_metadata.get("confidence_threshold"))
 
     def latest() -> str:
         return str(client.get_model_version(model_name, version).id)

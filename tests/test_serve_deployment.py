@@ -1,6 +1,7 @@
 """`run.py serve` end to end: the smoke model deployed with ZenML's local deployer on loopback, called over real
-HTTP. Answers equal the offline evaluator's on the same inputs; bad requests get a 422 naming the text and the
-server keeps serving; a 30 MB request is refused at once while /health goes on answering; with a key, calls without
+HTTP. Answers and their confidences equal the offline evaluator's on the same inputs; nonsense and off-task texts
+need review by the threshold the version recorded; bad requests get a 422 naming the text and the server keeps
+serving; a 30 MB request is refused at once while /health goes on answering; with a key, calls without
 it are refused; a missing version fails before any deployment."""
 
 import http.client
@@ -75,9 +76,29 @@ def test_answers_equal_the_offline_evaluators(trained, url):
     assert out["model"] == f"tuneline-smoke version {trained['model_version']}"
     assert [r["answer"] for r in out["results"]] == [p["prediction"] for p in offline.predictions]
     assert [r["parsed"] for r in out["results"]] == [p["parsed"] for p in offline.predictions]
+    assert [r["confidence"] for r in out["results"]] == pytest.approx([p["confidence"] for p in offline.predictions])
 
     status, one = call(url, texts(inputs[0]))  # one text, not a list
     assert status == 200 and one["outputs"]["extractions"]["results"][0]["answer"] == offline.predictions[0]["prediction"]
+
+
+def test_nonsense_and_off_task_texts_need_review(trained, url):
+    """The issue's cases. The smoke model is a random toy, so nothing it writes is sure and its test answers reach
+    no threshold; the reply must show that the rule applied is the one its version recorded, not a default."""
+    from zenml.client import Client
+
+    version = Client().get_model_version(trained["model_name"], trained["model_version"])
+    recorded = version.run_metadata["confidence_threshold"]
+    nonsense = ["qzvx wplkj mrtbn ehfy ucdo", "Simmer the onions in butter before adding the rice.", "hello"]
+    status, reply = call(url, texts(nonsense))
+    assert status == 200 and reply["success"], reply
+    out = reply["outputs"]["extractions"]
+    assert out["threshold"] == recorded | {"source": "auto: the model version's confidence_threshold"}
+    assert recorded["target_precision"] == 0.95 and recorded["n_examples"] > 0
+    for r in out["results"]:
+        assert r["needs_review"] is True and 0 < r["confidence"] <= 1, r
+        assert recorded["min_confidence"] is None or r["confidence"] < recorded["min_confidence"]
+        assert all(r["confidence"] <= c <= 1 for c in r["field_confidence"].values()), r
 
 
 @pytest.mark.parametrize("body, message", [

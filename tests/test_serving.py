@@ -1,6 +1,8 @@
-"""Serving without ZenML: the extractor answers exactly as the offline evaluator does, refuses bad requests with
-a message naming the text, and a followed stage swaps models between requests without failing one. The request
-guard, in front of a small ASGI app, refuses large bodies before reading them and checks texts off the event loop."""
+"""Serving without ZenML: the extractor answers exactly as the offline evaluator does, confidences included, marks
+answers below the version's threshold for review, refuses bad requests with a message naming the text, survives
+concurrent requests on its one tokenizer, and a followed stage swaps models between requests without failing one.
+The request guard, in front of a small ASGI app, refuses large bodies before reading them and checks texts off the
+event loop."""
 
 import asyncio
 import json
@@ -12,7 +14,7 @@ import pytest
 
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
 from tuneline.evaluation import evaluate_model
-from tuneline.serving import ModelSlot, RequestError, load_extractor
+from tuneline.serving import ModelSlot, RequestError, load_extractor, review_rule
 from tuneline.sources import load_splits
 from tuneline.validation import prepare
 
@@ -54,6 +56,85 @@ def test_answers_equal_the_offline_evaluators(extractor, tiny_model_dir, tiny_to
     for r, p in zip(served["results"], offline.predictions):
         assert r["text"] == p["input"] and r["parsed"] == p["parsed"] and r["seconds"] > 0
         assert (r["fields"] is None) == (not r["parsed"])
+        assert r["confidence"] == p["confidence"] and r["field_confidence"] == p["field_confidence"]
+        assert r.get("act_confidence") == p.get("act_confidence") and (r["act"] is None) == ("act_confidence" not in r)
+        assert r["needs_review"] is True, "a version that recorded no threshold: every answer needs review"
+    assert served["threshold"] == {"min_confidence": None, "source": "auto: the model version recorded no threshold"}
+
+
+RECORDED = {"min_confidence": 0.4, "precision": 0.96, "coverage": 0.5, "target_precision": 0.95, "setting": "auto",
+            "n_examples": 150}
+
+
+@pytest.mark.parametrize("setting, recorded, threshold, warning", [
+    ("auto", RECORDED, 0.4, None),
+    ("auto", RECORDED | {"min_confidence": None, "precision": None, "coverage": 0.0}, None, "no confidence threshold"),
+    ("auto", None, None, "recorded no confidence_threshold"),
+    (0.7, RECORDED, 0.7, None),  # a configured threshold wins over the recorded one
+    (0.0, None, 0.0, None),
+])
+def test_the_review_threshold_is_the_versions_or_the_configured(setting, recorded, threshold, warning, caplog):
+    rule = review_rule(ServingConfig(min_confidence=setting), recorded, "tiny v1")
+    assert rule.min_confidence == threshold
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(said) == (warning is not None) and all(warning in m for m in said), said
+    for confidence in (0.0, 0.39, 0.4, 0.69, 0.7, 1.0):
+        assert rule.needs_review(confidence) == (threshold is None or confidence < threshold)
+    shown = rule.as_dict()
+    assert shown["min_confidence"] == threshold and shown["source"]
+    from_version = setting == "auto" and recorded is not None
+    assert shown.get("coverage") == (recorded["coverage"] if from_version else None)
+
+
+def test_another_target_precision_than_recorded_is_said(caplog):
+    rule = review_rule(ServingConfig(target_precision=0.9), RECORDED, "tiny v1")
+    assert rule.min_confidence == 0.4 and "target_precision 0.95, not the configured 0.9" in caplog.text
+
+
+def test_answers_below_the_threshold_need_review(extractor):
+    """A fixed threshold between the answers' confidences: those below it, and only those, need review."""
+    from dataclasses import replace
+
+    texts = ["I like Tetris.", "Portal 2 is a great puzzle game on PlayStation.", "zzkq", "asdf qwerty zxcv"]
+    confidences = sorted(r["confidence"] for r in extractor.extract(texts)["results"])
+    middle = (confidences[1] + confidences[2]) / 2
+    assert confidences[1] < middle < confidences[2]
+    rule = review_rule(ServingConfig(min_confidence=middle), None, "tiny v1")
+    served = replace(extractor, review=rule).extract(texts)
+    assert [r["needs_review"] for r in served["results"]] == [r["confidence"] < middle for r in served["results"]]
+    assert sum(r["needs_review"] for r in served["results"]) == 2
+    assert served["threshold"] == {"min_confidence": middle, "source": "serving.min_confidence"}
+
+
+def test_concurrent_requests_share_the_tokenizer_safely(extractor):
+    """The deployment answers each request in its own thread, all on one fast tokenizer: texts checked while others
+    are padded for generation must neither fail ("Unable to create tensor", "Already borrowed") nor change answers.
+    Short answers in pairs of unequal length, so tokenizing and padding is most of the work: unlocked, this fails."""
+    from dataclasses import replace
+
+    extractor = replace(extractor, evaluation=EvaluationConfig(batch_size=2, max_new_tokens=2))
+    batch = ["Portal 2 is a puzzle game I played on PlayStation."[: 10 + 4 * i] for i in range(8)]
+    alone = [r["answer"] for r in extractor.extract(batch)["results"]]
+    answers, errors = [], []
+
+    def run(work, times):
+        try:
+            for _ in range(times):
+                work()
+        except Exception as err:  # noqa: BLE001 (any failure is what the test counts)
+            errors.append(err)
+
+    def generate():
+        answers.append([r["answer"] for r in extractor.extract(batch)["results"]])
+
+    threads = [threading.Thread(target=run, args=(generate, 20)) for _ in range(3)]
+    threads += [threading.Thread(target=run, args=(lambda: extractor.check(batch), 200)) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[0]
+    assert answers == [alone] * 60
 
 
 def test_fields_are_read_as_written():

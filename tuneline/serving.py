@@ -1,5 +1,6 @@
 """Extraction as a service: a merged model loaded once; each request's texts are checked, generated together in
-the evaluator's batches, and returned with their parsed act and fields.
+the evaluator's batches, and returned with their parsed act and fields, their confidences (tuneline/confidence.py)
+and whether they need review (`ReviewRule`).
 
 `Extractor` knows nothing of HTTP or ZenML: `pipelines/extract.py` serves it as a ZenML deployment, and the
 tests call it directly to show it answers exactly as the offline evaluator does.
@@ -10,9 +11,10 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneline.confidence import answer_confidence
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
 from tuneline.generation import generate_greedy
 from tuneline.tasks import readable_fields
@@ -28,6 +30,42 @@ class RequestError(ValueError):
     """A request the server refuses (HTTP 422); the message says which text and why."""
 
 
+@dataclass(frozen=True)
+class ReviewRule:
+    """An answer needs review when its confidence is below `min_confidence`; None: every answer does (no threshold
+    is known to be safe). `recorded` is the model version's `confidence_threshold` metadata when that set it, so a
+    client sees the test-set precision and coverage the threshold stands for."""
+
+    min_confidence: float | None
+    source: str
+    recorded: dict = field(default_factory=dict)
+
+    def needs_review(self, confidence: float) -> bool:
+        return self.min_confidence is None or confidence < self.min_confidence
+
+    def as_dict(self) -> dict:
+        return self.recorded | {"min_confidence": self.min_confidence, "source": self.source}
+
+
+def review_rule(serving: ServingConfig, recorded: dict | None, label: str) -> ReviewRule:
+    """`serving.min_confidence` for `label`'s answers. 'auto' takes the threshold the version recorded, measured on
+    its own test predictions (steps/evaluate.py); a version without one (trained before confidences were recorded)
+    gets the safe rule: every answer is marked for review, and the log says so once."""
+    if serving.min_confidence != "auto":
+        return ReviewRule(float(serving.min_confidence), "serving.min_confidence")
+    if recorded is None:
+        log.warning("%s recorded no confidence_threshold (trained before confidences were): every answer is marked "
+                    "needs_review; evaluate it again or set serving.min_confidence", label)
+        return ReviewRule(None, "auto: the model version recorded no threshold")
+    if recorded["min_confidence"] is None:
+        log.warning("%s: no confidence threshold reached exact match %s on its test set: every answer is marked "
+                    "needs_review", label, recorded["target_precision"])
+    if recorded["target_precision"] != serving.target_precision:
+        log.warning("%s recorded its threshold for target_precision %s, not the configured %s: serving the recorded "
+                    "one", label, recorded["target_precision"], serving.target_precision)
+    return ReviewRule(recorded["min_confidence"], "auto: the model version's confidence_threshold", recorded)
+
+
 @dataclass
 class Extractor:
     label: str  # what answers, e.g. "tuneline-viggo version 3", echoed in every response
@@ -38,6 +76,10 @@ class Extractor:
     evaluation: EvaluationConfig
     serving: ServingConfig
     device: str
+    review: ReviewRule
+    # Request threads share the fast tokenizer, which is not thread-safe: `generate_greedy` sets its padding side and
+    # pads, and a concurrent call fails ("Already borrowed") or pads to another's length. Shared by `replace` copies.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     def prompt(self, text: str) -> str:
         """The prompt the training and evaluation rows were rendered with (tuneline/formats.py, chat_format.py)."""
@@ -53,6 +95,10 @@ class Extractor:
         return context - template - self.evaluation.max_new_tokens
 
     def check(self, texts: list[str]) -> None:
+        with self.lock:
+            self._check(texts)
+
+    def _check(self, texts: list[str]) -> None:
         if not texts:
             raise RequestError("texts is empty: send one text or a list of texts")
         if len(texts) > self.serving.max_texts:
@@ -71,33 +117,40 @@ class Extractor:
                                    "(its context less the prompt template and evaluation.max_new_tokens)")
 
     def extract(self, texts: list[str]) -> dict:
-        """Per text: the raw answer, whether it parsed, its act and fields (tasks that have them). `seconds` per
-        text is its share of the batched generation, which ran once for the whole request."""
-        self.check(texts)
-        gen = generate_greedy(self.model, self.tokenizer, [self.prompt(t) for t in texts],
-                              self.evaluation.batch_size, self.evaluation.max_new_tokens,
-                              max_batch_tokens=self.evaluation.max_batch_tokens)
+        """Per text: the raw answer, whether it parsed, its act and fields (tasks that have them), its confidences
+        and whether it needs review; `threshold` says by which rule. `seconds` per text is its share of the batched
+        generation, which ran once for the whole request."""
+        with self.lock:
+            self._check(texts)
+            gen = generate_greedy(self.model, self.tokenizer, [self.prompt(t) for t in texts],
+                                  self.evaluation.batch_size, self.evaluation.max_new_tokens,
+                                  max_batch_tokens=self.evaluation.max_batch_tokens)
         results = []
-        for text, answer in zip(texts, gen.texts):
+        for text, answer, spans, logprobs in zip(texts, gen.texts, gen.spans, gen.logprobs):
             fields = readable_fields(self.task, answer)
+            confidence = answer_confidence(self.task, answer, spans, logprobs, self.evaluation.json_match)
             results.append({
                 "text": text, "answer": answer, "parsed": fields is not None,
                 "act": fields[0] if fields else None, "fields": fields[1] if fields else None,
+                **confidence.as_row(), "needs_review": self.review.needs_review(confidence.answer),
                 "seconds": gen.seconds / len(texts),
             })
-        return {"model": self.label, "device": self.device, "seconds": gen.seconds, "results": results}
+        return {"model": self.label, "device": self.device, "seconds": gen.seconds,
+                "threshold": self.review.as_dict(), "results": results}
 
 
 def load_extractor(label: str, task: str, base_dir: Path, adapter_dir: Path, data: DataConfig,
                    evaluation: EvaluationConfig, serving: ServingConfig, dtype: str = "float32",
-                   device: str = "auto") -> Extractor:
+                   device: str = "auto", threshold: dict | None = None) -> Extractor:
     """Base and adapter merged once, on the GPU when there is one; the tokenizer (and its chat template) is the
-    one saved with the adapter, so prompts render as in training."""
+    one saved with the adapter, so prompts render as in training. `threshold`: the version's
+    `confidence_threshold` metadata, None when it has none."""
     from tuneline.modeling import load_merged, load_tokenizer, placement
 
     device, dtype = placement(device, dtype)
     model = load_merged(base_dir, adapter_dir, dtype, device).eval()
-    return Extractor(label, task, model, load_tokenizer(adapter_dir), data, evaluation, serving, device)
+    return Extractor(label, task, model, load_tokenizer(adapter_dir), data, evaluation, serving, device,
+                     review_rule(serving, threshold, label))
 
 
 class ModelSlot:
