@@ -113,8 +113,8 @@ def check_lineage(model_name: str, config: TunelineConfig) -> None:
 
 def finetune_params(config: TunelineConfig) -> dict:
     """The finetune pipeline's parameters: one per config section, so each step's cache key holds only the
-    sections it reads."""
-    return {name: getattr(config, name) for name in TunelineConfig.model_fields}
+    sections it reads (`monitoring` is the monitor pipeline's)."""
+    return {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "monitoring"}
 
 
 def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -48,7 +49,7 @@ def train_lora(
             "config, and training.save_steps set, writes them there"
         )
     job = TrainJob(model_dir=resolve_base_model(model.base), train=train, validation=validation, output_dir=work,
-                   model=model, lora=lora, training=training, resume=resume)
+                   model=model, lora=lora, training=training, resume=resume, task=data.task)
     run_training = train_distributed if training.num_processes > 1 else train_in_process
     result = run_training(
         job, on_metrics=tracking.log_training_curves,
@@ -68,6 +69,9 @@ def train_lora(
         "steps_per_second": round(result.steps_per_second, 3),
         "train_examples": len(train),
         "resumed_from_step": result.resumed_from_step,
+        **result.choices,  # `budget`: the rows and epochs the time budget bought, and why; `selected`: the checkpoint
     }
     tracking.log_training_result(result)
+    if result.choices:
+        tracking.log_text(json.dumps(result.choices, indent=2), "training/choices.json")
     return LoraAdapter(path=str(result.adapter_dir), base_model=model.base, train_summary=summary)

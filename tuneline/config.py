@@ -127,7 +127,19 @@ class TrainingConfig(_Section):
     )
     eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (None: at the end only).")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a lower validation loss (needs eval_steps)."
+        None, ge=1, description="Stop after this many evaluations without a better validation score: lower loss, "
+        "or with select_by primary_metric a higher metric (needs eval_steps)."
+    )
+    select_by: Literal["eval_loss", "primary_metric"] = Field(
+        "eval_loss", description="What early stopping watches. 'primary_metric': each evaluation also generates "
+        "greedy answers for the validation rows (data.max_validation_samples keeps it short) and scores the task's "
+        "primary metric (exact_match for viggo and json, rougeL for text); the adapter returned is the checkpoint "
+        "that scored best (needs eval_steps; checkpoints are written at each evaluation).",
+    )
+    budget_minutes: float | None = Field(
+        None, gt=0, description="Train for this long: the first steps measure tokens per second on this machine, "
+        "and the rows and epochs that fill the budget follow (all rows first, then more epochs, at most 10), "
+        "evaluations included; the choice and why are logged and in the run's summary. Replaces epochs.",
     )
     save_steps: int | None = Field(
         None, ge=1, description="Checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps; "
@@ -150,7 +162,14 @@ class TrainingConfig(_Section):
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "TrainingConfig":
         if self.early_stopping_patience and not self.eval_steps:
-            raise ValueError("early_stopping_patience needs eval_steps: stopping is decided on validation loss")
+            raise ValueError("early_stopping_patience needs eval_steps: stopping is decided on validation scores")
+        if self.select_by == "primary_metric" and not self.eval_steps:
+            raise ValueError("select_by primary_metric needs eval_steps: checkpoints are scored at evaluations")
+        if self.select_by == "primary_metric" and self.save_steps and self.save_steps % self.eval_steps:
+            raise ValueError("select_by primary_metric needs save_steps to be a multiple of eval_steps: the best "
+                             "adapter is restored from a checkpoint written at an evaluation")
+        if self.budget_minutes and self.max_steps:
+            raise ValueError("budget_minutes and max_steps both set how long training runs; set one")
         return self
 
 
@@ -241,12 +260,44 @@ class ServingConfig(_Section):
     )
     target_precision: float = Field(0.95, gt=0.0, le=1.0, description="Exact match that min_confidence 'auto' "
                                     "asks of the answers it accepts.")
+    batch_wait_ms: float = Field(
+        10.0, ge=0, description="Concurrent requests are generated together: the first queued one waits this long "
+        "for others to join its batch (requests queued during a generation join the next one without waiting).",
+    )
+    max_batch_tokens: int | None = Field(
+        4096, ge=1, description="The most tokens one batch of requests takes: each text's tokens plus "
+        "evaluation.max_new_tokens, summed. A request over it alone is a batch of its own, so 1 turns batching "
+        "off; None: no cap. Generation still splits a batch by evaluation.batch_size and max_batch_tokens.",
+    )
 
     @model_validator(mode="after")
     def _confidence_is_a_probability(self) -> "ServingConfig":
         if self.min_confidence != "auto" and not 0.0 <= self.min_confidence <= 1.0:
             raise ValueError(f"min_confidence must be 'auto' or within [0, 1], got {self.min_confidence}")
         return self
+
+
+class MonitoringConfig(_Section):
+    """`run.py monitor`: what the served model's recorded requests are compared with, and the limits that turn a
+    comparison into a verdict (`ok`, `drift`, `decline`). Drift is the population stability index (PSI) of a
+    distribution against the training data and against the previous window: > 0.1 is a moderate shift, > 0.25 a
+    large one by the usual rule of thumb."""
+
+    window: str = Field("7d", pattern=r"^\d+[mhd]$", description="How far back a run looks (`30m`, `12h`, `7d`); the "
+                        "window before it of the same length is the previous window. `--since` overrides it.")
+    min_requests: int = Field(30, ge=1, description="Fewer recorded answers in a window than this: its distributions "
+                              "are not judged (a PSI on a handful of answers is noise).")
+    max_psi: float = Field(0.2, gt=0.0, description="Drift when the PSI of the act, of a field's presence or of the "
+                           "input length (characters, in deciles of the training inputs) is above this.")
+    min_parse_rate: float = Field(0.95, ge=0.0, le=1.0, description="Decline when fewer answers than this parse.")
+    max_review_increase: float = Field(0.1, ge=0.0, le=1.0, description="Decline when the share of answers needing "
+                                       "review rises by more than this over the previous window.")
+    min_accuracy: float = Field(0.8, ge=0.0, le=1.0, description="Decline when the exact match of the answers on "
+                                "corrected requests is below this (judged from min_corrections corrections on).")
+    min_corrections: int = Field(20, ge=1, description="Corrections needed to judge accuracy, and new corrections "
+                                 "(made since the production version was trained) needed before retraining.")
+    retrain: bool = Field(False, description="When the verdict is not ok and min_corrections new corrections exist, "
+                          "launch the finetune pipeline on the same stack; its data then includes the corrections.")
 
 
 class TunelineConfig(_Section):
@@ -260,6 +311,9 @@ class TunelineConfig(_Section):
         "answers on the test split; serving generates the same way.")
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
+    monitoring: MonitoringConfig = Field(
+        MonitoringConfig(), description="`run.py monitor`: drift and decline of the served model's recorded "
+        "requests, and when they retrain it.")
 
     @model_validator(mode="after")
     def _promotion_metrics_exist(self) -> "TunelineConfig":

@@ -26,6 +26,7 @@ class TrainJob:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     checkpoint_dir: Path | None = None  # default: output_dir/checkpoints
     resume: bool = False  # continue from the newest checkpoint in checkpoint_dir
+    task: str = "viggo"  # data.task: how validation answers are scored under training.select_by primary_metric
 
     def __post_init__(self) -> None:
         self.model_dir, self.output_dir = Path(self.model_dir), Path(self.output_dir)
@@ -44,7 +45,8 @@ class TrainJob:
     def settings(self) -> dict:
         """Everything but the records, as JSON-able values (the distributed job file)."""
         return {"model_dir": str(self.model_dir), "output_dir": str(self.output_dir),
-                "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume, "model": self.model.model_dump(),
+                "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume, "task": self.task,
+                "model": self.model.model_dump(),
                 "lora": self.lora.model_dump(), "training": self.training.model_dump()}
 
     @classmethod
@@ -53,7 +55,7 @@ class TrainJob:
             model_dir=settings["model_dir"], train=train, validation=validation, output_dir=settings["output_dir"],
             model=ModelConfig(**settings["model"]), lora=LoraConfig(**settings["lora"]),
             training=TrainingConfig(**settings["training"]), checkpoint_dir=settings["checkpoint_dir"],
-            resume=settings["resume"],
+            resume=settings["resume"], task=settings["task"],
         )
 
 
@@ -69,6 +71,7 @@ class TrainResult:
     target_tokens: int = 0
     tokens: int = 0
     resumed_from: str | None = None
+    choices: dict = field(default_factory=dict)  # what training decided and why: `budget`, `selected` checkpoint
 
     @property
     def resumed_from_step(self) -> int | None:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from tuneline.chat_format import IGNORE
+from tuneline.selection import PRIMARY_METRIC
 from tuneline.train_job import CheckpointHook, MetricsHook, TrainJob
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,12 @@ def trainer_class():
     from transformers import Trainer
 
     class AnswerLossTrainer(Trainer):
-        """The Trainer's loop, checkpoints and callbacks, with `answer_loss` as the objective."""
+        """The Trainer's loop, checkpoints and callbacks, with `answer_loss` as the objective, and evaluations that
+        also score generated answers when `score_validation` is set (`tuneline.selection`)."""
 
         loss_is_scaled_for_ga = True  # answer_loss divides by the target count of the whole accumulated step
+        score_validation = None  # model -> {metric: value}, added to each evaluation's metrics as eval_<metric>
+        budget = None  # the `tuneline.budget` callback, when training.budget_minutes is set
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = answer_loss(model, inputs, num_items_in_batch if model.training else None)
@@ -57,6 +61,17 @@ def trainer_class():
                 # num_items_in_batch counts the targets of all processes and DDP averages the gradients over them
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
+
+        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
+                            metric_key_prefix="eval"):
+            """Our `compute_metrics`: it needs the model to generate, which the Trainer's hook never sees. Added
+            here, before the Trainer logs the metrics and hands them to the callbacks and the best-model check."""
+            out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
+                                          metric_key_prefix)
+            if self.score_validation:
+                scores = self.score_validation(self.model)
+                out.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
+            return out
 
     return AnswerLossTrainer
 
@@ -106,6 +121,8 @@ def trainer_arguments(job: TrainJob, max_steps: int, evaluate_during: bool):
     from transformers import TrainingArguments
 
     cfg = job.training
+    select = cfg.select_by == "primary_metric" and evaluate_during
+    save_steps = cfg.save_steps or (cfg.eval_steps if select else None)
     return TrainingArguments(
         output_dir=str(job.checkpoint_dir),
         max_steps=max_steps,
@@ -121,14 +138,17 @@ def trainer_arguments(job: TrainJob, max_steps: int, evaluate_during: bool):
         logging_steps=cfg.logging_steps,
         eval_strategy="steps" if evaluate_during else "no",
         eval_steps=cfg.eval_steps if evaluate_during else None,
-        save_strategy="steps" if cfg.save_steps else "no",
-        save_steps=cfg.save_steps or 500,
-        save_total_limit=2 if cfg.save_steps else None,
+        save_strategy="steps" if save_steps else "no",
+        save_steps=save_steps or 500,
+        save_total_limit=2 if save_steps else None,  # the best and the last
         # The best adapter can only be restored from a checkpoint written at an evaluation step.
-        load_best_model_at_end=bool(
+        load_best_model_at_end=select or bool(
             cfg.early_stopping_patience and cfg.save_steps and cfg.save_steps % cfg.eval_steps == 0
         ),
-        metric_for_best_model="eval_loss" if cfg.early_stopping_patience else None,
+        metric_for_best_model=(PRIMARY_METRIC[job.task] if select
+                               else "eval_loss" if cfg.early_stopping_patience else None),
+        greater_is_better=True if select else None,
+        include_num_input_tokens_seen="all" if cfg.budget_minutes else "no",  # the budget's tokens per second
         prediction_loss_only=True,
         report_to="none",
         disable_tqdm=True,

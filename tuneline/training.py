@@ -14,8 +14,10 @@ import time
 import torch
 
 from tuneline.batching import BatchCollator, PackCollator, PadCollator, length_grouped_batches
+from tuneline.budget import MAX_EPOCHS, budget_callback
 from tuneline.chat_format import IGNORE, ensure_chat_template
 from tuneline.lora_model import FLASH, TrainingSetupError, check_hardware, load_trainable_model
+from tuneline.selection import validation_scorer
 from tuneline.train_job import CheckpointHook, MetricsHook, TrainJob, TrainResult
 from tuneline.trainer import progress_callback, trainer_arguments, trainer_class
 
@@ -38,29 +40,61 @@ def batches(job: TrainJob, records: list[dict]) -> list[list[dict]]:
     return [[examples[i] for i in group] for group in groups]
 
 
-def _steps(job: TrainJob, n_batches: int) -> int:
-    cfg = job.training
-    per_step = cfg.gradient_accumulation_steps * cfg.num_processes
-    return cfg.max_steps or max(1, math.ceil(n_batches * cfg.epochs / per_step))
+def _per_step(job: TrainJob) -> int:
+    return job.training.gradient_accumulation_steps * job.training.num_processes
+
+
+def _steps(job: TrainJob, n_batches: int, epochs: float | None = None) -> int:
+    epochs = epochs or job.training.epochs
+    return job.training.max_steps or max(1, math.ceil(n_batches * epochs / _per_step(job)))
+
+
+def _budget(job: TrainJob, train_set: list[list[dict]], collate):
+    """The budget's callback; tokens per step are counted as the collator builds them (padding, packing and all),
+    as the Trainer counts the tokens it has seen."""
+    tokens = sum(collate(b)["input_ids"].numel() for b in train_set)
+    per_epoch = len(train_set) / _per_step(job)
+    return budget_callback(job.training.budget_minutes, tokens / per_epoch, per_epoch, len(job.train),
+                           _steps(job, len(train_set)), job.training.warmup_ratio)
 
 
 def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_checkpoint: CheckpointHook | None):
     from transformers import EarlyStoppingCallback, PrinterCallback
 
+    cfg = job.training
     train_set, val_set = batches(job, job.train), batches(job, job.validation)
+    if cfg.select_by == "primary_metric" and not val_set:
+        raise TrainingSetupError("training.select_by primary_metric needs validation rows to score")
     model = load_trainable_model(job)
-    args = trainer_arguments(job, _steps(job, len(train_set)), bool(job.training.eval_steps and val_set))
-    callbacks = [progress_callback(on_metrics, on_checkpoint)]
-    if job.training.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(job.training.early_stopping_patience))
+    steps = _steps(job, len(train_set), MAX_EPOCHS if cfg.budget_minutes else None)  # a budget's upper bound
+    args = trainer_arguments(job, steps, bool(cfg.eval_steps and val_set))
     collate = (PackCollator(tokenizer.pad_token_id, padding_free=job.model.attn_implementation in FLASH)
-               if job.training.packing else PadCollator(tokenizer.pad_token_id))
+               if cfg.packing else PadCollator(tokenizer.pad_token_id))
+    callbacks = [progress_callback(on_metrics, on_checkpoint)]
+    budget = _budget(job, train_set, collate) if cfg.budget_minutes else None
+    callbacks += [budget] if budget else []
+    if cfg.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer = trainer_class()(
         model=model, args=args, train_dataset=train_set, eval_dataset=val_set or None,
         data_collator=BatchCollator(collate), callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # our progress callback reports the same values, with ETA
+    trainer.budget = budget
+    if cfg.select_by == "primary_metric":
+        trainer.score_validation = validation_scorer(job.task, tokenizer, job.validation)
     return trainer
+
+
+def choices(trainer) -> dict:
+    """What the budget planned and which checkpoint was kept, with why, for the run's summary."""
+    state, out = trainer.state, {}
+    if trainer.budget:
+        out["budget"] = trainer.budget.summary(state)
+    if trainer.args.load_best_model_at_end and state.best_global_step:
+        out["selected"] = {"metric": trainer.args.metric_for_best_model, "value": state.best_metric,
+                           "step": state.best_global_step, "of_steps": state.global_step}
+    return out
 
 
 def final_eval_loss(trainer) -> float | None:
@@ -99,6 +133,7 @@ def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None
         tokens=int(seen * avg_len),
         target_tokens=int(seen * avg_target),
         resumed_from=resumed_from,
+        choices=choices(trainer),
     )
 
 
