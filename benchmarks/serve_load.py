@@ -1,13 +1,18 @@
 """Load on the `extract` deployment: concurrent clients on loopback, one text per request against batches.
 
     python benchmarks/serve_load.py [--config configs/finetune.yaml] [--model-version production]
-        [--clients 4] [--seconds 60] [--batch 16] [--switch-to VERSION] [--json]
+        [--clients 4] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--json]
 
 Deploys the config's model (`run.py serve`'s own code) unless `--url` (and `--key`) name a running deployment,
 then for each mode runs `--clients` threads that send requests back to back for `--seconds`, with ViGGO test
 inputs. Per mode: requests/s, texts/s, latency p50/p95/p99, failed requests (anything but a successful 200), and
 where the time of a request goes: generation (the model), ZenML's run bookkeeping (execution time less
 generation) and the rest (HTTP, validation, queueing). Peak RSS is the server process's high-water mark.
+
+`--batching both` (the default) deploys twice, with batching across requests off (serving.max_batch_tokens=1)
+and then on (the config's serving.*), runs the modes on each, and prints the two side by side: texts/s, p50,
+failed requests, and whether every text answered under both got the same answer. `--url` measures the
+deployment as it is.
 
 `--switch-to V` runs the one-text mode once more while version V is promoted to production mid-run (the
 deployment, serving the production stage, swaps it in); production goes back to the old version afterwards.
@@ -45,6 +50,7 @@ class ModeResult:
     bookkeeping: list[float] = field(default_factory=list, repr=False)
     models: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    answers: dict[str, str] = field(default_factory=dict, repr=False)  # text -> answer, compared across runs
 
     def pct(self, values: list[float], q: int) -> float:
         return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else (values or [0])[0]
@@ -98,6 +104,7 @@ def drive(url: str, key: str | None, inputs: list[str], mode: str, per_request: 
                 result.generation.append(out["seconds"])
                 result.bookkeeping.append(reply["execution_time"] - out["seconds"])
                 result.models[out["model"]] = result.models.get(out["model"], 0) + 1
+                result.answers.update((r["text"], r["answer"]) for r in out["results"])
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     start = time.monotonic()
@@ -163,6 +170,21 @@ def render(rows: list[dict], peak: float | None) -> str:
     return "\n".join(lines)
 
 
+def side_by_side(off: list[ModeResult], on: list[ModeResult], clients: int) -> str:
+    """Each mode with batching off and on; `same answers`: every text answered in both runs got one answer."""
+    lines = [f"\n{'at ' + str(clients) + ' clients':<26}{'':>4}{'texts/s':>17}{'p50 s':>17}{'failed':>13}"
+             f"{'same answers':>14}", f"{'':<30}{'off':>8}{'on':>9}{'off':>8}{'on':>9}{'off':>6}{'on':>7}"]
+    for a, b in zip(off, on):
+        ra, rb = a.row(), b.row()
+        shared = a.answers.keys() & b.answers.keys()
+        same = sum(a.answers[t] == b.answers[t] for t in shared)
+        faster, quicker = rb["texts/s"] / max(ra["texts/s"], 1e-9), rb["p50 s"] / max(ra["p50 s"], 1e-9)
+        lines.append(f"{a.mode.removesuffix(', batching off'):<30}{ra['texts/s']:>8.2f}{rb['texts/s']:>9.2f}"
+                     f"{ra['p50 s']:>8.2f}{rb['p50 s']:>9.2f}{ra['failed']:>6}{rb['failed']:>7}"
+                     f"{f'{same}/{len(shared)}':>14}   on/off: texts/s {faster:.1f}x, p50 {quicker:.2f}x")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/finetune.yaml")
@@ -172,24 +194,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--batch", type=int, default=16, help="texts per request in the batched mode")
+    p.add_argument("--batching", choices=["both", "on", "off"], default="both",
+                   help="batching across requests: deploy with it off and on and compare (both), or one of them")
     p.add_argument("--switch-to", metavar="VERSION", help="also run across a promotion of this version")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
     config, zenml_config = load_run_config(args.config)
     inputs = test_inputs(config)
-    url, key, pid = args.url, args.key, None
-    if not url:
-        from runner import serve
-
-        deployment = serve.serve(config, zenml_config, args.model_version)
-        url, key, pid = deployment.url, deployment.auth_key, deployment.deployment_metadata.get("pid")
-        print(serve.describe(deployment), file=sys.stderr)
-    invoke(url, key, inputs[:1])  # warm-up: the first request pays for lazy imports
-    rows = [
-        drive(url, key, inputs, "one text per request", 1, args.clients, args.seconds).row(),
-        drive(url, key, inputs, f"batches of {args.batch}", args.batch, args.clients, args.seconds).row(),
-    ]
+    settings = [None] if args.url else {"both": ["off", "on"], "on": ["on"], "off": ["off"]}[args.batching]
+    runs: dict[str | None, list[ModeResult]] = {}
+    for batching in settings:
+        url, key, pid = deploy(args, config, zenml_config, batching)
+        invoke(url, key, inputs[:1])  # warm-up: the first request pays for lazy imports
+        suffix = f", batching {batching}" if batching else ""
+        runs[batching] = [
+            drive(url, key, inputs, "one text per request" + suffix, 1, args.clients, args.seconds),
+            drive(url, key, inputs, f"batches of {args.batch}" + suffix, args.batch, args.clients, args.seconds),
+        ]
+    rows = [r.row() for results in runs.values() for r in results]
     if args.switch_to:
         from runner.versions import model_name_of
 
@@ -201,7 +224,23 @@ def main(argv: list[str] | None = None) -> int:
             undo()
     peak = peak_rss_mb(pid)
     print(json.dumps({"rows": rows, "server_peak_rss_mb": peak}, indent=1) if args.json else render(rows, peak))
+    if not args.json and {"off", "on"} <= runs.keys():
+        print(side_by_side(runs["off"], runs["on"], args.clients))
     return 0
+
+
+def deploy(args, config, zenml_config, batching: str | None) -> tuple[str, str | None, int | None]:
+    """`--url`, or the config's model deployed with batching across requests off (a budget of one token: every
+    request is a batch of its own) or on (the config's serving.*)."""
+    if batching is None:
+        return args.url, args.key, None
+    from runner import serve
+
+    if batching == "off":
+        config = config.model_copy(update={"serving": config.serving.model_copy(update={"max_batch_tokens": 1})})
+    deployment = serve.serve(config, zenml_config, args.model_version)
+    print(serve.describe(deployment), file=sys.stderr)
+    return deployment.url, deployment.auth_key, deployment.deployment_metadata.get("pid")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import signal
 from pathlib import Path
 
 from zenml.client import Client
-from zenml.config import AppExtensionSpec, DeploymentSettings
+from zenml.config import AppExtensionSpec, DeploymentDefaultEndpoints, DeploymentSettings, EndpointSpec
 from zenml.constants import ENV_ZENML_CUSTOM_SOURCE_ROOT
 from zenml.deployers.exceptions import DeployerError
 from zenml.models import DeploymentResponse
@@ -24,6 +24,7 @@ from pipelines import extract
 from runner.first_use import set_up
 from runner.versions import adapter_of, model_name_of
 from runner.stack import ensure_deployer
+from steps import openai_api, status
 from steps.serve import guard_requests, start_serving, stop_serving
 from tuneline.config import ServingConfig, TunelineConfig
 
@@ -81,6 +82,8 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
             dashboard_files_path=UI_FILES, app_title=f"tuneline: {model_name}",
             app_extensions=[AppExtensionSpec(extension=guard_requests,
                                              extension_kwargs={"max_bytes": config.serving.max_request_bytes})],
+            include_default_endpoints=DeploymentDefaultEndpoints.ALL & ~DeploymentDefaultEndpoints.DOC,
+            custom_endpoints=endpoints(),
         ),
     }
     pipeline = extract.with_options(
@@ -100,6 +103,25 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
             return pipeline.deploy(deployment_name=name)
     except DeployerError as err:
         raise DeployFailed(f"{err}\nlast lines of its log (`zenml deployment logs {name}`):\n{_log_tail(name)}") from None
+
+
+def endpoints() -> list[EndpointSpec]:
+    """Beside ZenML's /invoke: the OpenAI-compatible API (same key), our /health in place of ZenML's, and an API
+    page that needs no CDN at /docs and /redoc (steps/status.py)."""
+
+    def spec(path: str, method: str, handler, summary: str | None, auth: bool = True) -> EndpointSpec:
+        shown = {"summary": summary} if summary else {"include_in_schema": False}
+        return EndpointSpec(path=path, method=method, handler=handler, auth_required=auth, extra_kwargs=shown)
+
+    return [
+        spec("/v1/chat/completions", "POST", openai_api.chat_completions,
+             "OpenAI chat completions: the last user message is the text"),
+        spec("/v1/models", "GET", openai_api.list_models, "OpenAI model list: the served model and version"),
+        spec("/health", "GET", status.health, "The loaded model and version, and whether ready (503 until then)",
+             auth=False),
+        spec("/docs", "GET", status.api_page, None, auth=False),
+        spec("/redoc", "GET", status.api_page, None, auth=False),
+    ]
 
 
 @contextlib.contextmanager

@@ -39,7 +39,8 @@ def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
         return load_extractor(f"{model_name} version {mv.name}", config.data.task,
                               resolve_base_model(adapter.base_model), Path(adapter.path), config.data,
                               config.evaluation, config.serving, config.model.dtype, config.model.device,
-                              threshold=mv.run_metadata.get("confidence_threshold"))
+                              threshold=mv.run_metadata.get("confidence_threshold"), name=model_name,
+                              version=str(mv.name))
 
     def latest() -> str:
         return str(client.get_model_version(model_name, version).id)
@@ -86,18 +87,18 @@ class RequestGuard:
         declared = _content_length(scope)
         if declared > self.max_bytes:
             return await _refuse(send, 413, f"the request body is {declared} bytes; the server "
-                                 f"takes at most {self.max_bytes} (serving.max_request_bytes)")
+                                 f"takes at most {self.max_bytes} (serving.max_request_bytes)", scope["path"])
         try:
             body = await _read_body(receive, self.max_bytes)
         except _Gone:
             return
         if body is None:
             return await _refuse(send, 413, f"the request body is over {self.max_bytes} bytes "
-                                 "(serving.max_request_bytes)")
+                                 "(serving.max_request_bytes)", scope["path"])
         if scope["method"] == "POST" and scope["path"] in self.paths and self._authorized(scope):
             problem = await anyio.to_thread.run_sync(self._problem, body)
             if problem:
-                return await _refuse(send, 422, problem)
+                return await _refuse(send, 422, problem, scope["path"])
         await self.app(scope, _replay(body, receive), send)
 
     def _authorized(self, scope) -> bool:
@@ -108,11 +109,11 @@ class RequestGuard:
         return scheme.lower() == b"bearer" and hmac.compare_digest(token, self.auth_key.encode())
 
     def _problem(self, body: bytes) -> str | None:
-        """What `check` refuses in the body's texts; None when they pass or are not texts at all (then the app's
-        own validation answers)."""
+        """What `check` refuses in the body's texts, or that it has none; None when they pass or are not texts at
+        all (then the app's own validation answers)."""
         texts = _texts_of(body)
         if texts is None:
-            return None
+            return NO_TEXTS if _without_parameters(body) else None
         try:
             self.check(texts)
         except RequestError as err:
@@ -151,11 +152,29 @@ def _replay(body: bytes, receive):
     return replay
 
 
-async def _refuse(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+async def _refuse(send, status: int, detail: str, path: str) -> None:
+    """FastAPI's shape, `{"detail": ...}`, or OpenAI's on its paths (steps/openai_api.py)."""
+    from steps.openai_api import PREFIX
+
+    shaped = {"error": {"message": detail, "type": "invalid_request_error", "param": None, "code": None}}
+    body = json.dumps(shaped if path.startswith(PREFIX) else {"detail": detail}).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+# The pipeline's `texts` has a default (ZenML's deploy compiles the pipeline with it), which a request must not run
+# on: without it, a request would get an answer about a text it never sent.
+NO_TEXTS = "parameters.texts is required: one text or a list of texts"
+
+
+def _without_parameters(body: bytes) -> bool:
+    """An /invoke body that names no parameters at all (`{}`, `{"parameters": {}}`)."""
+    try:
+        request = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(request, dict) and request.get("parameters", {}) in ({}, None)
 
 
 def _texts_of(body: bytes) -> list[str] | None:
@@ -169,17 +188,35 @@ def _texts_of(body: bytes) -> list[str] | None:
 
 
 async def _one_line_422(request, error: "RequestValidationError"):
-    """FastAPI's 422 lists each error with its input, which would send a huge text back: here place and reason."""
+    """FastAPI's 422 lists each error with its input, which would send a huge text back: here place and reason.
+    On the OpenAI paths, OpenAI's 400 with the first wrong parameter."""
     from fastapi.responses import JSONResponse
 
+    from steps.openai_api import PREFIX, error_response
+
     detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    if request.url.path.startswith(PREFIX):
+        return error_response(400, detail, ".".join(map(str, error.errors()[0]["loc"][1:])) or None)
     return JSONResponse({"detail": detail}, status_code=422)
+
+
+async def _openai_http_error(request, error):
+    """ZenML's 401 (a missing or wrong key) and other HTTP errors in OpenAI's shape on its paths."""
+    from fastapi.exception_handlers import http_exception_handler
+
+    from steps.openai_api import PREFIX, error_response
+
+    if not request.url.path.startswith(PREFIX):
+        return await http_exception_handler(request, error)
+    code = "invalid_api_key" if error.status_code == 401 else None
+    return error_response(error.status_code, str(error.detail), code=code)
 
 
 def guard_requests(app_runner: "BaseDeploymentAppRunner", max_bytes: int) -> None:
     """The deployment's app extension (runner/serve.py): `RequestGuard` outermost, before ZenML's middleware and
     auth, and validation errors without their input."""
     from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
 
     settings = app_runner.settings
     paths = {settings.api_url_path + settings.invoke_url_path, settings.api_url_path + settings.submit_url_path}
@@ -187,9 +224,11 @@ def guard_requests(app_runner: "BaseDeploymentAppRunner", max_bytes: int) -> Non
     app.add_middleware(RequestGuard, max_bytes=max_bytes, paths=paths, check=check_request,
                        auth_key=app_runner.deployment.auth_key)
     app.add_exception_handler(RequestValidationError, _one_line_422)
+    app.add_exception_handler(HTTPException, _openai_http_error)
 
 
 @step(enable_cache=False)
 def extract_texts(texts: list[str]) -> Annotated[dict, "extractions"]:
+    """Runs in the deployment's process: its texts join the batcher's queue with the OpenAI endpoints' ones."""
     slot: ModelSlot = get_step_context().pipeline_state
-    return slot.current()[0].extract(texts)
+    return slot.batcher.extract(texts)

@@ -2,7 +2,9 @@
 HTTP. Answers and their confidences equal the offline evaluator's on the same inputs; nonsense and off-task texts
 need review by the threshold the version recorded; bad requests get a 422 naming the text and the server keeps
 serving; a 30 MB request is refused at once while /health goes on answering; with a key, calls without
-it are refused; a missing version fails before any deployment."""
+it are refused; a missing version fails before any deployment. The `openai` package gets /invoke's answers from
+/v1/chat/completions; concurrent requests of mixed lengths are batched and none fails; a request without texts
+is a 422 and no run; /health names the model and version; /docs works offline."""
 
 import http.client
 import json
@@ -169,12 +171,108 @@ def test_a_huge_request_is_refused_at_once_and_health_goes_on(url):
     assert status == 200 and reply["success"]
 
 
-def test_health_and_page(url):
+def test_health_docs_and_page(trained, url):
     with urllib.request.urlopen(url + "/health", timeout=30) as reply:
         assert reply.status == 200
+        assert json.loads(reply.read()) == {
+            "status": "ready", "ready": True, "model": "tuneline-smoke", "version": str(trained["model_version"]),
+            "label": f"tuneline-smoke version {trained['model_version']}", "task": "viggo", "device": "cpu"}
     with urllib.request.urlopen(url + "/", timeout=30) as reply:
         page = reply.read().decode()
     assert "tuneline-smoke-extract" in page and "/invoke" in page
+    for docs in ("/docs", "/redoc"):  # offline: no CDN, a list of the endpoints and the schema's link
+        with urllib.request.urlopen(url + docs, timeout=30) as reply:
+            page = reply.read().decode()
+        assert "openapi.json" in page and "POST /v1/chat/completions" in page and "cdn" not in page.lower()
+
+
+def test_a_request_without_texts_is_a_422_and_no_run(url):
+    from zenml.client import Client
+
+    before = Client().list_pipeline_runs(pipeline_name="extract", size=1).total
+    for body in ({"parameters": {}}, {}):
+        status, reply = call(url, body)
+        assert status == 422 and reply == {"detail": "parameters.texts is required: one text or a list of texts"}
+    assert Client().list_pipeline_runs(pipeline_name="extract", size=1).total == before
+
+
+def openai_client(url: str, key: str = "no key"):
+    from openai import OpenAI
+
+    return OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_the_openai_client_gets_the_invoke_answer(trained, url):
+    import openai
+
+    text = "I think SpellForce 3 is a poor game."
+    status, reply = call(url, texts(text))
+    assert status == 200 and reply["success"], reply
+    invoked = reply["outputs"]["extractions"]["results"][0]
+    client = openai_client(url)
+    [model] = client.models.list().data
+    assert model.id == "tuneline-smoke" and model.model_extra["version"] == str(trained["model_version"])
+    completion = client.chat.completions.create(model="tuneline-smoke", messages=[
+        {"role": "system", "content": "ignored: the model's own prompt is used"}, {"role": "user", "content": text}])
+    assert completion.choices[0].message.content == invoked["answer"]
+    assert completion.choices[0].finish_reason in ("stop", "length") and completion.usage.completion_tokens > 0
+    extra = completion.model_extra["tuneline"]
+    assert extra["confidence"] == pytest.approx(invoked["confidence"]) and extra["needs_review"] is True
+    assert extra["fields"] == invoked["fields"] and extra["version"] == str(trained["model_version"])
+
+    with pytest.raises(openai.NotFoundError) as err:
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": text}])
+    assert err.value.body["code"] == "model_not_found" and err.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as err:  # a viggo model answers in its MR grammar, not JSON
+        client.chat.completions.create(model="tuneline-smoke", messages=[{"role": "user", "content": text}],
+                                       response_format={"type": "json_object"})
+    assert err.value.body["param"] == "response_format"
+    for messages, param in (([{"role": "user", "content": "word " * 600}], "messages"),
+                            ([{"role": "assistant", "content": "hi"}], "messages"), ([], "messages")):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="tuneline-smoke", messages=messages)
+        assert err.value.body["param"] == param and len(err.value.body["message"]) < 300, err.value.body
+
+
+def test_concurrent_requests_of_mixed_lengths_all_succeed_with_their_own_answers(url):
+    """One-text and many-text /invoke requests and chat completions at once: batched together, none fails, and a
+    text gets one answer whichever request carried it and whatever it was batched with."""
+    sentences = ["Halo", "I like Tetris.", "Portal 2 is a great puzzle game on PlayStation, released in 2011.",
+                 "Do you know any good racing games?", "Myst " * 40, "Is Celeste a platformer?"]
+    client, answers, failures = openai_client(url), {}, []
+
+    def record(text, answer):
+        answers.setdefault(text, set()).add(answer)
+
+    def one(text):
+        status, reply = call(url, texts(text))
+        if status != 200 or not reply.get("success"):
+            return failures.append((status, reply))
+        record(text, reply["outputs"]["extractions"]["results"][0]["answer"])
+
+    def many():
+        status, reply = call(url, texts(sentences))
+        if status != 200 or not reply.get("success"):
+            return failures.append((status, reply))
+        for r in reply["outputs"]["extractions"]["results"]:
+            record(r["text"], r["answer"])
+
+    def chat(text):
+        try:
+            completion = client.chat.completions.create(model="tuneline-smoke",
+                                                        messages=[{"role": "user", "content": text}])
+            record(text, completion.choices[0].message.content)
+        except Exception as err:  # noqa: BLE001 (any failure is what the test counts)
+            failures.append(err)
+
+    work = [(one, (t,)) for t in sentences] + [(chat, (t,)) for t in sentences] + [(many, ())] * 2
+    threads = [threading.Thread(target=fn, args=args) for fn, args in work * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert answers.keys() == set(sentences) and all(len(a) == 1 for a in answers.values()), answers
 
 
 def test_key_from_a_zenml_secret_guards_the_deployment(trained, url):
@@ -187,6 +285,9 @@ def test_key_from_a_zenml_secret_guards_the_deployment(trained, url):
         assert call(guarded, texts("I like Tetris."), key="wrong")[0] == 401
         status, reply = call(guarded, texts("I like Tetris."), key="s3cret-for-tests")
         assert status == 200 and reply["success"]
+        status, reply = call(guarded, None, key="wrong", path="/v1/models")
+        assert status == 401 and reply["error"]["code"] == "invalid_api_key", reply
+        assert openai_client(guarded, "s3cret-for-tests").models.list().data[0].id == "tuneline-smoke"
     finally:
         Client().delete_secret("tuneline-serve")
 

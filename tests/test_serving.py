@@ -142,6 +142,8 @@ def test_fields_are_read_as_written():
 
     assert readable_fields("viggo", "inform(name[SpellForce 3], rating[Poor])") == (
         "inform", {"name": "SpellForce 3", "rating": "Poor"})
+    assert readable_fields("viggo", "inform(name[Halo], genres[shooter, puzzle], platforms[PC])") == (
+        "inform", {"name": "Halo", "genres": ["shooter", "puzzle"], "platforms": ["PC"]})
     assert readable_fields("json", '{"city": "Paris", "n": 3}') == (None, {"city": "Paris", "n": 3})
     assert readable_fields("json", "[1, 2]") == (None, {"[0]": 1, "[1]": 2})
     assert readable_fields("viggo", "inform(name[x]") is None and readable_fields("text", "anything") is None
@@ -309,12 +311,21 @@ def test_guard_checks_texts_in_a_worker_thread(extractor):
 
 
 @pytest.mark.parametrize("body", [
-    b"not json", b'{"parameters": {"texts": [1, 2]}}', b'{"parameters": {}}', b"[" * 5000 + b"]" * 5000,
+    b"not json", b'{"parameters": {"texts": [1, 2]}}', b'{"parameters": {"text": "typo"}}', b"[" * 5000 + b"]" * 5000,
 ])
 def test_guard_leaves_what_is_not_texts_to_the_apps_validation(body):
     checked = []
     app, client = guarded(checked.append, max_bytes=100_000)
     assert client.post("/invoke", content=body).content == body and not checked
+
+
+@pytest.mark.parametrize("body", [b'{"parameters": {}}', b"{}", b'{"parameters": null}'])
+def test_guard_refuses_a_request_without_texts(body):
+    """The pipeline's default text is ZenML's, for compiling it: a request without texts must not run on it."""
+    app, client = guarded(max_bytes=100_000)
+    reply = client.post("/invoke", content=body)
+    assert reply.status_code == 422 and not app.calls
+    assert reply.json() == {"detail": "parameters.texts is required: one text or a list of texts"}
 
 
 def test_guard_checks_texts_only_for_a_caller_the_app_lets_in():

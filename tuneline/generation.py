@@ -20,6 +20,13 @@ class Generated:
     spans: list[list[tuple[int, int]]]  # per answer, each generated token's characters in its text
     logprobs: list[list[float]]  # per answer, each generated token's log-probability, then the end token's if any
 
+    def part(self, start: int, stop: int) -> "Generated":
+        """Answers `start:stop`, for one of the requests generated together (tuneline/batcher.py); `seconds` is
+        their share of the batch's time."""
+        spans = self.spans[start:stop]
+        return Generated(texts=self.texts[start:stop], seconds=self.seconds * (stop - start) / len(self.texts),
+                         new_tokens=sum(map(len, spans)), spans=spans, logprobs=self.logprobs[start:stop])
+
 
 class _Logprobs:
     """Log-probability of each token greedy decoding picks, under the model's own distribution: taken before our

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from tuneline.tasks import parse_viggo
 
 JSON = "JSON"
+SCHEMA = "JSON schema: "  # followed by the schema, as `json_schema_grammar` writes it
 
 
 def _alternatives(words: list[str]) -> str:
@@ -51,6 +52,11 @@ def evaluation_grammar(constrained: bool, task: str, train_records: list[dict]) 
     return task_grammar(task, train_records) if constrained else None
 
 
+def json_schema_grammar(schema: dict) -> str:
+    """A client's JSON schema (an OpenAI `response_format`) as a grammar string: equal schemas, equal strings."""
+    return SCHEMA + json.dumps(schema, sort_keys=True)
+
+
 def processor_factory(grammar: str, tokenizer, vocab_size: int) -> Callable[[], object]:
     """Compile once; a fresh logits processor per `generate` call (xgrammar's matchers hold per-row state)."""
     import xgrammar as xgr
@@ -58,5 +64,10 @@ def processor_factory(grammar: str, tokenizer, vocab_size: int) -> Callable[[], 
 
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=[tokenizer.eos_token_id])
     compiler = xgr.GrammarCompiler(info)
-    compiled = compiler.compile_builtin_json_grammar() if grammar == JSON else compiler.compile_grammar(grammar)
+    if grammar == JSON:
+        compiled = compiler.compile_builtin_json_grammar()
+    elif grammar.startswith(SCHEMA):  # compact: whitespace the schema does not need would only cost tokens
+        compiled = compiler.compile_json_schema(grammar[len(SCHEMA):], any_whitespace=False)
+    else:
+        compiled = compiler.compile_grammar(grammar)
     return lambda: LogitsProcessor(compiled)

@@ -8,18 +8,23 @@ tests call it directly to show it answers exactly as the offline evaluator does.
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tuneline.batcher import Batcher
 from tuneline.confidence import answer_confidence
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
-from tuneline.generation import generate_greedy
+from tuneline.generation import Generated, generate_greedy
+from tuneline.grammar import processor_factory
 from tuneline.tasks import readable_fields
 
 log = logging.getLogger(__name__)
+
+CONSTRAINTS_KEPT = 32  # compiled grammars cached per extractor; clients' JSON schemas could otherwise pile up
 
 # No tokenizer averages more characters per token over a real text, so a text longer than this many characters per
 # token of the limit is refused without tokenizing it: tokenizing megabytes takes seconds.
@@ -77,9 +82,19 @@ class Extractor:
     serving: ServingConfig
     device: str
     review: ReviewRule
-    # Request threads share the fast tokenizer, which is not thread-safe: `generate_greedy` sets its padding side and
-    # pads, and a concurrent call fails ("Already borrowed") or pads to another's length. Shared by `replace` copies.
+    name: str = ""  # the registered model and version, for /health and /v1/models
+    version: str = ""
+    # The fast tokenizer is not thread-safe: `generate_greedy` sets its padding side and pads, and a concurrent call
+    # fails ("Already borrowed") or pads to another's length. So generation holds `lock`, and request threads check
+    # texts on a copy (`checker`) under `check_lock`, never waiting for a generation. Shared by `replace` copies.
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    check_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    checker: object = field(default=None, repr=False, compare=False)
+    constraints: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self):
+        if self.checker is None:
+            self.checker = copy.deepcopy(self.tokenizer)
 
     def prompt(self, text: str) -> str:
         """The prompt the training and evaluation rows were rendered with (tuneline/formats.py, chat_format.py)."""
@@ -91,48 +106,77 @@ class Extractor:
         if self.serving.max_input_tokens is not None:
             return self.serving.max_input_tokens
         context = self.model.config.max_position_embeddings
-        template = len(self.tokenizer(self.prompt(""), add_special_tokens=False)["input_ids"])
+        template = len(self.checker(self.prompt(""), add_special_tokens=False)["input_ids"])
         return context - template - self.evaluation.max_new_tokens
 
-    def check(self, texts: list[str]) -> None:
-        with self.lock:
-            self._check(texts)
+    def check(self, texts: list[str]) -> list[int]:
+        """Each text's tokens; RequestError when the request cannot be served."""
+        with self.check_lock:
+            return self._check(texts)
 
-    def _check(self, texts: list[str]) -> None:
+    def _check(self, texts: list[str]) -> list[int]:
         if not texts:
             raise RequestError("texts is empty: send one text or a list of texts")
         if len(texts) > self.serving.max_texts:
             raise RequestError(f"texts has {len(texts)} texts; at most {self.serving.max_texts} per request "
                                "(serving.max_texts)")
-        limit = self.max_input_tokens()
+        limit, counts = self.max_input_tokens(), []
         for i, text in enumerate(texts):
             if not text.strip():
                 raise RequestError(f"texts[{i}] is empty")
             if len(text) > limit * CHARS_PER_TOKEN:
                 raise RequestError(f"texts[{i}] is {len(text)} characters; the model reads at most {limit} tokens, "
                                    f"and no text has over {CHARS_PER_TOKEN} characters per token")
-            n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            n = len(self.checker(text, add_special_tokens=False)["input_ids"])
             if n > limit:
                 raise RequestError(f"texts[{i}] is {n} tokens; the model reads at most {limit} "
                                    "(its context less the prompt template and evaluation.max_new_tokens)")
+            counts.append(n)
+        return counts
 
-    def extract(self, texts: list[str]) -> dict:
-        """Per text: the raw answer, whether it parsed, its act and fields (tasks that have them), its confidences
-        and whether it needs review; `threshold` says by which rule. `seconds` per text is its share of the batched
-        generation, which ran once for the whole request."""
+    def constraint(self, grammar: str | None):
+        """The logits-processor factory of `grammar` (tuneline/grammar.py), compiled once; RequestError when it
+        does not compile (a client's JSON schema)."""
+        if grammar is None:
+            return None
+        with self.check_lock:  # xgrammar reads the vocabulary: the checker's copy, not the generating tokenizer
+            if grammar not in self.constraints:
+                try:
+                    factory = processor_factory(grammar, self.checker, self.model.config.vocab_size)
+                except (RuntimeError, ValueError) as err:
+                    raise RequestError(f"the JSON schema cannot be enforced: {str(err).splitlines()[0]}") from None
+                if len(self.constraints) >= CONSTRAINTS_KEPT:
+                    self.constraints.pop(next(iter(self.constraints)))
+                self.constraints[grammar] = factory
+            return self.constraints[grammar]
+
+    def generate(self, texts: list[str], grammar: str | None = None) -> Generated:
+        """Checked texts' answers, in the evaluator's batches (what `extract` and the batcher run)."""
+        constraint = self.constraint(grammar)
         with self.lock:
-            self._check(texts)
-            gen = generate_greedy(self.model, self.tokenizer, [self.prompt(t) for t in texts],
-                                  self.evaluation.batch_size, self.evaluation.max_new_tokens,
-                                  max_batch_tokens=self.evaluation.max_batch_tokens)
+            return generate_greedy(self.model, self.tokenizer, [self.prompt(t) for t in texts],
+                                   self.evaluation.batch_size, self.evaluation.max_new_tokens,
+                                   max_batch_tokens=self.evaluation.max_batch_tokens, constraint=constraint)
+
+    def extract(self, texts: list[str], grammar: str | None = None) -> dict:
+        """One request generated on its own (the deployment goes through tuneline/batcher.py)."""
+        counts = self.check(texts)
+        return self.answer(texts, counts, self.generate(texts, grammar))
+
+    def answer(self, texts: list[str], counts: list[int], gen: Generated) -> dict:
+        """Per text: the raw answer, whether it parsed, its act and fields (tasks that have them), its confidences
+        and whether it needs review, its tokens in and out and whether it hit max_new_tokens; `threshold` says by
+        which rule. `seconds` is the request's share of the generation it ran in, split evenly over its texts."""
         results = []
-        for text, answer, spans, logprobs in zip(texts, gen.texts, gen.spans, gen.logprobs):
+        for text, n, answer, spans, logprobs in zip(texts, counts, gen.texts, gen.spans, gen.logprobs):
             fields = readable_fields(self.task, answer)
             confidence = answer_confidence(self.task, answer, spans, logprobs, self.evaluation.json_match)
             results.append({
                 "text": text, "answer": answer, "parsed": fields is not None,
                 "act": fields[0] if fields else None, "fields": fields[1] if fields else None,
                 **confidence.as_row(), "needs_review": self.review.needs_review(confidence.answer),
+                "input_tokens": n, "new_tokens": len(spans),
+                "truncated": len(logprobs) == len(spans) == self.evaluation.max_new_tokens,
                 "seconds": gen.seconds / len(texts),
             })
         return {"model": self.label, "device": self.device, "seconds": gen.seconds,
@@ -141,27 +185,31 @@ class Extractor:
 
 def load_extractor(label: str, task: str, base_dir: Path, adapter_dir: Path, data: DataConfig,
                    evaluation: EvaluationConfig, serving: ServingConfig, dtype: str = "float32",
-                   device: str = "auto", threshold: dict | None = None) -> Extractor:
+                   device: str = "auto", threshold: dict | None = None, name: str = "",
+                   version: str = "") -> Extractor:
     """Base and adapter merged once, on the GPU when there is one; the tokenizer (and its chat template) is the
     one saved with the adapter, so prompts render as in training. `threshold`: the version's
-    `confidence_threshold` metadata, None when it has none."""
+    `confidence_threshold` metadata, None when it has none; `name` and `version`: the registered model's."""
     from tuneline.modeling import load_merged, load_tokenizer, placement
 
     device, dtype = placement(device, dtype)
     model = load_merged(base_dir, adapter_dir, dtype, device).eval()
     return Extractor(label, task, model, load_tokenizer(adapter_dir), data, evaluation, serving, device,
-                     review_rule(serving, threshold, label))
+                     review_rule(serving, threshold, label), name, version)
 
 
 class ModelSlot:
     """The extractor in service, replaceable while requests run: a request takes the current one and finishes on
     it; a swap only changes what the next request takes. The new model loads beside the old one, so no request
-    waits for a load or fails during one."""
+    waits for a load or fails during one. Requests go through `batcher`, which generates each batch on the
+    extractor current when the batch starts."""
 
     def __init__(self, extractor: Extractor, version: str):
         self._lock = threading.Lock()
         self._current = (extractor, version)
         self._stop = threading.Event()
+        serving = extractor.serving
+        self.batcher = Batcher(lambda: self.current()[0], serving.batch_wait_ms / 1000, serving.max_batch_tokens)
 
     def current(self) -> tuple[Extractor, str]:
         with self._lock:
@@ -188,3 +236,4 @@ class ModelSlot:
 
     def close(self) -> None:
         self._stop.set()
+        self.batcher.close()

@@ -145,12 +145,21 @@ PARSERS = {"viggo": parse_viggo, "json": parse_json, "text": parse_text}
 _GRAMMARS = {"viggo": "a meaning representation act(slot[value], ...)", "json": "a JSON object or list"}
 
 
+# ViGGO's slots that hold several values, written "genres[shooter, puzzle]".
+VIGGO_LIST_SLOTS = frozenset({"genres", "platforms", "player_perspective"})
+
+
+def _viggo_value(slot: str, value: str) -> str | list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if slot in VIGGO_LIST_SLOTS else value
+
+
 def readable_fields(task: str, text: str) -> tuple[str | None, dict] | None:
-    """(act, fields) as a caller wants them: values as written, not normalized for scoring; None if unparseable."""
+    """(act, fields) as a caller wants them: values as written, not normalized for scoring, a list slot's values
+    as a JSON list; None if unparseable."""
     if task == "text" or PARSERS[task](text) is None:
         return None
     if task == "viggo":
-        return _VIGGO_MR.fullmatch(text).group(1), dict(_VIGGO_SLOT.findall(text))
+        return _VIGGO_MR.fullmatch(text).group(1), {k: _viggo_value(k, v) for k, v in _VIGGO_SLOT.findall(text)}
     obj = json_value(text)
     return None, ({f"[{i}]": v for i, v in enumerate(obj)} if isinstance(obj, list) else obj)
 
