@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from tuneline.hub import HubUnavailable, hub_snapshot
+from tuneline.hub import HubUnavailable, hub_snapshot, say_fallback_once
 
 log = logging.getLogger(__name__)
 

@@ -143,7 +143,7 @@ def looks_like_path(source: str) -> bool:
 
 
 def _from_hub_or_mirror(dataset_id: str) -> dict[str, list[dict]]:
-    from tuneline.hub import HubUnavailable, hub_reachable
+    from tuneline.hub import HubUnavailable, hub_reachable, say_fallback_once
 
     try:
         hub_reachable(dataset_id, repo_type="dataset")
