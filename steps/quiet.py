@@ -13,7 +13,7 @@ _NOISE = {
     # ZenML disables every MLflow autologger it knows, and warns about frameworks that are not installed.
     "zenml.integrations.mlflow.experiment_trackers.mlflow_experiment_tracker": "Failed to disable MLflow autologging",
     "zenml.orchestrators.step_run_utils": "Models can be viewed in the dashboard using ZenML Pro",
-    "zenml.pipelines.pipeline_definition": "You can visualize your pipeline runs in the ZenML Dashboard",
+    "zenml.pipelines.pipeline_definition": "You can visualize your pipeline runs in the",
     "absl": "Using default tokenizer.",  # rouge_score, once per scorer
 }
 
