@@ -71,6 +71,7 @@ def test_budget_config():
         TrainingConfig(budget_minutes=5, max_steps=10)
 
 
+@pytest.mark.slow
 def test_a_budgeted_run_plans_from_its_rate_and_stops_within_the_budget(tiny_model_dir, splits, tmp_path):
     from tuneline.training import train_lora
 
@@ -109,6 +110,7 @@ def test_select_by_config_checks():
         TrainingConfig(select_by="primary_metric", eval_steps=5, save_steps=7)
 
 
+@pytest.mark.slow
 def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model_dir, splits, tmp_path, monkeypatch):
     """Scores scripted per evaluation (0.6 at step 10, then worse): patience 2 stops at step 20, and the adapter
     returned is step 10's checkpoint, not the last one."""
@@ -134,6 +136,7 @@ def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model
     assert not all(torch.equal(returned[k], last[k]) for k in last)
 
 
+@pytest.mark.slow
 def test_select_by_primary_metric_generates_during_training(tiny_model_dir, splits, tmp_path):
     from tuneline.training import train_lora
 

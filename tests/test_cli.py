@@ -54,6 +54,7 @@ def run(*argv: str, zenml_dir: Path) -> subprocess.CompletedProcess:
                           timeout=180)
 
 
+@pytest.mark.slow
 def test_serve_stop_checks_the_config_and_says_when_nothing_is_deployed(tmp_path):
     typo = tmp_path / "typo.yaml"
     typo.write_text("modle:\n  name: x\nparameters: {}\n")

@@ -11,6 +11,8 @@ from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, TrainingCo
 from tuneline.distributed import DistributedTrainingError, train_distributed
 from tuneline.train_job import TrainJob
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 LORA = LoraConfig(r=8, alpha=16, dropout=0.0)
 
 

@@ -15,6 +15,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SMOKE = ["--config", "configs/smoke.yaml", "--prepare-only"]
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 
 def start(zenml_dir: Path, args: list[str], faults: list[str] = ()) -> subprocess.Popen:
     """run.py, or with `faults` injected by tests/fault_run.py."""

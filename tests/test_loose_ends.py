@@ -8,6 +8,8 @@ import pytest
 
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 DATA = DataConfig(source="synthetic:viggo", system_prompt=None)
 
 

@@ -11,6 +11,7 @@ from tuneline.modeling import OFFLINE_GGUF, ModelNotFound, load_model, load_toke
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
+@pytest.mark.slow
 def test_hub_id_offline_converts_gguf_once_and_generates():
     folder = resolve_base_model(SMOL)
     config = json.loads((folder / "config.json").read_text())

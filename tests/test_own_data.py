@@ -72,6 +72,7 @@ def test_init_writes_a_config_that_loads_and_reads_every_row(tmp_path, tiny_toke
         write_config(data, out)
 
 
+@pytest.mark.slow
 def test_init_command(tmp_path):
     data = write_jsonl(tmp_path / "bookings.jsonl", bookings())
     out = tmp_path / "mine.yaml"
@@ -158,6 +159,7 @@ def test_reasons_are_true():
     assert propose(rows).why[-1] == "'body' is text, the only other text field: the input"
 
 
+@pytest.mark.slow
 def test_init_reads_paths_from_where_they_were_typed(tmp_path):
     """scripts/in-venv changes to the repository root; a relative --data is still the user's."""
     (tmp_path / "data").mkdir()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = {
     "load_data": "raw_data",

@@ -53,6 +53,8 @@ for name in ("chat_dataset", "lora_adapter"):
         print(f"{type(err).__name__}: {err}")
 """
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 
 def _env(state: Path, **extra) -> dict:
     return os.environ | {"ZENML_CONFIG_PATH": str(state / "zenml"), "TUNELINE_CACHE": str(state / "cache")} | extra

@@ -37,6 +37,8 @@ from runner.stack import LOCAL_STACK_FILE, ensure_tracking_stack, read_stack_fil
 from steps import load_data
 from tuneline.config import DataConfig, load_run_config
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 GPU_CONFIGS = sorted(ROOT.glob("configs/gpu-*.yaml"))
 GPU_STEPS = {"train_lora", "evaluate_base", "evaluate_tuned"}

@@ -13,6 +13,8 @@ import yaml
 
 from tests.test_pipeline import ROOT, run_cli
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 SAVE_EVERY = 20
 
 

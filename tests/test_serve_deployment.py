@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = "configs/smoke.yaml"
 

@@ -46,6 +46,7 @@ def test_sections_sort_training_first():
     assert tracking.metric_key("tuned.", "exact_match") == "3_tuned/exact_match"
 
 
+@pytest.mark.slow
 def test_training_logs_curves_from_step_one_and_rates_named_for_what_they_count(
         mlflow_run, tiny_model_dir, tiny_tokenizer, tmp_path):
     from tuneline.config import DataConfig

@@ -22,6 +22,7 @@ def run_names(zenml_dir: Path) -> dict[str, str]:
         return dict(con.execute("SELECT name, status FROM pipeline_run"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_of_one_run_leaves_the_other_to_finish(tmp_path):
     first = start(tmp_path, QUICK)
     wait_for(lambda: run_statuses(tmp_path) == ["running"], every=0.05)
@@ -39,6 +40,7 @@ def test_ctrl_c_of_one_run_leaves_the_other_to_finish(tmp_path):
     assert err.strip().splitlines()[-1] == f"error: interrupted; run {stopped} stopped and marked failed"
 
 
+@pytest.mark.slow
 def test_a_run_whose_process_was_killed_is_marked_failed_by_the_next(tmp_path):
     killed = start(tmp_path, SMOKE)
     wait_for(lambda: run_statuses(tmp_path) == ["running"], every=0.05)
@@ -77,6 +79,7 @@ def test_registry_lookup_takes_any_name(tmp_path):
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
+        mlflow.set_experiment("registry-names")  # not an experiment id another test left active
         with mlflow.start_run() as run:
             for name in ("bob's-smoke", 'say "hi"', "other"):
                 tracking.mirror_registry(name, "1", run.info.run_id)
@@ -93,6 +96,7 @@ def test_registry_lookup_takes_any_name(tmp_path):
     (["--config", "{bad}", "--prepare-only"], "model.name 'team:smoke' must not contain ':'"),
     (["--config", "configs/smoke.yaml", "--set", "model.device=cuda"], "model.device: cuda, but this machine has no"),
 ])
+@pytest.mark.slow
 def test_late_failures_stop_before_the_first_step_with_exit_2(tmp_path, args, said):
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "configs" / "smoke.yaml").read_text().replace("name: tuneline-smoke", "name: 'team:smoke'"))
@@ -129,6 +133,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)])
 
 
+@pytest.mark.slow
 def test_full_and_read_only_disks_end_with_the_cause(small_disk):
     zenml_dir = small_disk / "zenml"
     code, out, err = finish(start(zenml_dir, SMOKE))
@@ -142,6 +147,7 @@ def test_full_and_read_only_disks_end_with_the_cause(small_disk):
     assert code == 1 and err.strip().splitlines()[-1].startswith("error: the file system is read-only ("), err
 
 
+@pytest.mark.slow
 def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
     """The decision is recorded as not yet applied until the stage moves; a version found in the stage with that
     record (killed in between) gets the decision completed by the next promotion."""
