@@ -8,6 +8,7 @@
     python run.py serve --config configs/finetune.yaml [--model-version production] [--stop]
     python run.py review export --config configs/finetune.yaml [--n 20 | --lowest-confidence 20]
     python run.py review import reviews/review-tuneline-viggo-v3.csv
+    python run.py monitor --config configs/finetune.yaml [--since 7d]   # drift and decline of served requests
     python run.py init --data my_data.jsonl [--task json] [--input FIELD --answer FIELD]
 
 `python run.py --config FILE` (with --prepare-only, --evaluate-only, --export or --schedule CRON) still works: it
@@ -66,6 +67,16 @@ def _version_arg(p: argparse.ArgumentParser, default: str | None = None, base: b
                    help="a version number or name, or a stage such as production" + (", or 'base'" if base else ""))
 
 
+def _window(text: str) -> str:
+    from tuneline.monitoring import window_ms
+
+    try:
+        window_ms(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -90,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(serve, cache=False)
     _version_arg(serve, default="production")
     serve.add_argument("--stop", action="store_true", help="remove the deployment")
+    monitor = sub.add_parser("monitor", help="judge the served model's recorded requests: ok, drift or decline")
+    _config_args(monitor, cache=False)
+    monitor.add_argument("--since", type=_window, help="the window, e.g. 7d, 12h, 30m; default: monitoring.window")
+    monitor.add_argument("--cron", help="instead of running now, register it on this schedule, e.g. '0 * * * *'")
     review_parser(sub.add_parser("review", help="human review sheets for a model version"))
     init_parser(sub.add_parser("init", help="write a config for your own data file or folder"))
     return p
@@ -239,8 +254,26 @@ def cmd_serve(args, config, zenml_config) -> int:
     return 0
 
 
+def cmd_monitor(args, config, zenml_config) -> int:
+    from runner import monitor
+    from runner.summary import render_table
+
+    if args.cron:
+        from runner.schedule import describe
+
+        print(describe(monitor.schedule(config, zenml_config, args.cron, args.since), "monitor"))
+        return 0
+    report = monitor.launch_monitor(config, zenml_config, args.since)
+    print(f"{report.model_name}: {report.verdict} ({report.current.answers} answers, "
+          f"{report.current.corrected} corrected, {report.new_corrections} corrections since production was trained)")
+    print("\n".join(f"  {reason}" for reason in report.reasons))
+    if summary := monitor.retrain(config, zenml_config, report):
+        print(render_table(summary))
+    return 0
+
+
 PIPELINE_COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "evaluate": cmd_evaluate, "export": cmd_export,
-                     "schedule": cmd_schedule, "serve": cmd_serve}
+                     "schedule": cmd_schedule, "serve": cmd_serve, "monitor": cmd_monitor}
 
 
 def cmd_review(args) -> int:

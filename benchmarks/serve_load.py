@@ -1,7 +1,8 @@
 """Load on the `extract` deployment: concurrent clients on loopback, one text per request against batches.
 
     python benchmarks/serve_load.py [--config configs/finetune.yaml] [--model-version production]
-        [--clients 4] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--json]
+        [--clients 4] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--record-cost]
+        [--json]
 
 Deploys the config's model (`run.py serve`'s own code) unless `--url` (and `--key`) name a running deployment,
 then for each mode runs `--clients` threads that send requests back to back for `--seconds`, with ViGGO test
@@ -13,6 +14,9 @@ generation) and the rest (HTTP, validation, queueing). Peak RSS is the server pr
 and then on (the config's serving.*), runs the modes on each, and prints the two side by side: texts/s, p50,
 failed requests, and whether every text answered under both got the same answer. `--url` measures the
 deployment as it is.
+
+`--record-cost` then deploys twice more, with serving.record off and full, runs the one-text mode on each and
+prints what recording each request as an MLflow trace adds to the p50 latency.
 
 `--switch-to V` runs the one-text mode once more while version V is promoted to production mid-run (the
 deployment, serving the production stage, swaps it in); production goes back to the old version afterwards.
@@ -197,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batching", choices=["both", "on", "off"], default="both",
                    help="batching across requests: deploy with it off and on and compare (both), or one of them")
     p.add_argument("--switch-to", metavar="VERSION", help="also run across a promotion of this version")
+    p.add_argument("--record-cost", action="store_true", help="also compare serving.record off and full")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
 
@@ -226,7 +231,21 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps({"rows": rows, "server_peak_rss_mb": peak}, indent=1) if args.json else render(rows, peak))
     if not args.json and {"off", "on"} <= runs.keys():
         print(side_by_side(runs["off"], runs["on"], args.clients))
+    if args.record_cost:
+        print(record_cost(args, config, zenml_config, inputs))
     return 0
+
+
+def record_cost(args, config, zenml_config, inputs: list[str]) -> str:
+    """One text per request with serving.record off, then full (the batching the config says): p50 of each."""
+    p50 = {}
+    for mode in ("off", "full"):
+        recorded = config.model_copy(update={"serving": config.serving.model_copy(update={"record": mode})})
+        url, key, _ = deploy(args, recorded, zenml_config, "on")
+        invoke(url, key, inputs[:1])
+        p50[mode] = drive(url, key, inputs, f"record {mode}", 1, args.clients, args.seconds).row()["p50 s"]
+    return (f"\nrecording (serving.record full vs off), one text per request at {args.clients} clients: p50 "
+            f"{p50['full']:.3f} s vs {p50['off']:.3f} s, {p50['full'] / p50['off'] - 1:+.1%}")
 
 
 def deploy(args, config, zenml_config, batching: str | None) -> tuple[str, str | None, int | None]:

@@ -4,6 +4,7 @@ from materializers.chat_dataset import ChatDatasetMaterializer
 from materializers.data_report import DataReportMaterializer
 from materializers.eval_result import EvalResultMaterializer
 from materializers.model_folder import ModelFolderMaterializer
+from materializers.monitor_report import MonitorReportMaterializer
 from materializers.quarantine import QuarantineMaterializer
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "DataReportMaterializer",
     "EvalResultMaterializer",
     "ModelFolderMaterializer",
+    "MonitorReportMaterializer",
     "QuarantineMaterializer",
 ]

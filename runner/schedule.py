@@ -91,11 +91,11 @@ def create(config: TunelineConfig, zenml_config: dict, cron: str, enable_cache: 
     return Client().get_schedule(name)
 
 
-def describe(schedule: ScheduleResponse) -> str:
+def describe(schedule: ScheduleResponse, pipeline: str = "finetune") -> str:
     """What was registered, when it next runs, and the ZenML commands that list, pause, resume and delete it."""
     nxt = croniter(schedule.cron_expression, datetime.now(timezone.utc)).get_next(datetime)
     return (
-        f"schedule '{schedule.name}' registered: the finetune pipeline runs at cron '{schedule.cron_expression}' "
+        f"schedule '{schedule.name}' registered: the {pipeline} pipeline runs at cron '{schedule.cron_expression}' "
         f"(next {nxt:%Y-%m-%d %H:%M} UTC, by the orchestrator's clock).\n"
         "  list:   zenml pipeline schedule list\n"
         f"  pause:  zenml pipeline schedule deactivate {schedule.name}\n"

@@ -24,7 +24,7 @@ from pipelines import extract
 from runner.first_use import set_up
 from runner.versions import adapter_of, model_name_of
 from runner.stack import ensure_deployer
-from steps import openai_api, status
+from steps import feedback, openai_api, status
 from steps.serve import guard_requests, start_serving, stop_serving
 from tuneline.config import ServingConfig, TunelineConfig
 
@@ -117,6 +117,7 @@ def endpoints() -> list[EndpointSpec]:
         spec("/v1/chat/completions", "POST", openai_api.chat_completions,
              "OpenAI chat completions: the last user message is the text"),
         spec("/v1/models", "GET", openai_api.list_models, "OpenAI model list: the served model and version"),
+        spec("/feedback", "POST", feedback.feedback, "A corrected answer for a recorded request (its trace_id)"),
         spec("/health", "GET", status.health, "The loaded model and version, and whether ready (503 until then)",
              auth=False),
         spec("/docs", "GET", status.api_page, None, auth=False),

@@ -1,6 +1,7 @@
 from typing import Annotated, Tuple
 
 from zenml import get_step_context, log_metadata, step
+from zenml.client import Client
 
 from materializers.chat_dataset import ChatDatasetMaterializer
 from steps.caching import CACHE_POLICY
@@ -9,6 +10,7 @@ from tuneline import tracking
 from tuneline.artifacts import ChatDataset, Quarantine
 from tuneline.chat_format import ensure_chat_template
 from tuneline.config import DataConfig, ModelConfig
+from tuneline.feedback import FEEDBACK, load_feedback
 from tuneline.modeling import load_tokenizer, resolve_base_model
 from tuneline.report import data_report_html
 from tuneline.sources import DataError, load_splits
@@ -29,9 +31,25 @@ def _record(key: str, dataset: ChatDataset, **extra) -> None:
 def load_data(data: DataConfig) -> Annotated[ChatDataset, "raw_data"]:
     """Never cached: files and hub datasets change under the same config, and a scheduled run must read them as
     they are now. The artifact's content hash lets the steps after it hit the cache when the rows did not change."""
-    raw = ChatDataset(splits=load_splits(data))
-    _record("raw_data", raw, source=data.source, task=data.task)
+    splits = load_splits(data)
+    rows, lineage = _feedback(data)
+    if rows:
+        splits[FEEDBACK] = rows
+    raw = ChatDataset(splits=splits)
+    _record("raw_data", raw, source=data.source, task=data.task,
+            **({"feedback": lineage} if lineage and lineage["corrections"] else {}))
     return raw
+
+
+def _feedback(data: DataConfig) -> tuple[list[dict], dict | None]:
+    """The corrections of the run's model's served requests, from the stack's MLflow store, and their lineage;
+    none where there is no model (prepare-only) or no MLflow tracker to read them from."""
+    model_version = get_step_context().model_version
+    tracker = Client().active_stack.experiment_tracker
+    if model_version is None or tracker is None or not hasattr(tracker, "configure_mlflow"):
+        return [], None
+    tracker.configure_mlflow()
+    return load_feedback(model_version.model.name, data)
 
 
 @step(experiment_tracker=True, cache_policy=CACHE_POLICY)

@@ -86,7 +86,7 @@ def chat_completions(request: ChatRequest) -> JSONResponse:
         grammar = _grammar(request.response_format, extractor.task)
         text = _user_text(request.messages)
         try:
-            out = slot.batcher.extract([text], grammar)
+            out = slot.answer([text], grammar)
         except RequestError as err:
             raise OpenAIError(400, str(err).replace("texts[0]", "the user message"), "messages") from None
     except OpenAIError as err:
@@ -147,5 +147,6 @@ def _completion(out: dict, name: str, version: str) -> dict:
                      "finish_reason": "length" if r["truncated"] else "stop"}],
         "usage": {"prompt_tokens": r["input_tokens"], "completion_tokens": r["new_tokens"],
                   "total_tokens": r["input_tokens"] + r["new_tokens"]},
-        "tuneline": reading | {"model": out["model"], "version": version, "threshold": out["threshold"]},
+        "tuneline": reading | {"model": out["model"], "version": version, "threshold": out["threshold"],
+                               "trace_id": out.get("trace_id")},
     }

@@ -18,6 +18,7 @@ from zenml.steps.step_context import get_or_create_run_context
 from tuneline.artifacts import LoraAdapter
 from tuneline.config import parse_config
 from tuneline.modeling import resolve_base_model
+from tuneline.recording import recorder
 from tuneline.serving import Extractor, ModelSlot, RequestError, load_extractor
 
 if TYPE_CHECKING:  # the server's modules, imported by the server, not by every `run.py` command
@@ -46,11 +47,22 @@ def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
         return str(client.get_model_version(model_name, version).id)
 
     first = latest()
-    slot = ModelSlot(load(first), first)
+    slot = ModelSlot(load(first), first, _recorder(model_name, config.serving.record))
     log.info("serving %s on %s", slot.current()[0].label, slot.current()[0].device)
     if version in {stage.value for stage in ModelStages}:
         slot.follow(latest, load, config.serving.follow_seconds)
     return slot
+
+
+def _recorder(model_name: str, mode: str):
+    """Requests are traced in the stack's MLflow tracking store, where the monitor and the finetune data read them."""
+    tracker = Client().active_stack.experiment_tracker
+    if mode == "off" or tracker is None or not hasattr(tracker, "configure_mlflow"):
+        return None
+    tracker.configure_mlflow()
+    # ZenML's own rule for its experiments: a local store keeps its files beside it, not in the server's ./mlruns.
+    local = None if tracker.config.tracking_uri else "file:" + tracker._local_mlflow_artifact_path()
+    return recorder(model_name, mode, local)
 
 
 def stop_serving() -> None:
@@ -231,4 +243,4 @@ def guard_requests(app_runner: "BaseDeploymentAppRunner", max_bytes: int) -> Non
 def extract_texts(texts: list[str]) -> Annotated[dict, "extractions"]:
     """Runs in the deployment's process: its texts join the batcher's queue with the OpenAI endpoints' ones."""
     slot: ModelSlot = get_step_context().pipeline_state
-    return slot.batcher.extract(texts)
+    return slot.answer(texts)

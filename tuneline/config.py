@@ -260,6 +260,11 @@ class ServingConfig(_Section):
     )
     target_precision: float = Field(0.95, gt=0.0, le=1.0, description="Exact match that min_confidence 'auto' "
                                     "asks of the answers it accepts.")
+    record: Literal["full", "redacted", "off"] = Field(
+        "full", description="Each answered request becomes an MLflow trace in the experiment `<model>-requests` "
+        "(docs/monitoring.md): 'full' keeps texts and answers, 'redacted' only their lengths and hashes (and the "
+        "answers' act and field names), 'off' records nothing (and /feedback has nothing to correct).",
+    )
     batch_wait_ms: float = Field(
         10.0, ge=0, description="Concurrent requests are generated together: the first queued one waits this long "
         "for others to join its batch (requests queued during a generation join the next one without waiting).",

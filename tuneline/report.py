@@ -201,3 +201,45 @@ def quarantine_html(rows: list[dict], preview: int = 100) -> str:
     ]
     return (f"<html><head>{_STYLE}</head><body><h2>Quarantine: {len(rows)} rows</h2>"
             f"{_table(['where', 'split', 'reason', 'detail', 'raw row'], shown)}</body></html>")
+
+
+def monitor_html(report) -> str:
+    """A `MonitorReport`: the verdict and its reasons, this window beside the previous one, and each distribution's
+    PSI against the training data and the previous window."""
+    from datetime import datetime, timezone
+
+    def when(ms: int) -> str:
+        return f"{datetime.fromtimestamp(ms / 1000, timezone.utc):%Y-%m-%d %H:%M} UTC"
+
+    def num(v, fmt: str = "{:.3f}") -> str:
+        return "" if v is None else fmt.format(v)
+
+    now, before = report.current, report.previous
+    keys = [("answers", "{}"), ("requests", "{}"), ("parse_rate", "{:.3f}"), ("review_share", "{:.3f}"),
+            ("latency_p50_ms", "{:.0f}"), ("latency_p95_ms", "{:.0f}"), ("corrected", "{}"), ("accuracy", "{:.3f}")]
+    figures = _table(["figure", "this window", "previous window"],
+                     [[k, num(getattr(now, k), f), num(getattr(before, k), f)] for k, f in keys])
+    limit = report.thresholds["max_psi"]
+    names = sorted(set(report.drift_training) | set(report.drift_previous))
+    drift = _table(["distribution", "PSI vs training", "PSI vs previous window"],
+                   [[escape(k), *[f'<span class="{"bad" if d.get(k, 0) > limit else "ok"}">{num(d.get(k))}</span>'
+                                  for d in (report.drift_training, report.drift_previous)]] for k in names])
+    acts = sorted(set(report.training.acts) | set(now.profile.acts))
+
+    def share(profile, act: str) -> str:
+        return f"{profile.acts.get(act, 0) / profile.n:.1%}" if profile.n else ""
+
+    act_rows = [[escape(a), share(report.training, a), share(before.profile, a), share(now.profile, a)] for a in acts]
+    css = "ok" if report.verdict == "ok" else "bad"
+    reasons = "".join(f"<li>{escape(r)}</li>" for r in report.reasons) or "<li>every figure within its limit</li>"
+    versions = ", ".join(f"version {escape(v)}: {n}" for v, n in now.versions.items()) or "none"
+    return (
+        f"<html><head>{_STYLE}</head><body><h2>Monitor: {escape(report.model_name)} "
+        f"<span class=\"{css}\">{report.verdict.upper()}</span></h2><ul>{reasons}</ul>"
+        f"<p>Window {when(now.start_ms)} to {when(now.end_ms)} (previous from {when(before.start_ms)}); production "
+        f"version {escape(str(report.production_version))}; answers by version: {versions}; "
+        f"{report.new_corrections} corrections made since it was trained.</p>{figures}"
+        f"<h3>Drift (population stability index; red above monitoring.max_psi {limit})</h3>{drift}"
+        f"<h3>Acts (share of parsed answers)</h3>"
+        f"{_table(['act', 'training', 'previous window', 'this window'], act_rows)}</body></html>"
+    )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,7 +180,7 @@ class Extractor:
                 "truncated": len(logprobs) == len(spans) == self.evaluation.max_new_tokens,
                 "seconds": gen.seconds / len(texts),
             })
-        return {"model": self.label, "device": self.device, "seconds": gen.seconds,
+        return {"model": self.label, "version": self.version, "device": self.device, "seconds": gen.seconds,
                 "threshold": self.review.as_dict(), "results": results}
 
 
@@ -204,7 +205,9 @@ class ModelSlot:
     waits for a load or fails during one. Requests go through `batcher`, which generates each batch on the
     extractor current when the batch starts."""
 
-    def __init__(self, extractor: Extractor, version: str):
+    def __init__(self, extractor: Extractor, version: str,
+                 record: Callable[[dict, int, int], str | None] | None = None):
+        self.record = record  # tuneline/recording.py `recorder`: traces each answered request
         self._lock = threading.Lock()
         self._current = (extractor, version)
         self._stop = threading.Event()
@@ -214,6 +217,18 @@ class ModelSlot:
     def current(self) -> tuple[Extractor, str]:
         with self._lock:
             return self._current
+
+    def answer(self, texts: list[str], grammar: str | None = None) -> dict:
+        """One request through the batcher; with recording on, traced with its wall time, and its `trace_id` (the
+        key for /feedback) returned with it. A failed recording is logged, never the request's failure."""
+        start = time.time_ns()
+        response = self.batcher.extract(texts, grammar)
+        if self.record is not None:
+            try:
+                response["trace_id"] = self.record(response, start, time.time_ns())
+            except Exception:  # the store may be down or full: answer anyway
+                log.exception("could not record the request as an MLflow trace")
+        return response
 
     def swap(self, extractor: Extractor, version: str) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from tuneline.chat_format import render, tokenize_segments
 from tuneline.config import DataConfig
+from tuneline.feedback import FEEDBACK
 from tuneline.formats import RowError, check_reference, detect_format, to_messages, user_input
 from tuneline.readers import DETAIL, ERROR, RAW
 from tuneline.sources import DataError, made_splits
@@ -168,8 +169,9 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
     formats: Counter = Counter()
     accepted: dict[str, list[dict]] = {}
     seen: set[str] = set()
-    # Test first: a row that is in test and also elsewhere stays in test, its copies go (test stays stable).
-    for split in sorted(raw, key=lambda s: {"test": 0, "validation": 1}.get(s, 2)):
+    # Test first: a row that is in test and also elsewhere stays in test, its copies go (test stays stable); a
+    # correction (the feedback split) that repeats a source row is the duplicate.
+    for split in sorted(raw, key=lambda s: {"test": 0, "validation": 1, FEEDBACK: 3}.get(s, 2)):
         rows = raw[split]
         kept = []
         for row in rows:
@@ -241,6 +243,8 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
     missing = [s for s in ("train", "test") if not splits.get(s)]
     if missing and report.passed:
         raise DataError(f"data.source '{cfg.source}': no usable rows in split(s) {missing}")
+    if FEEDBACK in splits:  # counted apart in the report, trained on with the rest
+        splits["train"] = splits["train"] + splits.pop(FEEDBACK)
     return Prepared(splits=splits, quarantine=quarantine, report=report)
 
 

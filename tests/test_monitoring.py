@@ -1,0 +1,380 @@
+"""Record, monitor, learn: served requests as MLflow traces, their drift and decline, corrections as training rows."""
+
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+from tuneline.config import DataConfig, MonitoringConfig
+from tuneline.monitoring import monitor, psi, should_retrain, window_ms
+
+from tests.test_serve_deployment import trained  # noqa: F401 (fixture: the smoke model, trained once)
+
+DAY = 86_400_000
+ACTS = ["inform", "give_opinion", "request", "confirm"]
+
+
+def served(i: int, act: str, *, parsed: bool = True, review: bool = False, correction=None, t: int = 0) -> dict:
+    """A record as `recording.read_requests` returns it."""
+    answer = f"{act}(name[Game {i}], rating[good])"
+    return {"trace_id": f"tr-{i}", "index": 0, "timestamp_ms": t, "redacted": False, "model": "m", "version": "1",
+            "device": "cpu", "text": f"Game {i} is fun.", "text_chars": 15 + i % 20, "answer": answer,
+            "answer_sha256": "", "parsed": parsed, "act": act if parsed else None,
+            "field_names": ["name", "rating"] if parsed else [], "confidence": 0.9, "needs_review": review,
+            "latency_ms": 100.0 + i % 50, "correction": correction}
+
+
+def balanced(n: int, offset: int = 0, **kw) -> list[dict]:
+    return [served(offset + i, ACTS[i % len(ACTS)], **kw) for i in range(n)]
+
+
+def shifted(n: int, offset: int = 0) -> list[dict]:
+    """Mostly `request`: the act distribution moved."""
+    return [served(offset + i, "request" if i % 5 else ACTS[i % len(ACTS)]) for i in range(n)]
+
+
+TRAINING = [(f"Game {i} is fun.{' ' * (i % 20)}", f"{ACTS[i % 4]}(name[Game {i}], rating[good])") for i in range(200)]
+CFG = MonitoringConfig(min_requests=30)
+
+
+def run(current, previous, training=TRAINING, cfg=CFG, trained_at_ms=None):
+    return monitor("m", "1", "viggo", current, previous, (0, DAY, 2 * DAY), training, cfg, trained_at_ms)
+
+
+# --- core, on hand-made records ------------------------------------------------------------------------------
+
+def test_psi_is_zero_for_equal_distributions_and_grows_with_the_shift():
+    from collections import Counter
+
+    same = Counter({"a": 50, "b": 50})
+    assert psi(same, same) == pytest.approx(0.0)
+    assert psi(same, Counter({"a": 60, "b": 40})) < 0.1 < psi(same, Counter({"a": 90, "b": 10}))
+
+
+def test_window_lengths():
+    assert window_ms("7d") == 7 * DAY and window_ms("12h") == DAY // 2 and window_ms("30m") == 1_800_000
+    with pytest.raises(ValueError, match="positive number"):
+        window_ms("0d")
+
+
+def test_undrifted_requests_are_ok_with_their_figures():
+    report = run(balanced(100), balanced(100, offset=100))
+    assert report.verdict == "ok", report.reasons
+    c = report.current
+    assert (c.answers, c.requests, c.parse_rate, c.review_share) == (100, 100, 1.0, 0.0)
+    assert c.latency_p50_ms is not None and c.latency_p50_ms <= c.latency_p95_ms
+    assert set(report.drift_training) >= {"act", "input_length", "field.name", "field.rating"}
+    assert all(v < CFG.max_psi for v in report.drift_training.values())
+
+
+def test_a_shifted_act_distribution_is_drift_naming_the_act():
+    report = run(shifted(100), balanced(100, offset=100))
+    assert report.verdict == "drift"
+    assert any(r.startswith("act: PSI") and "training data" in r for r in report.reasons)
+    assert any(r.startswith("act: PSI") and "previous window" in r for r in report.reasons)
+    assert not any(r.startswith("field.") for r in report.reasons)  # the fields did not move
+
+
+def test_unparsed_answers_and_wrong_answers_on_corrections_are_decline():
+    broken = balanced(70) + [served(100 + i, "inform", parsed=False) for i in range(30)]
+    report = run(broken, balanced(100, offset=200))
+    assert report.verdict == "decline" and report.reasons[0].startswith("parse_rate: 0.700 <")
+    wrong = {"value": "inform(name[Other])", "time_ms": 5}
+    corrected = balanced(100, correction=wrong)
+    report = run(corrected, balanced(100, offset=200), cfg=MonitoringConfig(min_corrections=20))
+    assert report.current.accuracy == 0.0 and report.current.corrected == 100
+    assert any(r.startswith("accuracy: exact match 0.000 on 100 corrected answers") for r in report.reasons)
+
+
+def test_more_answers_needing_review_than_before_is_decline():
+    report = run(balanced(100, review=True), balanced(100, offset=100))
+    assert report.verdict == "decline" and report.reasons[0].startswith("review_share: 0.000 -> 1.000")
+
+
+def test_too_few_answers_are_not_judged():
+    report = run(shifted(10), [])
+    assert report.verdict == "ok" and "fewer than monitoring.min_requests" in report.reasons[0]
+
+
+def test_retraining_needs_a_bad_verdict_new_corrections_and_retrain_on():
+    right = {"value": "inform(name[Game 0], rating[good])", "time_ms": 10}
+    records = shifted(100)
+    for r in records[:25]:
+        r["correction"] = right
+    on = MonitoringConfig(retrain=True, min_corrections=20, min_accuracy=0.0)
+    assert should_retrain(run(records, [], cfg=on, trained_at_ms=5), on).startswith("verdict drift and 25 new")
+    assert should_retrain(run(records, [], cfg=on, trained_at_ms=50), on) is None  # learned from already
+    assert should_retrain(run(records, [], cfg=MonitoringConfig(min_corrections=20)), on.model_copy(
+        update={"retrain": False})) is None
+    assert should_retrain(run(balanced(100), [], cfg=on, trained_at_ms=5), on) is None  # ok
+
+
+# --- the MLflow store: record, correct, read back ------------------------------------------------------------
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """A fresh MLflow sqlite store as the tracking store; returns its folder."""
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)  # trace artifacts of a sqlite store go under ./mlruns
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    yield tmp_path
+    mlflow.set_tracking_uri(previous)
+
+
+def response(texts: list[str], acts: list[str]) -> dict:
+    results = [{"text": t, "answer": f"{a}(name[{t[:12]}])", "parsed": True, "act": a, "fields": {"name": t[:12]},
+                "confidence": 0.9, "field_confidence": {"name": 0.9}, "needs_review": False, "seconds": 0.05}
+               for t, a in zip(texts, acts)]
+    return {"model": "m version 1", "device": "cpu", "seconds": 0.05, "threshold": {"min_confidence": 0.5},
+            "results": results}
+
+
+def record(model: str, texts: list[str], acts: list[str], at_ms: int, mode: str = "full") -> str:
+    from tuneline import recording
+
+    experiment = recording.experiment_id(model, create=True)
+    return recording.record_request(response(texts, acts), model, "1", mode, at_ms * 1_000_000,
+                                    at_ms * 1_000_000 + 80_000_000, experiment)
+
+
+def test_traces_read_back_as_records_with_corrections_and_parser_checked(store):
+    from tuneline.recording import CorrectionError, Window, log_correction, read_requests
+
+    now = int(time.time() * 1000)
+    trace = record("m", ["I like Doom.", "Halo is bad."], ["inform", "give_opinion"], now - 1000)
+    log_correction(trace, "inform(name[Doom], rating[good])", "viggo", index=0)
+    with pytest.raises(CorrectionError, match="does not parse as a meaning representation"):
+        log_correction(trace, "Doom is good", "viggo")
+    with pytest.raises(CorrectionError, match="index 2: the request had 2"):
+        log_correction(trace, "inform(name[Doom])", "viggo", index=2)
+    records = read_requests("m", Window(now - 60_000, now))
+    assert [(r["text"], r["act"], r["version"], r["latency_ms"]) for r in records] == [
+        ("I like Doom.", "inform", "1", 80.0), ("Halo is bad.", "give_opinion", "1", 80.0)]
+    assert records[0]["correction"]["value"] == "inform(name[Doom], rating[good])" and records[1]["correction"] is None
+    assert read_requests("other", Window(now - 60_000, now)) == []
+
+
+def test_redacted_requests_and_their_corrections_store_no_text(store):
+    from tuneline.recording import Window, log_correction, read_requests
+
+    now = int(time.time() * 1000)
+    secret = "Zanzibar Quokka Saga is a bad game."
+    trace = record("m", [secret], ["give_opinion"], now - 1000, mode="redacted")
+    log_correction(trace, "give_opinion(name[Zanzibar Quokka Saga], rating[poor])", "viggo")
+    [r] = read_requests("m", Window(now - 60_000, now))
+    assert r["text"] is None and r["text_chars"] == len(secret) and r["act"] == "give_opinion"
+    assert r["field_names"] == ["name"] and r["correction"]["value"]["fields"] == ["name", "rating"]
+    stored = [p for p in store.rglob("*") if p.is_file()]
+    assert stored and not [p for p in stored if b"Quokka" in p.read_bytes()]
+
+
+def test_monitor_over_recorded_traces_says_drift_naming_the_act_and_ok_when_unshifted(store):
+    from tuneline.recording import Window, read_requests
+
+    end = int(time.time() * 1000)
+    rng = random.Random(0)
+    # The previous window has balanced acts; this one is still balanced (steady) or mostly request (moved).
+    for i in range(40):
+        at = end - 2 * DAY + i * 60_000
+        record("steady", [f"Game {i} is fun."], [ACTS[i % 4]], at)
+        record("moved", [f"Game {i} is fun."], [ACTS[i % 4]], at)
+        record("steady", [f"Game {i} is great."], [ACTS[(i + 1) % 4]], end - DAY + i * 60_000)
+        record("moved", [f"Game {i} is great."], ["request" if rng.random() < 0.85 else "inform"],
+               end - DAY + i * 60_000)
+    for model, expected in (("steady", "ok"), ("moved", "drift")):
+        current, previous = (read_requests(model, Window(s, e))
+                             for s, e in ((end - DAY, end), (end - 2 * DAY, end - DAY)))
+        report = monitor(model, "1", "viggo", current, previous, (end - 2 * DAY, end - DAY, end), [], CFG)
+        assert (report.current.answers, report.previous.answers) == (40, 40)
+        assert report.verdict == expected, report.reasons
+        if expected == "drift":
+            assert report.reasons[0].startswith("act: PSI") and "previous window" in report.reasons[0]
+
+
+# --- learn: corrections become training rows -----------------------------------------------------------------
+
+def test_corrections_become_feedback_rows_screened_for_leakage(store):
+    from tuneline.feedback import FEEDBACK, load_feedback
+    from tuneline.recording import log_correction
+    from tuneline.tiny import build_tiny_tokenizer
+    from tuneline.validation import prepare
+
+    now = int(time.time() * 1000)
+    corrected = {"Doom is a great shooter.": "give_opinion(name[Doom], rating[excellent])",
+                 "Game 0 is fun.": "give_opinion(name[Game 0], rating[excellent])"}  # the second is a test input
+    for i, (text, answer) in enumerate(corrected.items()):
+        log_correction(record("m", [text], ["inform"], now - 1000 + i), answer, "viggo")
+    record("m", ["Uncorrected text."], ["inform"], now - 500)
+    redacted = record("m", ["Hidden text."], ["inform"], now - 400, mode="redacted")
+    log_correction(redacted, "inform(name[Hidden])", "viggo")
+    cfg = DataConfig(system_prompt=None)
+    rows, lineage = load_feedback("m", cfg)
+    assert [r["messages"][0]["content"] for r in rows] == list(corrected)
+    assert rows[0]["_file"].startswith("mlflow-trace:tr-") and rows[0]["_line"] == 1
+    assert lineage["rows"] == 2 and lineage["corrections"] == 3 and lineage["redacted_skipped"] == 1
+
+    def row(i):
+        return {"target": f"Game {i} is fun.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
+                "_file": "d.jsonl", "_line": i + 1}
+
+    raw = {"train": [row(i) for i in range(1, 9)], "validation": [row(9)], "test": [row(0)], FEEDBACK: rows}
+    prepared = prepare(raw, cfg, build_tiny_tokenizer())
+    feedback = prepared.report.splits[FEEDBACK]
+    assert (feedback.input, feedback.accepted, feedback.quarantined) == (2, 1, 1)
+    assert prepared.report.reasons[FEEDBACK] == {"leakage": 1}
+    assert FEEDBACK not in prepared.splits
+    trained = [r["messages"][0]["content"] for r in prepared.splits["train"]]
+    assert "Doom is a great shooter." in trained and "Game 0 is fun." not in trained
+
+
+# --- the monitor pipeline on the stack's own MLflow store ----------------------------------------------------
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_monitor_pipeline_says_drift_naming_the_act_and_logs_its_figures(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    from runner.first_use import set_up
+    from runner.monitor import launch_monitor, retrain
+    from tuneline.config import parse_config
+    from tuneline.tracking import metric_key
+
+    monkeypatch.chdir(tmp_path)
+    set_up()
+    uri = Client().active_stack.experiment_tracker.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    end = int(time.time() * 1000)
+    for i in range(40):
+        record("monitored", [f"Game {i} is fun."], [ACTS[i % 4]], end - 2 * DAY + i * 60_000)
+        record("monitored", [f"Game {i} is great."], ["request" if i % 8 else "inform"], end - DAY + i * 60_000)
+    config = parse_config({"monitoring": {"min_requests": 30, "retrain": True}})
+    report = launch_monitor(config, {"model": {"name": "monitored"}}, since="1d", end_ms=end)
+    assert (report.verdict, report.current.answers, report.previous.answers) == ("drift", 40, 40)
+    assert report.reasons[0].startswith("act: PSI") and "previous window" in report.reasons[0]
+    assert retrain(config, {"model": {"name": "monitored"}}, report) is None  # no corrections to learn from
+    run = MlflowClient(uri).search_runs([MlflowClient(uri).get_experiment_by_name("monitor").experiment_id])[0]
+    assert run.data.metrics[metric_key("monitor", "verdict_code")] == 1.0
+    assert run.data.metrics[metric_key("monitor", "answers")] == 40.0
+
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_corrections_reach_the_next_finetune_runs_raw_data_with_their_lineage(tmp_path, monkeypatch):
+    import mlflow
+    from zenml import Model, pipeline
+    from zenml.client import Client
+
+    from runner.first_use import set_up
+    from steps import load_data
+    from tuneline.feedback import FEEDBACK
+    from tuneline.recording import log_correction
+
+    @pipeline(model=Model(name="learned"))
+    def load_only(data: DataConfig) -> None:
+        load_data(data)
+
+    monkeypatch.chdir(tmp_path)
+    set_up()
+    mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
+    trace = record("learned", ["Doom is a great shooter."], ["inform"], int(time.time() * 1000) - 1000)
+    log_correction(trace, "give_opinion(name[Doom], rating[excellent])", "viggo")
+    run = load_only(DataConfig(source="synthetic:viggo"))
+    step = Client().get_pipeline_run(run.id).steps["load_data"]
+    raw = step.outputs["raw_data"][0]
+    rows = raw.load().splits[FEEDBACK]
+    assert [(r["messages"][-2]["content"], r["messages"][-1]["content"]) for r in rows] == [
+        ("Doom is a great shooter.", "give_opinion(name[Doom], rating[excellent])")]
+    lineage = step.run_metadata["raw_data"]["feedback"]
+    assert (lineage["experiment"], lineage["rows"], lineage["corrections"]) == ("learned-requests", 1, 1)
+    assert step.run_metadata["raw_data"]["rows"][FEEDBACK] == 1
+
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_monitor_is_registered_on_a_schedule_like_finetune(monkeypatch):
+    """Only the orchestrator's capability is mocked, as in test_remote.py's finetune schedule test."""
+    from zenml.client import Client
+    from zenml.orchestrators.local.local_orchestrator import LocalOrchestrator, LocalOrchestratorConfig
+
+    from runner.first_use import set_up
+    from runner.monitor import schedule
+    from runner.schedule import describe
+    from tuneline.config import parse_config
+
+    set_up()
+    submitted = []
+    monkeypatch.setattr(LocalOrchestratorConfig, "is_schedulable", property(lambda self: True))
+    monkeypatch.setattr(LocalOrchestrator, "submit_pipeline", lambda self, snapshot, **kw: submitted.append(snapshot))
+    registered = schedule(parse_config({}), {"model": {"name": "watched"}}, "0 * * * *", since="1h")
+    assert registered.name.startswith("watched-monitor-") and registered.cron_expression == "0 * * * *"
+    assert Client().get_pipeline(registered.pipeline_id).name == "monitor"
+    assert [s.schedule.id for s in submitted] == [registered.id]
+    assert "the monitor pipeline runs at cron '0 * * * *'" in describe(registered, "monitor")
+    Client().delete_schedule(registered.id)
+
+
+# --- record and correct on a real deployment (the smoke model, ZenML's local deployer, loopback) ------------
+
+def _served_traces(experiment: str) -> list:
+    import mlflow
+    from zenml.client import Client
+
+    mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
+    found = mlflow.get_experiment_by_name(experiment)
+    return mlflow.search_traces(locations=[found.experiment_id], return_type="list") if found else []
+
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_each_request_is_a_trace_and_feedback_is_parser_checked(trained):
+    from tests.test_serve_deployment import _cli, call, deploy, texts
+
+    url = deploy("--model-version", str(trained["model_version"]))
+    try:
+        replies = [call(url, texts([f"I think Game {i} is a good game."])) for i in range(3)]
+        assert all(status == 200 for status, _ in replies), replies
+        ids = [out["outputs"]["extractions"]["trace_id"] for _, out in replies]
+        deadline = time.time() + 30
+        while len(traces := _served_traces("tuneline-smoke-requests")) < 3 and time.time() < deadline:
+            time.sleep(1)  # the server exports its traces in the background
+        assert {t.info.trace_id for t in traces} >= set(ids)
+        trace = next(t for t in traces if t.info.trace_id == ids[0])
+        assert trace.info.tags["tuneline.version"] == str(trained["model_version"])
+        [result] = next(s for s in trace.data.spans if s.parent_id is None).outputs["results"]
+        assert 0 <= result["confidence"] <= 1 and "needs_review" in result
+        status, reply = call(url, {"trace_id": ids[0], "answer": "not an MR"}, path="/feedback")
+        assert status == 422 and "does not parse as a meaning representation" in reply["detail"], reply
+        assert call(url, {"trace_id": "tr-0", "answer": "inform(name[X])"}, path="/feedback")[0] == 404
+        status, reply = call(url, {"trace_id": ids[0], "answer": "give_opinion(name[Game 0], rating[good])"},
+                             path="/feedback")
+        assert status == 200 and reply["assessment_id"], reply
+    finally:
+        _cli("serve", "--config", "configs/smoke.yaml", "--stop")
+
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_a_redacted_deployment_stores_no_request_text(trained):
+    from zenml.client import Client
+
+    from tests.test_serve_deployment import _cli, call, deploy, texts
+
+    url = deploy("--model-version", str(trained["model_version"]), "--set", "serving.record=redacted")
+    try:
+        status, out = call(url, texts(["Zyxwvut Quokkaland is a poor game."]))
+        assert status == 200, out
+        trace_id = out["outputs"]["extractions"]["trace_id"]
+        status, reply = call(url, {"trace_id": trace_id, "answer": "give_opinion(name[Zyxwvut], rating[poor])"},
+                             path="/feedback")
+        assert status == 200, reply
+    finally:
+        _cli("serve", "--config", "configs/smoke.yaml", "--stop")
+    import mlflow
+
+    uri = Client().active_stack.experiment_tracker.get_tracking_uri()
+    store = Path(uri.removeprefix("sqlite:///")).parent
+    assert any(t.info.trace_id == trace_id for t in _served_traces("tuneline-smoke-requests"))
+    location = mlflow.get_experiment_by_name("tuneline-smoke-requests").artifact_location
+    assert location.startswith(f"file:{store}"), location  # the trace files too, not the server's ./mlruns
+    files = [p for p in store.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if b"Zyxwvut" in p.read_bytes() or b"Quokkaland" in p.read_bytes()]
