@@ -55,16 +55,26 @@ def exit_code(err: BaseException) -> int | None:
 
 def _config_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     p.add_argument("--config", type=from_user, required=True, help="a run config: ZenML keys and `parameters:`")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a parameter, e.g. --set training.max_steps=20 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. --set training.max_steps=20 (repeatable)",
+    )
     if cache:
         p.add_argument("--no-cache", action="store_true", help="re-run every step even if ZenML has cached outputs")
     p.add_argument("--debug", action="store_true", help="also print Python tracebacks (they always go to the step log)")
 
 
 def _version_arg(p: argparse.ArgumentParser, default: str | None = None, base: bool = False) -> None:
-    p.add_argument("--model-version", required=default is None, default=default,
-                   help="a version number or name, or a stage such as production" + (", or 'base'" if base else ""))
+    p.add_argument(
+        "--model-version",
+        required=default is None,
+        default=default,
+        help="a version number or name, or a stage such as production" + (", or 'base'" if base else ""),
+    )
 
 
 def _window(text: str) -> str:
@@ -78,12 +88,17 @@ def _window(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="run.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train = sub.add_parser("train", help="run the finetune pipeline: data, training, evaluation, promotion")
     _config_args(train)
-    train.add_argument("--resume", action="store_true",
-                       help="continue from the last checkpoint of an interrupted run (needs training.save_steps)")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the last checkpoint of an interrupted run (needs training.save_steps)",
+    )
     train.add_argument("--summary-json", type=from_user, help="write the run summary as one JSON object here")
     prepare = sub.add_parser("prepare", help="the data steps only; prints the data report (exit 1: gate failed)")
     _config_args(prepare)
@@ -117,8 +132,12 @@ def review_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     _version_arg(ex, default="production")
     which = ex.add_mutually_exclusive_group()
     which.add_argument("--n", type=int, default=20, help="how many test examples to sample")
-    which.add_argument("--lowest-confidence", type=int, metavar="N",
-                       help="instead: the N test examples the model was least confident of")
+    which.add_argument(
+        "--lowest-confidence",
+        type=int,
+        metavar="N",
+        help="instead: the N test examples the model was least confident of",
+    )
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=from_user, default="reviews")
     im = sub.add_parser("import", help="validate a scored sheet and log its mean scores")
@@ -264,16 +283,25 @@ def cmd_monitor(args, config, zenml_config) -> int:
         print(describe(monitor.schedule(config, zenml_config, args.cron, args.since), "monitor"))
         return 0
     report = monitor.launch_monitor(config, zenml_config, args.since)
-    print(f"{report.model_name}: {report.verdict} ({report.current.answers} answers, "
-          f"{report.current.corrected} corrected, {report.new_corrections} corrections since production was trained)")
+    print(
+        f"{report.model_name}: {report.verdict} ({report.current.answers} answers, "
+        f"{report.current.corrected} corrected, {report.new_corrections} corrections since production was trained)"
+    )
     print("\n".join(f"  {reason}" for reason in report.reasons))
     if summary := monitor.retrain(config, zenml_config, report):
         print(render_table(summary))
     return 0
 
 
-PIPELINE_COMMANDS = {"train": cmd_train, "prepare": cmd_prepare, "evaluate": cmd_evaluate, "export": cmd_export,
-                     "schedule": cmd_schedule, "serve": cmd_serve, "monitor": cmd_monitor}
+PIPELINE_COMMANDS = {
+    "train": cmd_train,
+    "prepare": cmd_prepare,
+    "evaluate": cmd_evaluate,
+    "export": cmd_export,
+    "schedule": cmd_schedule,
+    "serve": cmd_serve,
+    "monitor": cmd_monitor,
+}
 
 
 def cmd_review(args) -> int:
@@ -288,10 +316,18 @@ def cmd_review(args) -> int:
     from runner.versions import model_name_of
 
     config, zenml_config = load_run_config(args.config)
-    csv_path, html_path = export(model_name_of(config, zenml_config), args.model_version, args.n, args.seed, args.out,
-                                 lowest_confidence=args.lowest_confidence)
-    print(f"review sheet: {csv_path} (read it as {html_path}); score each row 1-5, then: "
-          f"python run.py review import {csv_path}")
+    csv_path, html_path = export(
+        model_name_of(config, zenml_config),
+        args.model_version,
+        args.n,
+        args.seed,
+        args.out,
+        lowest_confidence=args.lowest_confidence,
+    )
+    print(
+        f"review sheet: {csv_path} (read it as {html_path}); score each row 1-5, then: "
+        f"python run.py review import {csv_path}"
+    )
     return 0
 
 
@@ -302,8 +338,9 @@ def cmd_init(args) -> int:
     from tuneline.sources import DataError
 
     try:
-        proposal, written = write_config(args.data, args.out, args.task, args.force, args.input_field,
-                                         args.answer_field)
+        proposal, written = write_config(
+            args.data, args.out, args.task, args.force, args.input_field, args.answer_field
+        )
     except (DataError, ProposalError, FileExistsError) as err:
         raise type(err)(f"{shown(args.data)}: {err}") from None
     out = shown(written)
@@ -312,8 +349,10 @@ def cmd_init(args) -> int:
     print(f"  fields (share of rows): {', '.join(f'{k} {v:.0%}' for k, v in proposal.coverage.items())}")
     if proposal.example:
         print(f"  one row as it will be learned: {proposal.example[0]!r} -> {proposal.example[1]!r}")
-    print(f"wrote {out}: format '{proposal.format}', task '{proposal.task}'"
-          + (f", input '{proposal.input_field}', answer '{proposal.output_field}'" if proposal.input_field else ""))
+    print(
+        f"wrote {out}: format '{proposal.format}', task '{proposal.task}'"
+        + (f", input '{proposal.input_field}', answer '{proposal.output_field}'" if proposal.input_field else "")
+    )
     print(f"next: python run.py prepare --config {out}, then python run.py train --config {out}")
     return 0
 

@@ -48,15 +48,30 @@ def worker(args) -> None:
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, dtype, device)
     batch = args.batch_size if args.worker == "batched" else 1
     start = time.monotonic()
-    gen = generate_greedy(model, tokenizer, prompts, batch, args.max_new_tokens,
-                          max_batch_tokens=args.max_batch_tokens if batch > 1 else None)
+    gen = generate_greedy(
+        model,
+        tokenizer,
+        prompts,
+        batch,
+        args.max_new_tokens,
+        max_batch_tokens=args.max_batch_tokens if batch > 1 else None,
+    )
     seconds = time.monotonic() - start
-    Path(args.out).write_text(json.dumps({
-        "mode": args.worker, "device": device, "dtype": dtype, "batch_size": batch, "examples": len(prompts),
-        "seconds": seconds,
-        "new_tokens": gen.new_tokens, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "texts": gen.texts,
-    }))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "mode": args.worker,
+                "device": device,
+                "dtype": dtype,
+                "batch_size": batch,
+                "examples": len(prompts),
+                "seconds": seconds,
+                "new_tokens": gen.new_tokens,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "texts": gen.texts,
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -79,9 +94,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("batched", "sequential"):
             out = Path(tmp) / f"{mode}.json"
-            cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--model", args.model,
-                   "--n", str(args.n), "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
-                   "--device", args.device, "--dtype", args.dtype]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--worker",
+                mode,
+                "--out",
+                str(out),
+                "--model",
+                args.model,
+                "--n",
+                str(args.n),
+                "--batch-size",
+                str(args.batch_size),
+                "--max-new-tokens",
+                str(args.max_new_tokens),
+                "--device",
+                args.device,
+                "--dtype",
+                args.dtype,
+            ]
             cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
             subprocess.run(cmd, check=True, env=os.environ.copy())
             results[mode] = json.loads(out.read_text())
@@ -89,25 +121,43 @@ def main() -> None:
     same = sum(a == b for a, b in zip(ours["texts"], one["texts"], strict=True)) / len(ours["texts"])
     rows = []
     for r in (ours, one):
-        rows.append({
-            "mode": "ours (batched, left-padded, KV cache)" if r is ours else "one at a time (same model, KV cache)",
-            "batch": r["batch_size"], "examples": r["examples"], "seconds": r["seconds"],
-            "examples_per_s": r["examples"] / r["seconds"], "new_tokens_per_s": r["new_tokens"] / r["seconds"],
-            "peak_rss_mb": r["peak_rss_mb"],
-        })
-    summary = {"rows": rows, "speedup": one["seconds"] / ours["seconds"], "identical_outputs": same,
-               "max_new_tokens": args.max_new_tokens, "model": args.model, "threads": os.cpu_count(),
-               "device": ours["device"], "dtype": ours["dtype"]}
+        rows.append(
+            {
+                "mode": "ours (batched, left-padded, KV cache)"
+                if r is ours
+                else "one at a time (same model, KV cache)",
+                "batch": r["batch_size"],
+                "examples": r["examples"],
+                "seconds": r["seconds"],
+                "examples_per_s": r["examples"] / r["seconds"],
+                "new_tokens_per_s": r["new_tokens"] / r["seconds"],
+                "peak_rss_mb": r["peak_rss_mb"],
+            }
+        )
+    summary = {
+        "rows": rows,
+        "speedup": one["seconds"] / ours["seconds"],
+        "identical_outputs": same,
+        "max_new_tokens": args.max_new_tokens,
+        "model": args.model,
+        "threads": os.cpu_count(),
+        "device": ours["device"],
+        "dtype": ours["dtype"],
+    }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
     print(f"{'mode':<40} {'batch':>5} {'examples':>8} {'seconds':>8} {'ex/s':>7} {'new tok/s':>10} {'peak RSS MB':>12}")
     for r in rows:
-        print(f"{r['mode']:<40} {r['batch']:>5} {r['examples']:>8} {r['seconds']:>8.1f} {r['examples_per_s']:>7.2f} "
-              f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f}")
-    print(f"\nspeedup: {summary['speedup']:.2f}x   identical greedy outputs: {same:.1%}   "
-          f"({args.model} on {ours['device']} in {ours['dtype']}, max_new_tokens {args.max_new_tokens}, "
-          f"{os.cpu_count()} CPU threads)")
+        print(
+            f"{r['mode']:<40} {r['batch']:>5} {r['examples']:>8} {r['seconds']:>8.1f} {r['examples_per_s']:>7.2f} "
+            f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f}"
+        )
+    print(
+        f"\nspeedup: {summary['speedup']:.2f}x   identical greedy outputs: {same:.1%}   "
+        f"({args.model} on {ours['device']} in {ours['dtype']}, max_new_tokens {args.max_new_tokens}, "
+        f"{os.cpu_count()} CPU threads)"
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ else the table refuses.
 
 Columns: training minutes, steps, tokens trained (prompt and answer, every epoch), training tokens/s, exact match
 with its 95% bootstrap interval (the noise of the test sample), slot accuracy, act accuracy (viggo), parse rate,
-and the seconds spent preparing data and generating. `--base` scores the untuned base model first; `--grammar` scores every model a second time with decoding
+and the seconds spent preparing data and generating. `--base` scores the untuned base model first; `--grammar`
+scores every model a second time with decoding
 constrained by the task's grammar (`evaluation.constrained`), in rows of its own.
 """
 
@@ -62,16 +63,33 @@ def examples_hash(test: list[dict]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _scored(label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None,
-            grammar: str | None) -> dict:
+def _scored(
+    label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None, grammar: str | None
+) -> dict:
     from tuneline.evaluation import evaluate_model
 
-    result = evaluate_model(label, cfg.data.task, model_dir, test, cfg.evaluation, adapter_dir=adapter_dir,
-                            dtype=cfg.model.dtype, device=cfg.model.device, grammar=grammar)
+    result = evaluate_model(
+        label,
+        cfg.data.task,
+        model_dir,
+        test,
+        cfg.evaluation,
+        adapter_dir=adapter_dir,
+        dtype=cfg.model.dtype,
+        device=cfg.model.device,
+        grammar=grammar,
+    )
     exact = [float(p["exact"]) for p in result.predictions]
     low, high = bootstrap_interval(exact)
-    return {"metrics": result.metrics, "exact_low": low, "exact_high": high, "test_hash": examples_hash(test),
-            "eval_seconds": result.seconds, "device": result.device, "n_test": result.n_examples}
+    return {
+        "metrics": result.metrics,
+        "exact_low": low,
+        "exact_high": high,
+        "test_hash": examples_hash(test),
+        "eval_seconds": result.seconds,
+        "device": result.device,
+        "n_test": result.n_examples,
+    }
 
 
 def run_recipe(name: str, cfg: TunelineConfig, base: bool, also_constrained: bool) -> list[dict]:
@@ -93,42 +111,73 @@ def run_recipe(name: str, cfg: TunelineConfig, base: bool, also_constrained: boo
 
     rows = []
     if base:
-        rows += [{"recipe": f"base (untuned){suffix}", "prepare_seconds": prepare_seconds, **s}
-                 for suffix, s in scored("base", None)]
+        rows += [
+            {"recipe": f"base (untuned){suffix}", "prepare_seconds": prepare_seconds, **s}
+            for suffix, s in scored("base", None)
+        ]
     with tempfile.TemporaryDirectory(prefix="tuneline-budget-") as work:
-        job = TrainJob(model_dir=model_dir, train=splits["train"], validation=splits.get("validation", []),
-                       output_dir=Path(work), model=cfg.model, lora=cfg.lora, training=cfg.training)
+        job = TrainJob(
+            model_dir=model_dir,
+            train=splits["train"],
+            validation=splits.get("validation", []),
+            output_dir=Path(work),
+            model=cfg.model,
+            lora=cfg.lora,
+            training=cfg.training,
+        )
         result = train_lora(job)
         tuned = scored("tuned", result.adapter_dir)
-    trained = {"prepare_seconds": prepare_seconds, "train_seconds": result.seconds, "steps": result.steps,
-               "train_rows": len(splits["train"]), "tokens": result.tokens,
-               "tokens_per_second": result.tokens_per_second, "eval_loss": result.eval_loss}
+    trained = {
+        "prepare_seconds": prepare_seconds,
+        "train_seconds": result.seconds,
+        "steps": result.steps,
+        "train_rows": len(splits["train"]),
+        "tokens": result.tokens,
+        "tokens_per_second": result.tokens_per_second,
+        "eval_loss": result.eval_loss,
+    }
     return rows + [{"recipe": name + suffix, **trained, **s} for suffix, s in tuned]
 
 
 def table(rows: list[dict]) -> str:
-    head = (f"{'recipe':<22} {'train min':>9} {'steps':>5} {'tokens':>8} {'tok/s':>7} {'exact (95% CI)':>20} "
-            f"{'slot':>6} {'act':>6} {'parse':>6} {'prep s':>6} {'eval s':>6}")
+    head = (
+        f"{'recipe':<22} {'train min':>9} {'steps':>5} {'tokens':>8} {'tok/s':>7} {'exact (95% CI)':>20} "
+        f"{'slot':>6} {'act':>6} {'parse':>6} {'prep s':>6} {'eval s':>6}"
+    )
     lines = [head]
     for r in rows:
         m = r["metrics"]
         exact = f"{m['exact_match']:.3f} ({r['exact_low']:.3f}-{r['exact_high']:.3f})"
-        train = (f"{r['train_seconds'] / 60:>9.1f} {r['steps']:>5} {r['tokens'] / 1000:>7.0f}k "
-                 f"{r['tokens_per_second']:>7.0f}" if "train_seconds" in r else f"{'-':>9} {'-':>5} {'-':>8} {'-':>7}")
-        lines.append(f"{r['recipe']:<22} {train} {exact:>20} {m.get('slot_accuracy', 0):>6.3f} "
-                     f"{m.get('act_accuracy', 0):>6.3f} {m.get('parse_rate', 0):>6.3f} {r['prepare_seconds']:>6.0f} "
-                     f"{r['eval_seconds']:>6.0f}")
+        train = (
+            f"{r['train_seconds'] / 60:>9.1f} {r['steps']:>5} {r['tokens'] / 1000:>7.0f}k "
+            f"{r['tokens_per_second']:>7.0f}"
+            if "train_seconds" in r
+            else f"{'-':>9} {'-':>5} {'-':>8} {'-':>7}"
+        )
+        lines.append(
+            f"{r['recipe']:<22} {train} {exact:>20} {m.get('slot_accuracy', 0):>6.3f} "
+            f"{m.get('act_accuracy', 0):>6.3f} {m.get('parse_rate', 0):>6.3f} {r['prepare_seconds']:>6.0f} "
+            f"{r['eval_seconds']:>6.0f}"
+        )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(ROOT / "configs" / "finetune.yaml"))
-    parser.add_argument("--recipe", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
-                        help="a recipe: a name, then overrides of the config (repeatable)")
+    parser.add_argument(
+        "--recipe",
+        nargs="+",
+        action="append",
+        metavar=("NAME", "KEY=VALUE"),
+        help="a recipe: a name, then overrides of the config (repeatable)",
+    )
     parser.add_argument("--base", action="store_true", help="also score the untuned base model")
-    parser.add_argument("--grammar", action="store_true",
-                        help="also score every model with decoding constrained by the task's grammar (+grammar rows)")
+    parser.add_argument(
+        "--grammar",
+        action="store_true",
+        help="also score every model with decoding constrained by the task's grammar (+grammar rows)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
@@ -149,8 +198,7 @@ def main() -> None:
         return
     r0 = rows[0]
     print(table(rows))
-    print(f"\n{r0['n_test']} test examples (hash {r0['test_hash']}), generated on {r0['device']}; "
-          f"config {args.config}")
+    print(f"\n{r0['n_test']} test examples (hash {r0['test_hash']}), generated on {r0['device']}; config {args.config}")
 
 
 if __name__ == "__main__":

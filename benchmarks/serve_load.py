@@ -62,12 +62,19 @@ class ModeResult:
     def row(self) -> dict:
         ok = self.requests - self.failed
         return {
-            "mode": self.mode, "texts/req": self.texts_per_request, "requests": self.requests, "failed": self.failed,
-            "req/s": ok / self.seconds, "texts/s": self.texts / self.seconds,
-            "p50 s": self.pct(self.latencies, 50), "p95 s": self.pct(self.latencies, 95),
+            "mode": self.mode,
+            "texts/req": self.texts_per_request,
+            "requests": self.requests,
+            "failed": self.failed,
+            "req/s": ok / self.seconds,
+            "texts/s": self.texts / self.seconds,
+            "p50 s": self.pct(self.latencies, 50),
+            "p95 s": self.pct(self.latencies, 95),
             "p99 s": self.pct(self.latencies, 99),
-            "gen p50 s": self.pct(self.generation, 50), "zenml p50 s": self.pct(self.bookkeeping, 50),
-            "models": self.models, "errors": self.errors[:3],
+            "gen p50 s": self.pct(self.generation, 50),
+            "zenml p50 s": self.pct(self.bookkeeping, 50),
+            "models": self.models,
+            "errors": self.errors[:3],
         }
 
 
@@ -83,8 +90,9 @@ def invoke(url: str, key: str | None, texts: list[str]) -> tuple[int, dict]:
         return 0, {"error": repr(err)}
 
 
-def drive(url: str, key: str | None, inputs: list[str], mode: str, per_request: int, clients: int,
-          seconds: float, during=None) -> ModeResult:
+def drive(
+    url: str, key: str | None, inputs: list[str], mode: str, per_request: int, clients: int, seconds: float, during=None
+) -> ModeResult:
     result, lock = ModeResult(mode, per_request), threading.Lock()
     deadline = time.monotonic() + seconds
 
@@ -157,35 +165,48 @@ def switcher(model_name: str, version: str, after_s: float):
 
 
 def render(rows: list[dict], peak: float | None) -> str:
-    head = (f"{'mode':<26}{'texts/req':>9}{'requests':>9}{'failed':>7}{'req/s':>8}{'texts/s':>9}{'p50 s':>7}"
-            f"{'p95 s':>7}{'p99 s':>7}{'gen p50':>8}{'zenml p50':>10}")
+    head = (
+        f"{'mode':<26}{'texts/req':>9}{'requests':>9}{'failed':>7}{'req/s':>8}{'texts/s':>9}{'p50 s':>7}"
+        f"{'p95 s':>7}{'p99 s':>7}{'gen p50':>8}{'zenml p50':>10}"
+    )
     lines = [head]
     for r in rows:
-        lines.append(f"{r['mode']:<26}{r['texts/req']:>9}{r['requests']:>9}{r['failed']:>7}{r['req/s']:>8.2f}"
-                     f"{r['texts/s']:>9.2f}{r['p50 s']:>7.2f}{r['p95 s']:>7.2f}{r['p99 s']:>7.2f}"
-                     f"{r['gen p50 s']:>8.2f}{r['zenml p50 s']:>10.2f}")
+        lines.append(
+            f"{r['mode']:<26}{r['texts/req']:>9}{r['requests']:>9}{r['failed']:>7}{r['req/s']:>8.2f}"
+            f"{r['texts/s']:>9.2f}{r['p50 s']:>7.2f}{r['p95 s']:>7.2f}{r['p99 s']:>7.2f}"
+            f"{r['gen p50 s']:>8.2f}{r['zenml p50 s']:>10.2f}"
+        )
     one, batched = rows[0], rows[1]
-    lines.append(f"\nbatched/one-text texts/s: {batched['texts/s'] / one['texts/s']:.2f}x   "
-                 f"failed requests: {sum(r['failed'] for r in rows)}   ZenML bookkeeping at p50 (one text): "
-                 f"{one['zenml p50 s']:.2f} s = {one['zenml p50 s'] / one['p50 s']:.0%} of the latency   "
-                 + (f"server peak RSS: {peak:.0f} MB" if peak else "server peak RSS: unknown (--url)"))
+    lines.append(
+        f"\nbatched/one-text texts/s: {batched['texts/s'] / one['texts/s']:.2f}x   "
+        f"failed requests: {sum(r['failed'] for r in rows)}   ZenML bookkeeping at p50 (one text): "
+        f"{one['zenml p50 s']:.2f} s = {one['zenml p50 s'] / one['p50 s']:.0%} of the latency   "
+        + (f"server peak RSS: {peak:.0f} MB" if peak else "server peak RSS: unknown (--url)")
+    )
     for r in rows:
-        lines.append(f"{r['mode']}: answered by {r['models']}" + (f"; first errors {r['errors']}" if r["errors"] else ""))
+        lines.append(
+            f"{r['mode']}: answered by {r['models']}" + (f"; first errors {r['errors']}" if r["errors"] else "")
+        )
     return "\n".join(lines)
 
 
 def side_by_side(off: list[ModeResult], on: list[ModeResult], clients: int) -> str:
     """Each mode with batching off and on; `same answers`: every text answered in both runs got one answer."""
-    lines = [f"\n{'at ' + str(clients) + ' clients':<26}{'':>4}{'texts/s':>17}{'p50 s':>17}{'failed':>13}"
-             f"{'same answers':>14}", f"{'':<30}{'off':>8}{'on':>9}{'off':>8}{'on':>9}{'off':>6}{'on':>7}"]
+    lines = [
+        f"\n{'at ' + str(clients) + ' clients':<26}{'':>4}{'texts/s':>17}{'p50 s':>17}{'failed':>13}"
+        f"{'same answers':>14}",
+        f"{'':<30}{'off':>8}{'on':>9}{'off':>8}{'on':>9}{'off':>6}{'on':>7}",
+    ]
     for a, b in zip(off, on):
         ra, rb = a.row(), b.row()
         shared = a.answers.keys() & b.answers.keys()
         same = sum(a.answers[t] == b.answers[t] for t in shared)
         faster, quicker = rb["texts/s"] / max(ra["texts/s"], 1e-9), rb["p50 s"] / max(ra["p50 s"], 1e-9)
-        lines.append(f"{a.mode.removesuffix(', batching off'):<30}{ra['texts/s']:>8.2f}{rb['texts/s']:>9.2f}"
-                     f"{ra['p50 s']:>8.2f}{rb['p50 s']:>9.2f}{ra['failed']:>6}{rb['failed']:>7}"
-                     f"{f'{same}/{len(shared)}':>14}   on/off: texts/s {faster:.1f}x, p50 {quicker:.2f}x")
+        lines.append(
+            f"{a.mode.removesuffix(', batching off'):<30}{ra['texts/s']:>8.2f}{rb['texts/s']:>9.2f}"
+            f"{ra['p50 s']:>8.2f}{rb['p50 s']:>9.2f}{ra['failed']:>6}{rb['failed']:>7}"
+            f"{f'{same}/{len(shared)}':>14}   on/off: texts/s {faster:.1f}x, p50 {quicker:.2f}x"
+        )
     return "\n".join(lines)
 
 
@@ -198,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=4)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--batch", type=int, default=16, help="texts per request in the batched mode")
-    p.add_argument("--batching", choices=["both", "on", "off"], default="both",
-                   help="batching across requests: deploy with it off and on and compare (both), or one of them")
+    p.add_argument(
+        "--batching",
+        choices=["both", "on", "off"],
+        default="both",
+        help="batching across requests: deploy with it off and on and compare (both), or one of them",
+    )
     p.add_argument("--switch-to", metavar="VERSION", help="also run across a promotion of this version")
     p.add_argument("--record-cost", action="store_true", help="also compare serving.record off and full")
     p.add_argument("--json", action="store_true")
@@ -223,8 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
         during, undo = switcher(model_name_of(config, zenml_config), args.switch_to, args.seconds / 3)
         try:
-            rows.append(drive(url, key, inputs, f"one text, switch to v{args.switch_to}", 1, args.clients,
-                              args.seconds, during).row())
+            rows.append(
+                drive(
+                    url, key, inputs, f"one text, switch to v{args.switch_to}", 1, args.clients, args.seconds, during
+                ).row()
+            )
         finally:
             undo()
     peak = peak_rss_mb(pid)
@@ -244,8 +272,10 @@ def record_cost(args, config, zenml_config, inputs: list[str]) -> str:
         url, key, _ = deploy(args, recorded, zenml_config, "on")
         invoke(url, key, inputs[:1])
         p50[mode] = drive(url, key, inputs, f"record {mode}", 1, args.clients, args.seconds).row()["p50 s"]
-    return (f"\nrecording (serving.record full vs off), one text per request at {args.clients} clients: p50 "
-            f"{p50['full']:.3f} s vs {p50['off']:.3f} s, {p50['full'] / p50['off'] - 1:+.1%}")
+    return (
+        f"\nrecording (serving.record full vs off), one text per request at {args.clients} clients: p50 "
+        f"{p50['full']:.3f} s vs {p50['off']:.3f} s, {p50['full'] / p50['off'] - 1:+.1%}"
+    )
 
 
 def deploy(args, config, zenml_config, batching: str | None) -> tuple[str, str | None, int | None]:

@@ -86,7 +86,7 @@ def _answer_eval_loss(model, tokenizer, records: list[dict]) -> float:
     model.eval()
     with torch.no_grad():
         for i in range(0, len(records), 8):
-            batch = PadCollator(tokenizer.pad_token_id)(records[i:i + 8])
+            batch = PadCollator(tokenizer.pad_token_id)(records[i : i + 8])
             batch = {k: v.to(model.device) for k, v in batch.items()}
             n = int((batch["labels"][:, 1:] != IGNORE).sum())
             total += float(answer_loss(model, batch)) * n
@@ -97,9 +97,18 @@ def _answer_eval_loss(model, tokenizer, records: list[dict]) -> float:
 def _common_args(args, out_dir: Path) -> dict:
     """Hyperparameters every setup shares, as TrainingArguments keywords."""
     return dict(
-        output_dir=str(out_dir), per_device_train_batch_size=args.batch_size, num_train_epochs=1,
-        learning_rate=args.lr, warmup_steps=0, lr_scheduler_type="cosine", logging_steps=1, save_strategy="no",
-        report_to="none", seed=0, use_cpu=args.device == "cpu", disable_tqdm=True,
+        output_dir=str(out_dir),
+        per_device_train_batch_size=args.batch_size,
+        num_train_epochs=1,
+        learning_rate=args.lr,
+        warmup_steps=0,
+        lr_scheduler_type="cosine",
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+        use_cpu=args.device == "cpu",
+        disable_tqdm=True,
     )
 
 
@@ -108,8 +117,13 @@ def _peft_config():
 
     from tuneline.config import LoraConfig as Ours
 
-    return LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                      target_modules=list(Ours().target_modules), task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules=list(Ours().target_modules),
+        task_type="CAUSAL_LM",
+    )
 
 
 QUANTIZATION = {"ours_qlora4": "4bit", "ours_qlora8": "8bit", "trl_qlora4": "4bit"}
@@ -121,17 +135,26 @@ def run_ours(args, model_dir, train, out_dir):
     from tuneline.training import TrainJob, train_lora
 
     cuda = args.device == "cuda"
-    model_cfg = ModelConfig(base=str(model_dir), dtype="bfloat16" if cuda else "float32",
-                            quantization=QUANTIZATION.get(args.worker, "none"))
-    cfg = TrainingConfig(epochs=1, learning_rate=args.lr, batch_size=args.batch_size, warmup_ratio=0.0,
-                         logging_steps=1, seed=0, packing=cuda, liger_kernel=cuda and args.liger)
-    result = train_lora(TrainJob(model_dir, train, [], out_dir, model=model_cfg, lora=LoraConfig(**LORA),
-                                 training=cfg))
+    model_cfg = ModelConfig(
+        base=str(model_dir), dtype="bfloat16" if cuda else "float32", quantization=QUANTIZATION.get(args.worker, "none")
+    )
+    cfg = TrainingConfig(
+        epochs=1,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        warmup_ratio=0.0,
+        logging_steps=1,
+        seed=0,
+        packing=cuda,
+        liger_kernel=cuda and args.liger,
+    )
+    result = train_lora(TrainJob(model_dir, train, [], out_dir, model=model_cfg, lora=LoraConfig(**LORA), training=cfg))
     tokenizer = load_tokenizer(model_dir)
     from peft import AutoPeftModelForCausalLM
 
-    model = AutoPeftModelForCausalLM.from_pretrained(result.adapter_dir, dtype=getattr(__import__("torch"),
-                                                     model_cfg.dtype), device_map=args.device)
+    model = AutoPeftModelForCausalLM.from_pretrained(
+        result.adapter_dir, dtype=getattr(__import__("torch"), model_cfg.dtype), device_map=args.device
+    )
     return result.seconds, result.tokens, result.steps, model, tokenizer
 
 
@@ -154,14 +177,17 @@ def _trl(args, model_dir, train, out_dir, setup: str):
         from transformers import BitsAndBytesConfig
 
         extra["model_init_kwargs"]["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype="bfloat16",
         )
     # TRL refuses max_length with padding-free rows unless it packs; the rows are already under max_seq_len.
     max_length = None if extra.get("padding_free") else args.max_seq_len
     config = SFTConfig(**_common_args(args, out_dir), max_length=max_length, **extra)
-    trainer = SFTTrainer(model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows),
-                         peft_config=_peft_config())
+    trainer = SFTTrainer(
+        model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows), peft_config=_peft_config()
+    )
     tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
     start = time.monotonic()
     trainer.train()
@@ -181,9 +207,12 @@ def run_pad512(args, model_dir, train, out_dir):
     enc = tokenizer(texts, padding="max_length", max_length=512, truncation=True)
     tokens = sum(sum(m) for m in enc["attention_mask"])
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), _peft_config())
-    trainer = Trainer(model=model, args=TrainingArguments(**_common_args(args, out_dir)),
-                      train_dataset=Dataset.from_dict(dict(enc)),
-                      data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False))
+    trainer = Trainer(
+        model=model,
+        args=TrainingArguments(**_common_args(args, out_dir)),
+        train_dataset=Dataset.from_dict(dict(enc)),
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+    )
     start = time.monotonic()
     trainer.train()
     return time.monotonic() - start, tokens, trainer.state.global_step, model, tokenizer
@@ -216,27 +245,48 @@ def worker(args) -> None:
         peak = _peak_memory_gib(args.device)  # training's peak, before the scorer below loads anything
         trainable, total = model.get_nb_trainable_parameters()
         eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val)
-    Path(args.out).write_text(json.dumps({
-        "setup": args.worker, "examples": len(train), "steps": steps, "seconds": seconds, "tokens": tokens,
-        "tokens_per_second": tokens / seconds, "seconds_per_step": seconds / steps, "peak_memory_gib": peak,
-        "eval_loss": eval_loss, "flops_per_token": 4 * (total - trainable) + 6 * trainable,
-    }))
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "setup": args.worker,
+                "examples": len(train),
+                "steps": steps,
+                "seconds": seconds,
+                "tokens": tokens,
+                "tokens_per_second": tokens / seconds,
+                "seconds_per_step": seconds / steps,
+                "peak_memory_gib": peak,
+                "eval_loss": eval_loss,
+                "flops_per_token": 4 * (total - trainable) + 6 * trainable,
+            }
+        )
+    )
 
 
 def table(results: dict, peak: float, device: str) -> str:
     cuda = device == "cuda"
     memory, scale = ("peak GPU GiB", 1) if cuda else ("peak RSS MB", 1024)
-    unit = "bf16 matmul peak (same run): {:.1f} TFLOP/s" if cuda else "matmul peak (float32 GEMM, same run): {:.1f} GFLOP/s"
+    unit = (
+        "bf16 matmul peak (same run): {:.1f} TFLOP/s"
+        if cuda
+        else "matmul peak (float32 GEMM, same run): {:.1f} GFLOP/s"
+    )
     head = f"{'setup':<13}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}{memory:>14}{'eval loss':>11}{'% of peak':>11}"
     lines = [head]
     for r in results.values():
-        lines.append(f"{r['setup']:<13}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
-                     f"{r['peak_memory_gib'] * scale:>14.{2 if cuda else 0}f}{r['eval_loss']:>11.4f}{100 * r['share_of_peak']:>10.1f}%")
+        lines.append(
+            f"{r['setup']:<13}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
+            f"{r['peak_memory_gib'] * scale:>14.{2 if cuda else 0}f}{r['eval_loss']:>11.4f}"
+            f"{100 * r['share_of_peak']:>10.1f}%"
+        )
     lines.append(unit.format(peak))
     for name in [n for n in results if n.startswith("ours")]:
         ours = results[name]["tokens_per_second"]
-        ratios = [f"{ours / r['tokens_per_second']:.2f}x {other}" for other, r in results.items()
-                  if not other.startswith("ours")]
+        ratios = [
+            f"{ours / r['tokens_per_second']:.2f}x {other}"
+            for other, r in results.items()
+            if not other.startswith("ours")
+        ]
         if ratios:
             lines.append(f"{name} vs: " + ", ".join(ratios))
     return "\n".join(lines)
@@ -246,8 +296,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct", help="base model on --device cpu")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--shape", choices=sorted(SHAPES), default="smollm2-135m",
-                   help="with --device cuda: the shape of the randomly initialized bf16 model")
+    p.add_argument(
+        "--shape",
+        choices=sorted(SHAPES),
+        default="smollm2-135m",
+        help="with --device cuda: the shape of the randomly initialized bf16 model",
+    )
     p.add_argument("--no-liger", dest="liger", action="store_false", help="with --device cuda: ours without Liger")
     p.add_argument("--n", type=int, default=128, help="training examples (one pass)")
     p.add_argument("--n-val", type=int, default=64, help="validation examples for the eval loss")
@@ -255,8 +309,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=os.cpu_count())
-    p.add_argument("--setups", help=f"comma-separated subset of {','.join(SETUPS)} (cpu) or "
-                   f"{','.join(GPU_SETUPS)} (cuda); default: all")
+    p.add_argument(
+        "--setups",
+        help=f"comma-separated subset of {','.join(SETUPS)} (cpu) or {','.join(GPU_SETUPS)} (cuda); default: all",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--worker", choices=SETUPS + GPU_SETUPS, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", help=argparse.SUPPRESS)
@@ -282,15 +338,28 @@ def main() -> None:
         for setup in setups:
             out = Path(tmp) / f"{setup}.json"
             print(f"[{setup}] training ...", file=sys.stderr, flush=True)
-            subprocess.run([sys.executable, __file__, *passthrough, "--worker", setup, "--out", str(out)],
-                           check=True, env=os.environ.copy())
+            subprocess.run(
+                [sys.executable, __file__, *passthrough, "--worker", setup, "--out", str(out)],
+                check=True,
+                env=os.environ.copy(),
+            )
             r = json.loads(out.read_text())
             print(json.dumps(r), file=sys.stderr, flush=True)  # kept in the log should a later setup fail
             r["share_of_peak"] = r["tokens_per_second"] * r["flops_per_token"] / (peak * 1e9)
             results[setup] = r
     if args.json:
-        print(json.dumps({"device": args.device, "shape": args.shape if args.device == "cuda" else args.model,
-                          "matmul_peak_gflops": peak, "threads": args.threads, "results": results}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "device": args.device,
+                    "shape": args.shape if args.device == "cuda" else args.model,
+                    "matmul_peak_gflops": peak,
+                    "threads": args.threads,
+                    "results": results,
+                },
+                indent=2,
+            )
+        )
     else:
         print(table(results, peak / 1e3 if args.device == "cuda" else peak, args.device))
 

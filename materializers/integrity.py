@@ -95,5 +95,7 @@ def require_intact(uri: str) -> None:
     or a missing file steps later."""
     found = Client().list_artifact_versions(uri=uri, hydrate=True).items
     if found and (problem := damage(found[0])):
-        raise DamagedArtifact(f"{problem}; the next run recomputes it instead of reusing it "
-                              "(`python -m runner.cache_guard` expires it now)")
+        raise DamagedArtifact(
+            f"{problem}; the next run recomputes it instead of reusing it "
+            "(`python -m runner.cache_guard` expires it now)"
+        )

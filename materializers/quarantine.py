@@ -31,4 +31,7 @@ class QuarantineMaterializer(BaseMaterializer):
         return {path: VisualizationType.HTML}
 
     def extract_metadata(self, data: Quarantine) -> Dict[str, Any]:
-        return {"rows": len(data.rows), **{f"reason_{k}": v for k, v in Counter(r["reason"] for r in data.rows).items()}}
+        return {
+            "rows": len(data.rows),
+            **{f"reason_{k}": v for k, v in Counter(r["reason"] for r in data.rows).items()},
+        }

@@ -12,12 +12,18 @@ from tuneline.config import DataConfig, EvaluationConfig, ModelConfig
 
 
 @pipeline(name="evaluate_version")
-def evaluate_version(data: DataConfig, model: ModelConfig, evaluation: EvaluationConfig, label: str,
-                     adapter_id: Optional[str] = None) -> None:
+def evaluate_version(
+    data: DataConfig, model: ModelConfig, evaluation: EvaluationConfig, label: str, adapter_id: Optional[str] = None
+) -> None:
     """`adapter_id`: the version's `lora_adapter` artifact version (resolved by the caller), None for the base."""
     dataset = data_steps(data, model)
     adapter = Client().get_artifact_version(adapter_id) if adapter_id else None
     evaluate.with_options(substitutions={"label": label})(
-        select_examples(dataset, evaluation, after="check_data"), model, evaluation, task=data.task, label=label,
-        adapter=adapter, id="evaluate"
+        select_examples(dataset, evaluation, after="check_data"),
+        model,
+        evaluation,
+        task=data.task,
+        label=label,
+        adapter=adapter,
+        id="evaluate",
     )

@@ -3,10 +3,26 @@ key holds only the sections it reads (changing `evaluation` never retrains)."""
 
 from zenml import pipeline
 
-from steps import (check_data, confidence_threshold, evaluate, load_data, prepare_dataset, promote, select_examples,
-                   select_shots, train_lora)
-from tuneline.config import (DataConfig, EvaluationConfig, LoraConfig, ModelConfig, PromotionConfig, ServingConfig,
-                             TrainingConfig)
+from steps import (
+    check_data,
+    confidence_threshold,
+    evaluate,
+    load_data,
+    prepare_dataset,
+    promote,
+    select_examples,
+    select_shots,
+    train_lora,
+)
+from tuneline.config import (
+    DataConfig,
+    EvaluationConfig,
+    LoraConfig,
+    ModelConfig,
+    PromotionConfig,
+    ServingConfig,
+    TrainingConfig,
+)
 
 
 def data_steps(data: DataConfig, model: ModelConfig):

@@ -9,6 +9,7 @@ from tuneline.config import DataConfig, MonitoringConfig
 
 
 @pipeline(name="monitor", enable_cache=False)
-def monitor(model_name: str, data: DataConfig, monitoring: MonitoringConfig, since: str,
-            end_ms: Optional[int] = None) -> None:
+def monitor(
+    model_name: str, data: DataConfig, monitoring: MonitoringConfig, since: str, end_ms: Optional[int] = None
+) -> None:
     monitor_requests(model_name, data, monitoring, since, end_ms)

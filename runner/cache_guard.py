@@ -21,9 +21,14 @@ def expire_damaged_cache() -> list[str]:
     the next newest), expire those with a damaged output, and return what was found (also logged)."""
     client = Client()
     settled, found = set(), []
-    for step in depaginate_stream(client.list_run_steps, project=client.active_project.id,
-                                  status=ExecutionStatus.COMPLETED, cache_expired=False,
-                                  sort_by="desc:created", hydrate=True):
+    for step in depaginate_stream(
+        client.list_run_steps,
+        project=client.active_project.id,
+        status=ExecutionStatus.COMPLETED,
+        cache_expired=False,
+        sort_by="desc:created",
+        hydrate=True,
+    ):
         if not step.cache_key or step.cache_key in settled:
             continue
         problems = [p for outputs in step.outputs.values() for artifact in outputs if (p := damage(artifact))]

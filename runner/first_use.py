@@ -116,11 +116,14 @@ def _ensure_mlflow_store(tracking_uri: str) -> None:
             _replace_atomically(path, migrate, start_from_current=True)
         except Exception as err:  # a migration an older tuneline was killed in: repair it only when nothing is lost
             if _has_rows(path, "runs"):
-                raise FirstUseError(f"{path}: the MLflow store cannot be upgraded ({err}); it holds runs, so it "
-                                    f"was left as it is: back it up, then run `mlflow db upgrade sqlite:///{path}`")
+                raise FirstUseError(
+                    f"{path}: the MLflow store cannot be upgraded ({err}); it holds runs, so it "
+                    f"was left as it is: back it up, then run `mlflow db upgrade sqlite:///{path}`"
+                )
             _move_aside(path)
     if not path.exists():
         _replace_atomically(path, migrate)
+
 
 def set_up() -> str:
     """Make the ZenML store, a stack that tracks experiments, and its MLflow store ready; returns the stack name."""

@@ -49,10 +49,12 @@ def propose_budget(train_rows: int, where: str) -> tuple[int, str]:
     the sentence that says so in the written config."""
     wanted = math.ceil(train_rows * WANTED_EPOCHS / ROWS_PER_MINUTE[where])
     minutes = min(BUDGET_CAP[where], max(1, wanted))
-    why = (f"training.budget_minutes {minutes}: {train_rows} training rows x {WANTED_EPOCHS} epochs at about "
-           f"{ROWS_PER_MINUTE[where]} rows/min on a {where} is {wanted} min"
-           + (f", capped at {minutes}" if wanted > minutes else "")
-           + "; the train step measures its real rate and sets rows and epochs to fill it")
+    why = (
+        f"training.budget_minutes {minutes}: {train_rows} training rows x {WANTED_EPOCHS} epochs at about "
+        f"{ROWS_PER_MINUTE[where]} rows/min on a {where} is {wanted} min"
+        + (f", capped at {minutes}" if wanted > minutes else "")
+        + "; the train step measures its real rate and sets rows and epochs to fill it"
+    )
     return minutes, why
 
 
@@ -62,7 +64,8 @@ def proposed_config(source: str, proposal: Proposal, name: str, budget_minutes: 
     params = config["parameters"]
     recipe_data = params["data"]
     params["data"] = proposal.data_section(source) | {
-        k: recipe_data[k] for k in ("system_prompt", "max_validation_samples", "seed")}
+        k: recipe_data[k] for k in ("system_prompt", "max_validation_samples", "seed")
+    }
     params["training"] = {k: v for k, v in params["training"].items() if k != "epochs"}
     params["training"]["budget_minutes"] = budget_minutes
     params["promotion"]["primary_metric"] = PRIMARY_METRIC[proposal.task]
@@ -70,14 +73,18 @@ def proposed_config(source: str, proposal: Proposal, name: str, budget_minutes: 
 
 
 def render(config: dict, proposal: Proposal, data: Path, out: Path, budget_why: str) -> str:
-    header = [f"# Written by `python run.py init --data {data}` on {date.today()}; read it, then:",
-              f"#   python run.py --config {out} --prepare-only   # the data report: formats, fields, quarantine",
-              f"#   python run.py --config {out}",
-              f"# From {proposal.rows_read} rows read:"]
+    header = [
+        f"# Written by `python run.py init --data {data}` on {date.today()}; read it, then:",
+        f"#   python run.py --config {out} --prepare-only   # the data report: formats, fields, quarantine",
+        f"#   python run.py --config {out}",
+        f"# From {proposal.rows_read} rows read:",
+    ]
     header += [f"#   {line}" for line in proposal.why]
     header += [f"# {line}" for line in textwrap.wrap(budget_why + ".", 112)]
-    header += ["# The rest is the default recipe (configs/finetune.yaml). model.name is this data's own lineage:",
-               "# versions of one name are compared with each other at promotion."]
+    header += [
+        "# The rest is the default recipe (configs/finetune.yaml). model.name is this data's own lineage:",
+        "# versions of one name are compared with each other at promotion.",
+    ]
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
 
 
@@ -90,8 +97,14 @@ def _source_text(data: Path) -> str:
     return f"./{data.resolve().relative_to(here)}" if data.resolve().is_relative_to(here) else str(data)
 
 
-def write_config(data: Path, out: Path | None = None, task: str | None = None, force: bool = False,
-                 input_field: str | None = None, answer_field: str | None = None) -> tuple[Proposal, Path]:
+def write_config(
+    data: Path,
+    out: Path | None = None,
+    task: str | None = None,
+    force: bool = False,
+    input_field: str | None = None,
+    answer_field: str | None = None,
+) -> tuple[Proposal, Path]:
     splits = load_splits(DataConfig(source=str(data)))
     proposal = propose([row for split in splits.values() for row in split], task, input_field, answer_field)
     budget, budget_why = propose_budget(len(splits.get("train", [])), machine())

@@ -78,8 +78,11 @@ def _watch() -> None:
             _thread.interrupt_main(signal.SIGINT)
     said = f"error: interrupted; the run did not stop within {GRACE_S:.0f} s of the signal, so this process ended it"
     if _current is not None:
-        helper = subprocess.Popen([sys.executable, "-c", MARK, str(os.getpid()), _current[1]],
-                                  cwd=Path(__file__).resolve().parent.parent, start_new_session=True)
+        helper = subprocess.Popen(
+            [sys.executable, "-c", MARK, str(os.getpid()), _current[1]],
+            cwd=Path(__file__).resolve().parent.parent,
+            start_new_session=True,
+        )
         said += f"; process {helper.pid} marks its run of '{_current[0]}' failed once it is gone"
     print(said, file=sys.stderr, flush=True)
     os._exit(130)
@@ -118,12 +121,14 @@ def stopped() -> str:
     _caught.set()
     marked, finished = mark_failed(_current[1]) if _current else ([], [])
     said = ([f"run {', '.join(marked)} stopped and marked failed"] if marked else []) + (
-        [f"run {', '.join(finished)} had finished before the interrupt took effect"] if finished else [])
+        [f"run {', '.join(finished)} had finished before the interrupt took effect"] if finished else []
+    )
     return "interrupted; " + "; ".join(said) if said else "interrupted before the run started"
 
 
 def mark_failed(token: str, reason: str = "interrupted by the user") -> tuple[list[str], list[str]]:
-    """Mark the run whose name holds `token`, if it exists and is unfinished, failed with its unfinished steps. Returns the
+    """Mark the run whose name holds `token`, if it exists and is unfinished, failed with its unfinished steps.
+    Returns the
     names of the runs stopped (ZenML has already failed one whose step took the interrupt) and of those that
     succeeded."""
     from zenml.client import Client

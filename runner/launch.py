@@ -117,8 +117,13 @@ def finetune_params(config: TunelineConfig) -> dict:
     return {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "monitoring"}
 
 
-def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True, resume: bool = False,
-           schedule: Schedule | None = None) -> RunSummary | None:
+def launch(
+    config: TunelineConfig,
+    zenml_config: dict,
+    enable_cache: bool = True,
+    resume: bool = False,
+    schedule: Schedule | None = None,
+) -> RunSummary | None:
     """Run the finetune pipeline now and collect its summary; with `schedule`, only register it (None)."""
     zenml_config = with_model_name(config, zenml_config)
     check_lineage(zenml_config["model"]["name"], config)
@@ -127,8 +132,9 @@ def launch(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
     return None if schedule else collect(run.id)
 
 
-def launch_prepare(config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
-                   ) -> tuple[DataReport, str | None, str]:
+def launch_prepare(
+    config: TunelineConfig, zenml_config: dict, enable_cache: bool = True
+) -> tuple[DataReport, str | None, str]:
     """Only the data steps; no model version is created. Returns the report, the gate's message if it failed, and
     where the quarantined rows are."""
     zenml_config = {k: v for k, v in zenml_config.items() if k != "model"}
@@ -156,8 +162,13 @@ def launch_evaluate(config: TunelineConfig, zenml_config: dict, version: str, en
     if version != "base":
         name, adapter_id = adapter_of(model_name, version)
         label = f"v{name}"
-    params = {"data": config.data, "model": config.model, "evaluation": config.evaluation, "label": label,
-              "adapter_id": adapter_id}
+    params = {
+        "data": config.data,
+        "model": config.model,
+        "evaluation": config.evaluation,
+        "label": label,
+        "adapter_id": adapter_id,
+    }
     run = _run(evaluate_version, zenml_config, enable_cache, params)
     step = Client().get_pipeline_run(run.id).steps["evaluate"]
     return next(iter(step.outputs.values()))[0].load()

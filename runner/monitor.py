@@ -21,16 +21,22 @@ log = logging.getLogger(__name__)
 
 
 def _params(config: TunelineConfig, zenml_config: dict, since: str | None, end_ms: int | None) -> dict:
-    return {"model_name": model_name_of(config, zenml_config), "data": config.data, "monitoring": config.monitoring,
-            "since": since or config.monitoring.window, "end_ms": end_ms}
+    return {
+        "model_name": model_name_of(config, zenml_config),
+        "data": config.data,
+        "monitoring": config.monitoring,
+        "since": since or config.monitoring.window,
+        "end_ms": end_ms,
+    }
 
 
 def _without_model(zenml_config: dict) -> dict:
     return {k: v for k, v in zenml_config.items() if k != "model"}  # monitoring makes no model version
 
 
-def launch_monitor(config: TunelineConfig, zenml_config: dict, since: str | None = None,
-                   end_ms: int | None = None) -> MonitorReport:
+def launch_monitor(
+    config: TunelineConfig, zenml_config: dict, since: str | None = None, end_ms: int | None = None
+) -> MonitorReport:
     """The report over the window `since` (default monitoring.window) ending at `end_ms` (default now)."""
     run = _run(monitor, _without_model(zenml_config), False, _params(config, zenml_config, since, end_ms))
     return Client().get_pipeline_run(run.id).steps["monitor_requests"].outputs["monitor_report"][0].load()
@@ -45,8 +51,13 @@ def schedule(config: TunelineConfig, zenml_config: dict, cron: str, since: str |
     set_up()
     check_stack()
     name = f"{model_name_of(config, zenml_config)}-monitor-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    _run(monitor, _without_model(zenml_config), False, _params(config, zenml_config, since, None),
-         Schedule(name=name, cron_expression=cron))
+    _run(
+        monitor,
+        _without_model(zenml_config),
+        False,
+        _params(config, zenml_config, since, None),
+        Schedule(name=name, cron_expression=cron),
+    )
     return Client().get_schedule(name)
 
 

@@ -17,8 +17,9 @@ def _version(model_name: str, version: str):
         raise ReviewError(f"model '{model_name}' has no version '{version}'") from None
 
 
-def export(model_name: str, version: str, n: int, seed: int, out_dir: Path,
-           lowest_confidence: int | None = None) -> tuple[Path, Path]:
+def export(
+    model_name: str, version: str, n: int, seed: int, out_dir: Path, lowest_confidence: int | None = None
+) -> tuple[Path, Path]:
     """`n` sampled test examples, or with `lowest_confidence` that many of the least confident ones."""
     mv = _version(model_name, version)
     artifact = mv.get_artifact("eval_tuned")

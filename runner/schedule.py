@@ -57,7 +57,8 @@ def schedulable_flavors() -> list[str]:
     ]
     flavors = [cls() for cls in classes]
     return sorted(
-        f.name for f in flavors
+        f.name
+        for f in flavors
         if f.type == StackComponentType.ORCHESTRATOR and f.config_class.model_construct().is_schedulable
     )
 

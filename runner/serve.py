@@ -79,9 +79,13 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
     settings = {
         "deployer": deployer_settings(flavor, config.serving, _secret_key()),
         "deployment": DeploymentSettings(
-            dashboard_files_path=UI_FILES, app_title=f"tuneline: {model_name}",
-            app_extensions=[AppExtensionSpec(extension=guard_requests,
-                                             extension_kwargs={"max_bytes": config.serving.max_request_bytes})],
+            dashboard_files_path=UI_FILES,
+            app_title=f"tuneline: {model_name}",
+            app_extensions=[
+                AppExtensionSpec(
+                    extension=guard_requests, extension_kwargs={"max_bytes": config.serving.max_request_bytes}
+                )
+            ],
             include_default_endpoints=DeploymentDefaultEndpoints.ALL & ~DeploymentDefaultEndpoints.DOC,
             custom_endpoints=endpoints(),
         ),
@@ -90,10 +94,11 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
         settings=settings,
         on_init=start_serving,
         on_cleanup=stop_serving,
-        on_init_kwargs={"model_name": model_name, "version": version,
-                        "parameters": config.model_dump(mode="json")},
+        on_init_kwargs={"model_name": model_name, "version": version, "parameters": config.model_dump(mode="json")},
         # Each request is a pipeline run; what ZenML lets us turn off, we turn off (README, "Serving").
-        enable_artifact_metadata=False, enable_artifact_visualization=False, enable_step_logs=False,
+        enable_artifact_metadata=False,
+        enable_artifact_visualization=False,
+        enable_step_logs=False,
         enable_pipeline_logs=False,
     )
     name = deployment_name(config, zenml_config)
@@ -102,7 +107,9 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
         with _local_server(flavor == "local"):
             return pipeline.deploy(deployment_name=name)
     except DeployerError as err:
-        raise DeployFailed(f"{err}\nlast lines of its log (`zenml deployment logs {name}`):\n{_log_tail(name)}") from None
+        raise DeployFailed(
+            f"{err}\nlast lines of its log (`zenml deployment logs {name}`):\n{_log_tail(name)}"
+        ) from None
 
 
 def endpoints() -> list[EndpointSpec]:
@@ -114,12 +121,21 @@ def endpoints() -> list[EndpointSpec]:
         return EndpointSpec(path=path, method=method, handler=handler, auth_required=auth, extra_kwargs=shown)
 
     return [
-        spec("/v1/chat/completions", "POST", openai_api.chat_completions,
-             "OpenAI chat completions: the last user message is the text"),
+        spec(
+            "/v1/chat/completions",
+            "POST",
+            openai_api.chat_completions,
+            "OpenAI chat completions: the last user message is the text",
+        ),
         spec("/v1/models", "GET", openai_api.list_models, "OpenAI model list: the served model and version"),
         spec("/feedback", "POST", feedback.feedback, "A corrected answer for a recorded request (its trace_id)"),
-        spec("/health", "GET", status.health, "The loaded model and version, and whether ready (503 until then)",
-             auth=False),
+        spec(
+            "/health",
+            "GET",
+            status.health,
+            "The loaded model and version, and whether ready (503 until then)",
+            auth=False,
+        ),
         spec("/docs", "GET", status.api_page, None, auth=False),
         spec("/redoc", "GET", status.api_page, None, auth=False),
     ]
@@ -176,11 +192,13 @@ def stop(config: TunelineConfig, zenml_config: dict) -> str:
 def describe(deployment: DeploymentResponse) -> str:
     """Where it listens and a request to paste; the key is printed once, here, for the person who deployed."""
     auth = f' -H "Authorization: Bearer {deployment.auth_key}"' if deployment.auth_key else ""
-    return "\n".join([
-        f"deployment '{deployment.name}' is {deployment.status} at {deployment.url}",
-        f"  page:   {deployment.url}/",
-        f"  call:   curl -s -X POST {deployment.url}/invoke -H 'Content-Type: application/json'{auth} \\",
-        """            -d '{"parameters": {"texts": ["I think SpellForce 3 is a poor game."]}, """
-        """"skip_artifact_materialization": true}'""",
-        f"  stop:   python run.py serve --config <config> --stop   (or: zenml deployment delete {deployment.name})",
-    ])
+    return "\n".join(
+        [
+            f"deployment '{deployment.name}' is {deployment.status} at {deployment.url}",
+            f"  page:   {deployment.url}/",
+            f"  call:   curl -s -X POST {deployment.url}/invoke -H 'Content-Type: application/json'{auth} \\",
+            """            -d '{"parameters": {"texts": ["I think SpellForce 3 is a poor game."]}, """
+            """"skip_artifact_materialization": true}'""",
+            f"  stop:   python run.py serve --config <config> --stop   (or: zenml deployment delete {deployment.name})",
+        ]
+    )

@@ -55,8 +55,11 @@ def ensure_tracking_stack() -> str:
     name = local["stack_name"]
     if not client.list_stacks(name=name).items:
         register_stack(local)
-        log.info("registered ZenML stack '%s' from %s (local orchestrator and artifact store, MLflow tracker)",
-                 name, LOCAL_STACK_FILE.relative_to(STACKS.parent))
+        log.info(
+            "registered ZenML stack '%s' from %s (local orchestrator and artifact store, MLflow tracker)",
+            name,
+            LOCAL_STACK_FILE.relative_to(STACKS.parent),
+        )
     client.activate_stack(name)
     log.info("active stack had no experiment tracker; switched to '%s'", name)
     return name
@@ -67,7 +70,8 @@ class NoDeployer(RuntimeError):
 
 
 def ensure_deployer() -> tuple[str, str]:
-    """The active stack's deployer: (name, flavor). A `tuneline-local` stack registered before it had one gains the local
+    """The active stack's deployer: (name, flavor). A `tuneline-local` stack registered before it had one gains the
+    local
     deployer; any other stack is the user's to change, so the message says how."""
     client = Client()
     stack = client.active_stack_model
@@ -76,10 +80,14 @@ def ensure_deployer() -> tuple[str, str]:
         return deployer.name, deployer.flavor_name
     local = read_stack_file(LOCAL_STACK_FILE)
     if stack.name != local["stack_name"]:
-        raise NoDeployer(f"stack '{stack.name}' has no deployer: `zenml stack update {stack.name} -D <deployer>` "
-                         "(`zenml deployer list`; `default` is the local one)")
+        raise NoDeployer(
+            f"stack '{stack.name}' has no deployer: `zenml stack update {stack.name} -D <deployer>` "
+            "(`zenml deployer list`; `default` is the local one)"
+        )
     spec = local["components"]["deployer"][0]
-    client.update_stack(stack.name, component_updates={
-        StackComponentType.DEPLOYER: [_component_id(client, StackComponentType.DEPLOYER, spec)]})
+    client.update_stack(
+        stack.name,
+        component_updates={StackComponentType.DEPLOYER: [_component_id(client, StackComponentType.DEPLOYER, spec)]},
+    )
     log.info("gave stack '%s' the local deployer '%s'", stack.name, spec["name"])
     return spec["name"], spec["flavor"]

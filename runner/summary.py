@@ -31,8 +31,10 @@ class RunSummary(BaseModel):
 
 def render_table(s: RunSummary) -> str:
     # The primary metric first, then quality, then calibration (how far the confidences can be trusted).
-    names = sorted((k for k in s.tuned_metrics if not k.startswith("f1.")),
-                   key=lambda k: (k != s.primary_metric, k.startswith("calibration."), k))
+    names = sorted(
+        (k for k in s.tuned_metrics if not k.startswith("f1.")),
+        key=lambda k: (k != s.primary_metric, k.startswith("calibration."), k),
+    )
     columns = {"base": s.base_metrics} | ({"prompted": s.prompted_metrics} if s.prompted_metrics else {})
     columns["tuned"] = s.tuned_metrics
     width = max(map(len, names), default=6) + 1
@@ -66,8 +68,9 @@ def render_data_report(report) -> str:
     for split, c in report.splits.items():
         lines.append(f"{split:<12} {c.input:>7} {c.accepted:>9} {c.quarantined:>12} {c.truncated:>10} {c.used:>7}")
     if report.distinct_inputs:
-        lines.append("distinct inputs among rows used: "
-                     + ", ".join(f"{s} {n}" for s, n in report.distinct_inputs.items()))
+        lines.append(
+            "distinct inputs among rows used: " + ", ".join(f"{s} {n}" for s, n in report.distinct_inputs.items())
+        )
     if report.conflicts:
         lines.append(f"inputs with different answers: {report.conflicts} (first: rows {report.conflict_example})")
     lines += [report.origins(), ""]

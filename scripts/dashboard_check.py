@@ -46,8 +46,14 @@ EXPECTED_STEPS = ("train_lora", "evaluate_tuned", "promote")
 DEFAULT_PORT = 8237  # what `zenml login --local` uses when given no port
 # Without the background-networking flags Chromium keeps calling Google services, which the closed network refuses.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1400, "height": 900}
 TIMEOUT_MS = 60_000
@@ -64,16 +70,28 @@ class Missing(Exception):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="configs/smoke.yaml",
-                   help="run config for the finetune run (default: %(default)s)")
-    p.add_argument("--screenshot", type=Path, default=Path("docs/dashboard.png"),
-                   help="PNG of the rendered evaluation report (default: %(default)s)")
+    p.add_argument(
+        "--config", default="configs/smoke.yaml", help="run config for the finetune run (default: %(default)s)"
+    )
+    p.add_argument(
+        "--screenshot",
+        type=Path,
+        default=Path("docs/dashboard.png"),
+        help="PNG of the rendered evaluation report (default: %(default)s)",
+    )
     p.add_argument("--dag-screenshot", type=Path, help="also save a PNG of the run's page with its DAG here")
-    p.add_argument("--zenml-state", choices=["temp", "current"], default="temp",
-                   help="temp: a throw-away ZENML_CONFIG_PATH (default); current: your ZenML state as it is")
+    p.add_argument(
+        "--zenml-state",
+        choices=["temp", "current"],
+        default="temp",
+        help="temp: a throw-away ZENML_CONFIG_PATH (default); current: your ZenML state as it is",
+    )
     p.add_argument("--new-run", action="store_true", help="run the pipeline even when a finetune run exists")
-    p.add_argument("--port", type=int, help=f"port for the local server (default: a free one; {DEFAULT_PORT} "
-                                            "with --zenml-state current)")
+    p.add_argument(
+        "--port",
+        type=int,
+        help=f"port for the local server (default: a free one; {DEFAULT_PORT} with --zenml-state current)",
+    )
     p.add_argument("--chromium", default="/usr/bin/chromium", help="Chromium binary (default: %(default)s)")
     p.add_argument("--keep-server", action="store_true", help="leave the server (and the temp state) running")
     return p.parse_args(argv)
@@ -81,20 +99,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # -- prerequisites ---------------------------------------------------------------------------------------------------
 
+
 def check_prerequisites(chromium: str) -> None:
     """Fail in a second, before any slow work, when the browser or Playwright is missing."""
     if not Path(chromium).is_file():
-        raise Missing(f"no Chromium at {chromium}. Install Debian's package: "
-                      "sudo apt-get install -y chromium (or pass --chromium PATH)")
+        raise Missing(
+            f"no Chromium at {chromium}. Install Debian's package: "
+            "sudo apt-get install -y chromium (or pass --chromium PATH)"
+        )
     try:
         import playwright.sync_api  # noqa: F401  (imported for real in browser())
     except ImportError:
-        raise Missing("the Python package playwright is not installed. Install it into the venv: "
-                      f"{sys.executable} -m pip install playwright  (no `playwright install`: "
-                      "the check uses Debian's Chromium)") from None
+        raise Missing(
+            "the Python package playwright is not installed. Install it into the venv: "
+            f"{sys.executable} -m pip install playwright  (no `playwright install`: "
+            "the check uses Debian's Chromium)"
+        ) from None
 
 
 # -- ZenML state, pipeline run and server ----------------------------------------------------------------------------
+
 
 def zenml_env(state_dir: Path | None) -> dict[str, str]:
     """Environment for every ZenML subprocess: no analytics, no browser popping up, the chosen state."""
@@ -125,8 +149,10 @@ def zenml_cli() -> str:
 
 
 def has_finetune_run(env: dict[str, str]) -> bool:
-    code = (f"from zenml.client import Client; print(len(Client().list_pipeline_runs("
-            f"pipeline_name={PIPELINE!r}, status='completed', size=1).items))")
+    code = (
+        f"from zenml.client import Client; print(len(Client().list_pipeline_runs("
+        f"pipeline_name={PIPELINE!r}, status='completed', size=1).items))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=False, cwd=ROOT, env=env, capture_output=True, text=True)
     return out.returncode == 0 and out.stdout.strip().splitlines()[-1:] == ["1"]
 
@@ -157,22 +183,38 @@ def local_server(env: dict[str, str], port: int, log: Path, keep: bool) -> Itera
         yield url
     finally:
         if keep or already_up:
-            print(f"server left running at {url}" + ("" if already_up else
-                  f"; stop it with: ZENML_CONFIG_PATH={env.get('ZENML_CONFIG_PATH', '~')} zenml logout --local"))
+            print(
+                f"server left running at {url}"
+                + (
+                    ""
+                    if already_up
+                    else f"; stop it with: ZENML_CONFIG_PATH={env.get('ZENML_CONFIG_PATH', '~')} zenml logout --local"
+                )
+            )
         else:
-            subprocess.run([zenml_cli(), "logout", "--local"], check=False, cwd=ROOT, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            subprocess.run(
+                [zenml_cli(), "logout", "--local"],
+                check=False,
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             if server_healthy(url):
                 print(f"warning: the server at {url} still answers after `zenml logout --local`", file=sys.stderr)
 
 
 # -- REST API: what the browser should find --------------------------------------------------------------------------
 
+
 def api(url: str, path: str, body: dict | None = None) -> dict:
     """One call to the server's REST API (the local server runs with auth scheme NO_AUTH: no token needed)."""
-    req = urllib.request.Request(f"{url}/api/v1{path}", method="PUT" if body is not None else "GET",
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{url}/api/v1{path}",
+        method="PUT" if body is not None else "GET",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)
 
@@ -187,9 +229,14 @@ def skip_onboarding(url: str) -> bool:
     metadata = (user.get("metadata") or {}).get("user_metadata") or {}
     if user["body"].get("email_opted_in") is not None and metadata.get("finished_onboarding_survey"):
         return False
-    api(url, "/current-user", {"email_opted_in": bool(user["body"].get("email_opted_in")),
-                               "user_metadata": {**metadata, "finished_onboarding_survey": True,
-                                                 "overview_tour_done": True}})
+    api(
+        url,
+        "/current-user",
+        {
+            "email_opted_in": bool(user["body"].get("email_opted_in")),
+            "user_metadata": {**metadata, "finished_onboarding_survey": True, "overview_tour_done": True},
+        },
+    )
     return True
 
 
@@ -212,12 +259,18 @@ def find_report(url: str) -> dict:
     heading = re.search(r"<h2>(.*?)</h2>", stored.get("value", ""), re.DOTALL)
     if stored.get("type") != "html" or not heading:
         raise CheckFailed(f"{REPORT_ARTIFACT} {artifact_id}: its visualization is not an HTML report with a heading")
-    return {"run_id": run["id"], "run_name": run["name"], "status": run["body"]["status"],
-            "steps": sorted(by_name), "artifact_id": artifact_id,
-            "heading": html.unescape(re.sub(r"<[^>]+>", "", heading.group(1))).strip()}
+    return {
+        "run_id": run["id"],
+        "run_name": run["name"],
+        "status": run["body"]["status"],
+        "steps": sorted(by_name),
+        "artifact_id": artifact_id,
+        "heading": html.unescape(re.sub(r"<[^>]+>", "", heading.group(1))).strip(),
+    }
 
 
 # -- the browser -----------------------------------------------------------------------------------------------------
+
 
 @contextmanager
 def browser(chromium: str) -> Iterator[object]:
@@ -228,7 +281,8 @@ def browser(chromium: str) -> Iterator[object]:
     try:
         with sync_playwright() as pw:
             context = pw.chromium.launch_persistent_context(
-                profile, executable_path=chromium, args=CHROMIUM_FLAGS, headless=True, viewport=VIEWPORT)
+                profile, executable_path=chromium, args=CHROMIUM_FLAGS, headless=True, viewport=VIEWPORT
+            )
             context.set_default_timeout(TIMEOUT_MS)
             try:
                 yield context.new_page()
@@ -253,14 +307,19 @@ def open_page(page, url: str, ready) -> None:
 
 def check_run_page(page, url: str, found: dict, dag_screenshot: Path | None) -> None:
     """Open /projects/default/runs/<id>; every step of the run must be drawn in the DAG."""
-    open_page(page, f"{url}/projects/default/runs/{found['run_id']}",
-              page.get_by_test_id(f"rf__node-step/{EXPECTED_STEPS[0]}"))
+    open_page(
+        page,
+        f"{url}/projects/default/runs/{found['run_id']}",
+        page.get_by_test_id(f"rf__node-step/{EXPECTED_STEPS[0]}"),
+    )
     page.get_by_text(found["run_name"]).first.wait_for()
     missing = [s for s in found["steps"] if not page.get_by_test_id(f"rf__node-step/{s}").is_visible()]
     if missing:
         raise CheckFailed(f"run page: steps not drawn in the DAG: {missing}")
-    passed(f"run page {url}/projects/default/runs/{found['run_id']} opens: run {found['run_name']} "
-           f"({found['status']}), all {len(found['steps'])} steps in the DAG, including {', '.join(EXPECTED_STEPS)}")
+    passed(
+        f"run page {url}/projects/default/runs/{found['run_id']} opens: run {found['run_name']} "
+        f"({found['status']}), all {len(found['steps'])} steps in the DAG, including {', '.join(EXPECTED_STEPS)}"
+    )
     if dag_screenshot:
         save_screenshot(page, dag_screenshot)
 
@@ -281,8 +340,10 @@ def check_report(page, found: dict, screenshot: Path) -> None:
     absent = [t for t in expected if t not in text]
     if absent or not report.locator("table").first.is_visible():
         raise CheckFailed(f"evaluation report: iframe rendered without {absent or 'a visible table'}")
-    passed(f"evaluation report renders in the dashboard: \"{found['heading']}\", headline metrics table, "
-           "per-field, error taxonomy and guards sections")
+    passed(
+        f'evaluation report renders in the dashboard: "{found["heading"]}", headline metrics table, '
+        "per-field, error taxonomy and guards sections"
+    )
     save_screenshot(page, screenshot)
 
 
@@ -290,8 +351,10 @@ def save_screenshot(page, path: Path) -> None:
     path = path if path.is_absolute() else ROOT / path
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path))
-    passed(f"screenshot saved: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
-           f"({path.stat().st_size // 1024} KB)")
+    passed(
+        f"screenshot saved: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path} "
+        f"({path.stat().st_size // 1024} KB)"
+    )
 
 
 def check_in_browser(url: str, found: dict, args: argparse.Namespace) -> None:
@@ -310,6 +373,7 @@ def check_in_browser(url: str, found: dict, args: argparse.Namespace) -> None:
 
 
 # -- main ------------------------------------------------------------------------------------------------------------
+
 
 def check(args: argparse.Namespace, work: Path) -> None:
     t0 = time.monotonic()

@@ -24,11 +24,13 @@ def booking(rng: random.Random) -> dict:
     place, day, time, people = rng.choice(PLACES), rng.choice(DAYS), rng.choice(TIMES), rng.randint(1, 12)
     asks = rng.sample(REQUESTS, rng.choice([0, 0, 1, 2]))
     extra = f", {' and '.join(asks)} please" if asks else ""
-    text = rng.choice([
-        f"Book a table for {people} at {place} {day} at {time}{extra}.",
-        f"Could you reserve {place} for {people} people on {day}, {time}{extra}?",
-        f"I need a table at {place}, {people} of us, {day} around {time}{extra}.",
-    ])
+    text = rng.choice(
+        [
+            f"Book a table for {people} at {place} {day} at {time}{extra}.",
+            f"Could you reserve {place} for {people} people on {day}, {time}{extra}?",
+            f"I need a table at {place}, {people} of us, {day} around {time}{extra}.",
+        ]
+    )
     slots = {"restaurant": place, "people": people, "day": day, "time": time} | ({"requests": asks} if asks else {})
     return {"utterance": text, "annotation": {"intent": "book_table", "slots": slots}}
 
@@ -37,10 +39,14 @@ def other(rng: random.Random) -> dict:
     place = rng.choice(PLACES)
     if rng.random() < 0.5:
         day = rng.choice(DAYS)
-        return {"utterance": f"Please cancel my booking at {place} for {day}.",
-                "annotation": {"intent": "cancel_booking", "slots": {"restaurant": place, "day": day}}}
-    return {"utterance": rng.choice([f"What time does {place} open?", f"When is {place} open?"]),
-            "annotation": {"intent": "opening_hours", "slots": {"restaurant": place}}}
+        return {
+            "utterance": f"Please cancel my booking at {place} for {day}.",
+            "annotation": {"intent": "cancel_booking", "slots": {"restaurant": place, "day": day}},
+        }
+    return {
+        "utterance": rng.choice([f"What time does {place} open?", f"When is {place} open?"]),
+        "annotation": {"intent": "opening_hours", "slots": {"restaurant": place}},
+    }
 
 
 def rows(n: int, seed: int) -> list[dict]:

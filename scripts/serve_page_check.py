@@ -25,11 +25,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from scripts.dashboard_check import (  # noqa: E402  (the same browser set-up as the dashboard check)
-    CheckFailed, Missing, browser, check_prerequisites, passed, save_screenshot,
+    CheckFailed,
+    Missing,
+    browser,
+    check_prerequisites,
+    passed,
+    save_screenshot,
 )
 
-SENTENCES = ["I think SpellForce 3 is a poor game.",
-             "Have you ever played a first person shooter from 2014 on Steam?"]
+SENTENCES = ["I think SpellForce 3 is a poor game.", "Have you ever played a first person shooter from 2014 on Steam?"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -65,8 +69,7 @@ def api_answers(url: str, key: str | None) -> list[dict]:
 def expected_row(result: dict) -> list[str]:
     """What the page's script writes into a row's cells for one result."""
     fields = "\n".join(f"{k}: {json.dumps(v)}" for k, v in (result["fields"] or {}).items())
-    return [result["text"], (result["act"] or "") if result["parsed"] else "(did not parse)", fields,
-            result["answer"]]
+    return [result["text"], (result["act"] or "") if result["parsed"] else "(did not parse)", fields, result["answer"]]
 
 
 def check_page(page, url: str, key: str | None, expected: list[list[str]], screenshot: Path) -> None:
@@ -80,13 +83,17 @@ def check_page(page, url: str, key: str | None, expected: list[list[str]], scree
     page.locator("#texts").fill("\n".join(SENTENCES))
     page.get_by_role("button", name="Extract").click()
     page.locator("#results tbody tr").nth(len(SENTENCES) - 1).wait_for()
-    rows = [[cell.inner_text().strip() for cell in row.locator("td").all()]
-            for row in page.locator("#results tbody tr").all()]
+    rows = [
+        [cell.inner_text().strip() for cell in row.locator("td").all()]
+        for row in page.locator("#results tbody tr").all()
+    ]
     # inner_text follows the rendering: the fields cell keeps its line breaks (white-space: pre-line).
     if rows != [[c.strip() for c in row] for row in expected]:
         raise CheckFailed(f"the table shows {rows}, the API answers {expected}")
-    passed(f"typed {len(SENTENCES)} sentences, pressed Extract: the table shows the API's act and fields for each "
-           f"({'; '.join(r[1] for r in rows)})")
+    passed(
+        f"typed {len(SENTENCES)} sentences, pressed Extract: the table shows the API's act and fields for each "
+        f"({'; '.join(r[1] for r in rows)})"
+    )
     status = page.locator("#status").inner_text()
     if "s generating" not in status:
         raise CheckFailed(f"no timing line under the form: {status!r}")

@@ -12,6 +12,17 @@ from steps.train import train_lora
 
 quiet.install()
 
-__all__ = ["load_data", "prepare_dataset", "check_data", "train_lora", "select_examples", "select_shots", "evaluate",
-           "confidence_threshold", "export_model", "promote", "extract_texts",
-           "monitor_requests"]
+__all__ = [
+    "load_data",
+    "prepare_dataset",
+    "check_data",
+    "train_lora",
+    "select_examples",
+    "select_shots",
+    "evaluate",
+    "confidence_threshold",
+    "export_model",
+    "promote",
+    "extract_texts",
+    "monitor_requests",
+]

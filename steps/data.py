@@ -20,8 +20,11 @@ from tuneline.validation import DataReport, gate_message, prepare
 def _record(key: str, dataset: ChatDataset, **extra) -> None:
     """The rows' content hash (the one ZenML stores for the artifact) and counts, on the step run and on the model
     version when the pipeline has one (`--prepare-only` has none), so every run says which data it used."""
-    values = {"content_hash": ChatDatasetMaterializer(uri="").compute_content_hash(dataset), "rows": dataset.counts(),
-              **extra}
+    values = {
+        "content_hash": ChatDatasetMaterializer(uri="").compute_content_hash(dataset),
+        "rows": dataset.counts(),
+        **extra,
+    }
     log_metadata(metadata={key: values})
     if get_step_context().model_version is not None:
         log_metadata(metadata={key: values}, infer_model=True)
@@ -36,8 +39,13 @@ def load_data(data: DataConfig) -> Annotated[ChatDataset, "raw_data"]:
     if rows:
         splits[FEEDBACK] = rows
     raw = ChatDataset(splits=splits)
-    _record("raw_data", raw, source=data.source, task=data.task,
-            **({"feedback": lineage} if lineage and lineage["corrections"] else {}))
+    _record(
+        "raw_data",
+        raw,
+        source=data.source,
+        task=data.task,
+        **({"feedback": lineage} if lineage and lineage["corrections"] else {}),
+    )
     return raw
 
 

@@ -24,15 +24,29 @@ def select_examples(dataset: ChatDataset, evaluation: EvaluationConfig) -> Annot
     return ChatDataset(splits=eval_examples(dataset.splits, evaluation))
 
 
-def score(label: str, task: str, test: list[dict], train: list[dict], model: ModelConfig,
-          evaluation: EvaluationConfig, adapter: Optional[LoraAdapter] = None,
-          shots: Optional[list[dict]] = None) -> EvalResult:
+def score(
+    label: str,
+    task: str,
+    test: list[dict],
+    train: list[dict],
+    model: ModelConfig,
+    evaluation: EvaluationConfig,
+    adapter: Optional[LoraAdapter] = None,
+    shots: Optional[list[dict]] = None,
+) -> EvalResult:
     """How every model is scored, here and when promote re-scores production: an adapter on its own base (it fits
     no other), the config's placement, the task's grammar when decoding is constrained (built from `train`)."""
     return evaluate_model(
-        label, task, resolve_base_model(adapter.base_model if adapter else model.base), test, evaluation,
-        adapter_dir=Path(adapter.path) if adapter else None, dtype=model.dtype, device=model.device,
-        grammar=evaluation_grammar(evaluation.constrained, task, train), shots=shots,
+        label,
+        task,
+        resolve_base_model(adapter.base_model if adapter else model.base),
+        test,
+        evaluation,
+        adapter_dir=Path(adapter.path) if adapter else None,
+        dtype=model.dtype,
+        device=model.device,
+        grammar=evaluation_grammar(evaluation.constrained, task, train),
+        shots=shots,
     )
 
 
@@ -56,13 +70,24 @@ def evaluate(
     """Run with `substitutions={"label": ...}` so base, prompted and tuned results are separate named artifacts;
     `shots` (from `select_shots`) makes it the prompted baseline."""
     tracking.log_sections(evaluation=evaluation)
-    result = score(label, task, examples.splits["test"], examples.splits.get("train", []), model, evaluation, adapter,
-                   shots=shots.splits["shots"] if shots else None)
-    tracking.log_params({f"{label}.device": result.device, f"{label}.dtype": result.dtype,
-                         f"{label}.constrained": result.constrained})
+    result = score(
+        label,
+        task,
+        examples.splits["test"],
+        examples.splits.get("train", []),
+        model,
+        evaluation,
+        adapter,
+        shots=shots.splits["shots"] if shots else None,
+    )
+    tracking.log_params(
+        {f"{label}.device": result.device, f"{label}.dtype": result.dtype, f"{label}.constrained": result.constrained}
+    )
     tracking.log_metrics(result.metrics, prefix=label)
-    tracking.log_metrics({"examples_per_second": result.examples_per_second,
-                          "latency_ms_per_example": result.latency_ms_per_example}, prefix=label)
+    tracking.log_metrics(
+        {"examples_per_second": result.examples_per_second, "latency_ms_per_example": result.latency_ms_per_example},
+        prefix=label,
+    )
     tracking.log_text(eval_html(result), f"eval/{label}_report.html")
     tracking.log_text(calibration_svg(result.predictions), f"eval/{label}_calibration.svg")
     tracking.log_text(

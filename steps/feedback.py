@@ -28,8 +28,9 @@ async def feedback(correction: Correction) -> JSONResponse:
         return JSONResponse({"detail": "serving.record is off: no request was recorded to correct"}, 422)
     task = context.state.current()[0].task
     try:
-        assessment = await anyio.to_thread.run_sync(lambda: log_correction(
-            correction.trace_id, correction.answer, task, correction.index, correction.source))
+        assessment = await anyio.to_thread.run_sync(
+            lambda: log_correction(correction.trace_id, correction.answer, task, correction.index, correction.source)
+        )
     except CorrectionError as err:
         return JSONResponse({"detail": str(err)}, 404 if isinstance(err, UnknownTrace) else 422)
     return JSONResponse({"trace_id": correction.trace_id, "index": correction.index, "assessment_id": assessment})

@@ -20,24 +20,36 @@ def _training_rows(version) -> list[tuple[str, str]]:
     if artifact is None:
         return []
     rows = artifact.load().splits.get("train", [])
-    return [(next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), r["messages"][-1]["content"])
-            for r in rows]
+    return [
+        (next(m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), r["messages"][-1]["content"])
+        for r in rows
+    ]
 
 
 @step(enable_cache=False, experiment_tracker=True)
-def monitor_requests(model_name: str, data: DataConfig, monitoring: MonitoringConfig, since: str,
-                     end_ms: Optional[int] = None) -> Tuple[Annotated[MonitorReport, "monitor_report"],
-                                                            Annotated[str, "verdict"]]:
+def monitor_requests(
+    model_name: str, data: DataConfig, monitoring: MonitoringConfig, since: str, end_ms: Optional[int] = None
+) -> Tuple[Annotated[MonitorReport, "monitor_report"], Annotated[str, "verdict"]]:
     """Never cached: the traces change while the config does not. `end_ms` (default now) ends the window."""
     end = end_ms or int(time.time() * 1000)
     start = end - window_ms(since)
     previous_start = start - window_ms(since)
     version = in_stage(model_name, "production")
-    current, previous = read_requests(model_name, Window(start, end)), read_requests(model_name,
-                                                                                      Window(previous_start, start))
-    report = monitor(model_name, version.name if version else None, data.task, current, previous,
-                     (previous_start, start, end), _training_rows(version), monitoring,
-                     trained_at_ms=int(version.created.timestamp() * 1000) if version else None)
+    current, previous = (
+        read_requests(model_name, Window(start, end)),
+        read_requests(model_name, Window(previous_start, start)),
+    )
+    report = monitor(
+        model_name,
+        version.name if version else None,
+        data.task,
+        current,
+        previous,
+        (previous_start, start, end),
+        _training_rows(version),
+        monitoring,
+        trained_at_ms=int(version.created.timestamp() * 1000) if version else None,
+    )
     tracking.log_metrics(report.metrics(), prefix="monitor")
     tracking.log_text(monitor_html(report), "monitor/report.html")
     return report, report.verdict

@@ -24,8 +24,14 @@ PREFIX = "/v1/"
 class OpenAIError(Exception):
     """An error as OpenAI's API writes it: {"error": {"message", "type", "param", "code"}}."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        code: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.param, self.code, self.kind = status, param, code, kind
 
@@ -33,8 +39,9 @@ class OpenAIError(Exception):
         return error_response(self.status, str(self), self.param, self.code, self.kind)
 
 
-def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
-                   kind: str = "invalid_request_error") -> JSONResponse:
+def error_response(
+    status: int, message: str, param: str | None = None, code: str | None = None, kind: str = "invalid_request_error"
+) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "param": param, "code": code}}, status)
 
 
@@ -77,8 +84,13 @@ def chat_completions(request: ChatRequest) -> JSONResponse:
         slot = serving_slot()
         extractor = slot.current()[0]
         if request.model != extractor.name:
-            raise OpenAIError(404, f"the model '{request.model}' does not exist here; this deployment serves "
-                              f"'{extractor.name}' (GET /v1/models)", "model", "model_not_found")
+            raise OpenAIError(
+                404,
+                f"the model '{request.model}' does not exist here; this deployment serves "
+                f"'{extractor.name}' (GET /v1/models)",
+                "model",
+                "model_not_found",
+            )
         if request.stream:
             raise OpenAIError(400, "streaming is not supported: send stream false", "stream")
         if request.n != 1:
@@ -99,10 +111,21 @@ def list_models() -> JSONResponse:
         extractor = serving_slot().current()[0]
     except OpenAIError as err:
         return err.response()
-    return JSONResponse({"object": "list", "data": [{
-        "id": extractor.name, "object": "model", "created": 0, "owned_by": "tuneline",
-        "version": extractor.version, "task": extractor.task,
-    }]})
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": extractor.name,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "tuneline",
+                    "version": extractor.version,
+                    "task": extractor.task,
+                }
+            ],
+        }
+    )
 
 
 def _user_text(messages: list[Message]) -> str:
@@ -123,17 +146,20 @@ def _grammar(response_format: dict | None, task: str) -> str | None:
     if kind == "text":
         return None
     if kind not in ("json_object", "json_schema"):
-        raise OpenAIError(400, f"response_format type '{kind}' is not one of text, json_object, json_schema",
-                          "response_format")
+        raise OpenAIError(
+            400, f"response_format type '{kind}' is not one of text, json_object, json_schema", "response_format"
+        )
     if task != "json":
-        raise OpenAIError(400, f"this model answers in its '{task}' task's format, not JSON: leave "
-                          "response_format out", "response_format")
+        raise OpenAIError(
+            400,
+            f"this model answers in its '{task}' task's format, not JSON: leave response_format out",
+            "response_format",
+        )
     if kind == "json_object":
         return JSON
     schema = (response_format.get("json_schema") or {}).get("schema")
     if not isinstance(schema, dict):
-        raise OpenAIError(400, "response_format json_schema needs json_schema.schema, an object",
-                          "response_format")
+        raise OpenAIError(400, "response_format json_schema needs json_schema.schema, an object", "response_format")
     return json_schema_grammar(schema)
 
 
@@ -141,12 +167,23 @@ def _completion(out: dict, name: str, version: str) -> dict:
     r = out["results"][0]
     reading = {k: v for k, v in r.items() if k not in ("text", "answer", "seconds")}
     return {
-        "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion", "created": int(time.time()),
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion",
+        "created": int(time.time()),
         "model": name,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": r["answer"]}, "logprobs": None,
-                     "finish_reason": "length" if r["truncated"] else "stop"}],
-        "usage": {"prompt_tokens": r["input_tokens"], "completion_tokens": r["new_tokens"],
-                  "total_tokens": r["input_tokens"] + r["new_tokens"]},
-        "tuneline": reading | {"model": out["model"], "version": version, "threshold": out["threshold"],
-                               "trace_id": out.get("trace_id")},
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": r["answer"]},
+                "logprobs": None,
+                "finish_reason": "length" if r["truncated"] else "stop",
+            }
+        ],
+        "usage": {
+            "prompt_tokens": r["input_tokens"],
+            "completion_tokens": r["new_tokens"],
+            "total_tokens": r["input_tokens"] + r["new_tokens"],
+        },
+        "tuneline": reading
+        | {"model": out["model"], "version": version, "threshold": out["threshold"], "trace_id": out.get("trace_id")},
     }

@@ -2,7 +2,6 @@
 decision rule (tuneline/promotion.py)."""
 
 import logging
-from pathlib import Path
 from typing import Annotated, Optional, Tuple
 
 from zenml import get_step_context, log_metadata, step
@@ -23,8 +22,13 @@ from tuneline.report import comparison_html
 log = logging.getLogger(__name__)
 
 
-def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset: ChatDataset,
-                       evaluation: EvaluationConfig, model: ModelConfig) -> EvalResult:
+def _production_result(
+    version: ModelVersionResponse,
+    tuned: EvalResult,
+    dataset: ChatDataset,
+    evaluation: EvaluationConfig,
+    model: ModelConfig,
+) -> EvalResult:
     """Its stored predictions when they are intact and cover the same test examples; otherwise score its adapter
     now."""
     stored = version.get_artifact("eval_tuned")
@@ -36,15 +40,25 @@ def _production_result(version: ModelVersionResponse, tuned: EvalResult, dataset
             return result
     adapter_artifact = version.get_artifact("lora_adapter")
     if problem := damage(adapter_artifact):
-        raise RuntimeError(f"cannot compare with production version {version.name}: {problem}; restore its files "
-                           "from a backup, or archive that version (`zenml model version update "
-                           f"{version.model.name} {version.name} --stage archived`) to compare with the base model")
-    return score(f"production v{version.name}", tuned.task, select_test(dataset.splits["test"], evaluation),
-                 dataset.splits["train"], model, evaluation, adapter_artifact.load())
+        raise RuntimeError(
+            f"cannot compare with production version {version.name}: {problem}; restore its files "
+            "from a backup, or archive that version (`zenml model version update "
+            f"{version.model.name} {version.name} --stage archived`) to compare with the base model"
+        )
+    return score(
+        f"production v{version.name}",
+        tuned.task,
+        select_test(dataset.splits["test"], evaluation),
+        dataset.splits["train"],
+        model,
+        evaluation,
+        adapter_artifact.load(),
+    )
 
 
-def _stronger_baseline(base: EvalResult, prompted: Optional[EvalResult], metric: str,
-                       evaluation: EvaluationConfig) -> tuple[EvalResult, str]:
+def _stronger_baseline(
+    base: EvalResult, prompted: Optional[EvalResult], metric: str, evaluation: EvaluationConfig
+) -> tuple[EvalResult, str]:
     """With nothing in production, fine-tuning must beat both not tuning and simply prompting the same model."""
     if prompted is not None and prompted.metrics.get(metric, 0.0) > base.metrics.get(metric, 0.0):
         return prompted, f"prompted base model ({evaluation.prompted_baseline.shots}-shot)"
@@ -67,30 +81,48 @@ def _reference(version, current, tuned, base, prompted, dataset, model, evaluati
     mine = Client().get_model_version(version.name, version.number).run_metadata.get("raw_data") or {}
     if problem := registry.lineage_problem(version.name, promotion.target_stage, mine.get("source"), mine.get("task")):
         raise ValueError(problem)
-    return (_production_result(current, tuned, dataset, evaluation, model),
-            f"{promotion.target_stage} version {current.name}")
+    return (
+        _production_result(current, tuned, dataset, evaluation, model),
+        f"{promotion.target_stage} version {current.name}",
+    )
 
 
 def _record(decision: PromotionDecision, base, tuned, prompted, train_run: Optional[str], report: str) -> None:
     """Logged here, not in evaluate: this step never caches, so every model version gets its metrics. Until the
     stage has moved, the recorded decision says so (`registry.pending`)."""
     log_metadata(
-        metadata={"base": base.metrics, "tuned": tuned.metrics, "test_set_hash": tuned.test_set_hash,
-                  **({"prompted": prompted.metrics} if prompted else {}),
-                  "promotion": registry.pending(decision) if decision.promote else decision.model_dump(mode="json"),
-                  **({"mlflow_run_id": train_run} if train_run else {})},
+        metadata={
+            "base": base.metrics,
+            "tuned": tuned.metrics,
+            "test_set_hash": tuned.test_set_hash,
+            **({"prompted": prompted.metrics} if prompted else {}),
+            "promotion": registry.pending(decision) if decision.promote else decision.model_dump(mode="json"),
+            **({"mlflow_run_id": train_run} if train_run else {}),
+        },
         infer_model=True,
     )
-    tracking.log_metrics({"promoted": float(decision.promote), "ci_low": decision.ci_low,
-                          "ci_high": decision.ci_high, "difference": decision.difference}, prefix="promotion.")
+    tracking.log_metrics(
+        {
+            "promoted": float(decision.promote),
+            "ci_low": decision.ci_low,
+            "ci_high": decision.ci_high,
+            "difference": decision.difference,
+        },
+        prefix="promotion.",
+    )
     tracking.log_text(decision.model_dump_json(indent=2), "promotion/decision.json")
     tracking.log_text(report, "eval/comparison_report.html")
 
 
 @step(enable_cache=False, experiment_tracker=True)
 def promote(
-    base: EvalResult, tuned: EvalResult, dataset: ChatDataset, model: ModelConfig, evaluation: EvaluationConfig,
-    promotion: PromotionConfig, prompted: Optional[EvalResult] = None,
+    base: EvalResult,
+    tuned: EvalResult,
+    dataset: ChatDataset,
+    model: ModelConfig,
+    evaluation: EvaluationConfig,
+    promotion: PromotionConfig,
+    prompted: Optional[EvalResult] = None,
 ) -> Tuple[Annotated[PromotionDecision, "promotion_decision"], Annotated[HTMLString, "eval_report"]]:
     """Never cached: whether to promote depends on the registry's state now, not on the inputs alone.
 
@@ -107,8 +139,13 @@ def promote(
         current = registry.in_stage(version.name, stage)
         registry.reconcile(version.name, stage, current)
         reference, label = _reference(version, current, tuned, base, prompted, dataset, model, evaluation, promotion)
-        decision = decide(promotion, tuned.predictions, reference.predictions, label,
-                          production_version=current.name if current else None)
+        decision = decide(
+            promotion,
+            tuned.predictions,
+            reference.predictions,
+            label,
+            production_version=current.name if current else None,
+        )
         report = comparison_html(base, tuned, decision, prompted=prompted)
         _record(decision, base, tuned, prompted, train_run, report)
         if train_run:

@@ -47,8 +47,9 @@ def lineage_problem(model_name: str, stage: str, source: str | None, task: str |
     current = in_stage(model_name, stage)
     if current is None:
         return None
-    return lineage_conflict(f"model '{model_name}' {stage} version {current.name}",
-                            current.run_metadata.get("raw_data") or {}, source, task)
+    return lineage_conflict(
+        f"model '{model_name}' {stage} version {current.name}", current.run_metadata.get("raw_data") or {}, source, task
+    )
 
 
 def pending(decision: PromotionDecision) -> dict:
@@ -69,10 +70,14 @@ def reconcile(model_name: str, stage: str, current: Optional[ModelVersionRespons
     promoted by."""
     recorded = current.run_metadata.get("promotion") if current is not None else None
     if isinstance(recorded, dict) and recorded.get("stage_moved") is False:
-        log_metadata(metadata={"promotion": recorded | {"promote": True, "stage_moved": True}},
-                     model_name=model_name, model_version=str(current.number))
-        log.warning("repaired a promotion that was interrupted: version %s's decision now says it was promoted",
-                    current.name)
+        log_metadata(
+            metadata={"promotion": recorded | {"promote": True, "stage_moved": True}},
+            model_name=model_name,
+            model_version=str(current.number),
+        )
+        log.warning(
+            "repaired a promotion that was interrupted: version %s's decision now says it was promoted", current.name
+        )
     if current is not None and (run_id := current.run_metadata.get("mlflow_run_id")):
         tracking.mirror_registry(model_name, str(current.number), run_id)
     if repaired := tracking.sync_alias(model_name, stage, str(current.number) if current else None):

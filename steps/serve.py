@@ -37,11 +37,20 @@ def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
         """The version's adapter, and the confidence threshold its finetune run recorded (none before confidences)."""
         mv = client.get_model_version(model_version_name_or_number_or_id=version_id)
         adapter: LoraAdapter = mv.get_artifact("lora_adapter").load()
-        return load_extractor(f"{model_name} version {mv.name}", config.data.task,
-                              resolve_base_model(adapter.base_model), Path(adapter.path), config.data,
-                              config.evaluation, config.serving, config.model.dtype, config.model.device,
-                              threshold=mv.run_metadata.get("confidence_threshold"), name=model_name,
-                              version=str(mv.name))
+        return load_extractor(
+            f"{model_name} version {mv.name}",
+            config.data.task,
+            resolve_base_model(adapter.base_model),
+            Path(adapter.path),
+            config.data,
+            config.evaluation,
+            config.serving,
+            config.model.dtype,
+            config.model.device,
+            threshold=mv.run_metadata.get("confidence_threshold"),
+            name=model_name,
+            version=str(mv.name),
+        )
 
     def latest() -> str:
         return str(client.get_model_version(model_name, version).id)
@@ -89,8 +98,9 @@ class RequestGuard:
     `check` in a worker thread, so a bad one gets a 422 at once and no text is tokenized in the event loop, where
     it would stall every other request, /health included. Refusals are one line and never echo the input."""
 
-    def __init__(self, app, max_bytes: int, paths: set[str], check: Callable[[list[str]], None],
-                 auth_key: str | None = None):
+    def __init__(
+        self, app, max_bytes: int, paths: set[str], check: Callable[[list[str]], None], auth_key: str | None = None
+    ):
         self.app, self.max_bytes, self.paths, self.check, self.auth_key = app, max_bytes, paths, check, auth_key
 
     async def __call__(self, scope, receive, send) -> None:
@@ -98,15 +108,21 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         declared = _content_length(scope)
         if declared > self.max_bytes:
-            return await _refuse(send, 413, f"the request body is {declared} bytes; the server "
-                                 f"takes at most {self.max_bytes} (serving.max_request_bytes)", scope["path"])
+            return await _refuse(
+                send,
+                413,
+                f"the request body is {declared} bytes; the server "
+                f"takes at most {self.max_bytes} (serving.max_request_bytes)",
+                scope["path"],
+            )
         try:
             body = await _read_body(receive, self.max_bytes)
         except _Gone:
             return
         if body is None:
-            return await _refuse(send, 413, f"the request body is over {self.max_bytes} bytes "
-                                 "(serving.max_request_bytes)", scope["path"])
+            return await _refuse(
+                send, 413, f"the request body is over {self.max_bytes} bytes (serving.max_request_bytes)", scope["path"]
+            )
         if scope["method"] == "POST" and scope["path"] in self.paths and self._authorized(scope):
             problem = await anyio.to_thread.run_sync(self._problem, body)
             if problem:
@@ -170,8 +186,13 @@ async def _refuse(send, status: int, detail: str, path: str) -> None:
 
     shaped = {"error": {"message": detail, "type": "invalid_request_error", "param": None, "code": None}}
     body = json.dumps(shaped if path.startswith(PREFIX) else {"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -233,8 +254,9 @@ def guard_requests(app_runner: "BaseDeploymentAppRunner", max_bytes: int) -> Non
     settings = app_runner.settings
     paths = {settings.api_url_path + settings.invoke_url_path, settings.api_url_path + settings.submit_url_path}
     app = app_runner.asgi_app
-    app.add_middleware(RequestGuard, max_bytes=max_bytes, paths=paths, check=check_request,
-                       auth_key=app_runner.deployment.auth_key)
+    app.add_middleware(
+        RequestGuard, max_bytes=max_bytes, paths=paths, check=check_request, auth_key=app_runner.deployment.auth_key
+    )
     app.add_exception_handler(RequestValidationError, _one_line_422)
     app.add_exception_handler(HTTPException, _openai_http_error)
 

@@ -16,8 +16,17 @@ def health() -> JSONResponse:
     if not (context.initialized and isinstance(context.state, ModelSlot)):
         return JSONResponse({"status": "loading", "ready": False}, status_code=503)
     extractor = context.state.current()[0]
-    return JSONResponse({"status": "ready", "ready": True, "model": extractor.name, "version": extractor.version,
-                         "label": extractor.label, "task": extractor.task, "device": extractor.device})
+    return JSONResponse(
+        {
+            "status": "ready",
+            "ready": True,
+            "model": extractor.name,
+            "version": extractor.version,
+            "label": extractor.label,
+            "task": extractor.task,
+            "device": extractor.device,
+        }
+    )
 
 
 def api_page(app_runner):
@@ -28,7 +37,8 @@ def api_page(app_runner):
         rows = "".join(
             f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
             f"<td>{html.escape(op.get('summary') or op.get('description') or '')}</td></tr>"
-            for path, ops in schema["paths"].items() for method, op in ops.items()
+            for path, ops in schema["paths"].items()
+            for method, op in ops.items()
         )
         title = html.escape(schema["info"]["title"])
         return HTMLResponse(
@@ -36,6 +46,7 @@ def api_page(app_runner):
             "<style>body{font-family:system-ui,sans-serif;max-width:52rem;margin:2rem auto}td{padding:.2rem .6rem}"
             f"</style></head><body><h1>{title}</h1><p>The full schema: <a href='/openapi.json'>openapi.json</a> "
             "(for Swagger UI, Postman, or a client generator). The page: <a href='/'>/</a>.</p>"
-            f"<table>{rows}</table></body></html>")
+            f"<table>{rows}</table></body></html>"
+        )
 
     return page

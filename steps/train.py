@@ -39,20 +39,36 @@ def train_lora(
     tracking.log_sections(data=data, model=model, lora=lora, training=training)
     train, validation = dataset.splits["train"], dataset.splits.get("validation", [])
     work = _work_dir()
-    mirror = CheckpointMirror(training_key(
-        train, validation, data.max_seq_len, model.model_dump(), lora.model_dump(),
-        training.model_dump(exclude={"save_steps", "logging_steps"}),
-    ))
+    mirror = CheckpointMirror(
+        training_key(
+            train,
+            validation,
+            data.max_seq_len,
+            model.model_dump(),
+            lora.model_dump(),
+            training.model_dump(exclude={"save_steps", "logging_steps"}),
+        )
+    )
     if resume and mirror.pull_latest(work / "checkpoints") is None:
         raise TrainingSetupError(
             f"--resume: no complete checkpoint in {mirror.remote}; an interrupted run with the same data and "
             "config, and training.save_steps set, writes them there"
         )
-    job = TrainJob(model_dir=resolve_base_model(model.base), train=train, validation=validation, output_dir=work,
-                   model=model, lora=lora, training=training, resume=resume, task=data.task)
+    job = TrainJob(
+        model_dir=resolve_base_model(model.base),
+        train=train,
+        validation=validation,
+        output_dir=work,
+        model=model,
+        lora=lora,
+        training=training,
+        resume=resume,
+        task=data.task,
+    )
     run_training = train_distributed if training.num_processes > 1 else train_in_process
     result = run_training(
-        job, on_metrics=tracking.log_training_curves,
+        job,
+        on_metrics=tracking.log_training_curves,
         on_checkpoint=mirror.push,
     )
     mirror.clear()

@@ -58,4 +58,4 @@ if __name__ == "__main__":
     os.chdir(ROOT)
     import run
 
-    sys.exit(run.main(sys.argv[split + 1:]))
+    sys.exit(run.main(sys.argv[split + 1 :]))

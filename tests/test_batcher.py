@@ -16,8 +16,15 @@ from tuneline.config import EvaluationConfig
 from tuneline.grammar import json_schema_grammar
 from tuneline.serving import RequestError
 
-TEXTS = ["I like Tetris.", "Portal 2 is a great puzzle game on PlayStation.", "zzkq", "Halo is a shooter from 2001.",
-         "Do you know any good racing games?", "Myst", "Celeste is an excellent platformer I played twice."]
+TEXTS = [
+    "I like Tetris.",
+    "Portal 2 is a great puzzle game on PlayStation.",
+    "zzkq",
+    "Halo is a shooter from 2001.",
+    "Do you know any good racing games?",
+    "Myst",
+    "Celeste is an excellent platformer I played twice.",
+]
 
 
 @pytest.fixture
@@ -108,8 +115,12 @@ def test_a_json_schema_is_enforced_and_grammars_are_not_mixed(spied):
 
     extractor, batches = spied
     extractor.evaluation = EvaluationConfig(batch_size=4, max_new_tokens=48)
-    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
-              "additionalProperties": False}
+    schema = {
+        "type": "object",
+        "properties": {"ok": {"type": "boolean"}},
+        "required": ["ok"],
+        "additionalProperties": False,
+    }
     batcher = Batcher(lambda: extractor, wait_s=0.3, max_tokens=None)
     grammar = json_schema_grammar(schema)
     free = threading.Thread(target=batcher.extract, args=(["Myst"],))

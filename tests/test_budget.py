@@ -25,8 +25,15 @@ def splits(tiny_tokenizer):
 
 
 def _plan(**kw):
-    args = dict(budget_s=60.0, elapsed_s=5.0, done_steps=9, tokens_per_second=1000.0, tokens_per_step=500.0,
-                steps_per_epoch=50.0, n_rows=400)
+    args = dict(
+        budget_s=60.0,
+        elapsed_s=5.0,
+        done_steps=9,
+        tokens_per_second=1000.0,
+        tokens_per_step=500.0,
+        steps_per_epoch=50.0,
+        n_rows=400,
+    )
     return plan(**args | kw)
 
 
@@ -76,8 +83,14 @@ def test_a_budgeted_run_plans_from_its_rate_and_stops_within_the_budget(tiny_mod
     from tuneline.training import train_lora
 
     budget_s = 2.0
-    job = TrainJob(tiny_model_dir, splits["train"], [], tmp_path, lora=LoraConfig(r=4, alpha=8),
-                   training=TrainingConfig(budget_minutes=budget_s / 60, batch_size=2, threads=1))
+    job = TrainJob(
+        tiny_model_dir,
+        splits["train"],
+        [],
+        tmp_path,
+        lora=LoraConfig(r=4, alpha=8),
+        training=TrainingConfig(budget_minutes=budget_s / 60, batch_size=2, threads=1),
+    )
     result = train_lora(job)
     budget = result.choices["budget"]
     assert budget["planned_steps"] > MEASURE_STEPS + 1 and result.steps <= budget["planned_steps"]
@@ -95,7 +108,10 @@ def test_primary_score_and_the_trainer_arguments_that_select_by_it(tmp_path):
     cfg = TrainingConfig(select_by="primary_metric", eval_steps=5)
     args = trainer_arguments(TrainJob("unused", [], [], tmp_path, training=cfg), 20, evaluate_during=True)
     assert (args.metric_for_best_model, args.greater_is_better, args.load_best_model_at_end) == (
-        "exact_match", True, True)
+        "exact_match",
+        True,
+        True,
+    )
     assert args.save_strategy == "steps" and args.save_steps == 5  # a checkpoint at each evaluation to go back to
     text = trainer_arguments(TrainJob("unused", [], [], tmp_path, training=cfg, task="text"), 20, True)
     assert text.metric_for_best_model == "rougeL"
@@ -117,16 +133,33 @@ def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model
     import tuneline.training
 
     scores = itertools.chain([0.2, 0.6, 0.4, 0.1], itertools.repeat(0.0))
-    monkeypatch.setattr(tuneline.training, "validation_scorer",
-                        lambda task, tok, records: lambda model: {"exact_match": next(scores)})
-    cfg = TrainingConfig(max_steps=40, learning_rate=1e-2, batch_size=8, eval_steps=5, select_by="primary_metric",
-                         early_stopping_patience=2)
-    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"][:4], tmp_path,
-                   lora=LoraConfig(r=4, alpha=8, dropout=0.0), training=cfg)
+    monkeypatch.setattr(
+        tuneline.training, "validation_scorer", lambda task, tok, records: lambda model: {"exact_match": next(scores)}
+    )
+    cfg = TrainingConfig(
+        max_steps=40,
+        learning_rate=1e-2,
+        batch_size=8,
+        eval_steps=5,
+        select_by="primary_metric",
+        early_stopping_patience=2,
+    )
+    job = TrainJob(
+        tiny_model_dir,
+        splits["train"],
+        splits["validation"][:4],
+        tmp_path,
+        lora=LoraConfig(r=4, alpha=8, dropout=0.0),
+        training=cfg,
+    )
     logged = []
     result = tuneline.training.train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     assert [(s, v["eval_exact_match"]) for s, v in logged if "eval_exact_match" in v][:4] == [
-        (5, 0.2), (10, 0.6), (15, 0.4), (20, 0.1)]
+        (5, 0.2),
+        (10, 0.6),
+        (15, 0.4),
+        (20, 0.1),
+    ]
     assert result.steps == 20
     assert result.choices["selected"] == {"metric": "exact_match", "value": 0.6, "step": 10, "of_steps": 20}
     kept = load_file(tmp_path / "checkpoints" / "checkpoint-10" / "adapter_model.safetensors")
@@ -141,8 +174,9 @@ def test_select_by_primary_metric_generates_during_training(tiny_model_dir, spli
     from tuneline.training import train_lora
 
     cfg = TrainingConfig(max_steps=10, batch_size=8, eval_steps=5, select_by="primary_metric")
-    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"][:4], tmp_path,
-                   lora=LoraConfig(r=4, alpha=8), training=cfg)
+    job = TrainJob(
+        tiny_model_dir, splits["train"], splits["validation"][:4], tmp_path, lora=LoraConfig(r=4, alpha=8), training=cfg
+    )
     logged = []
     result = train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     scored = [(s, v["eval_exact_match"]) for s, v in logged if "eval_exact_match" in v]
@@ -151,8 +185,10 @@ def test_select_by_primary_metric_generates_during_training(tiny_model_dir, spli
     assert result.choices["selected"]["step"] == best[0]
 
 
-@pytest.mark.parametrize("rows, where, minutes", [(1890, "CPU", 15), (200, "CPU", 4), (5103, "CUDA GPU", 3),
-                                                  (50000, "CUDA GPU", 5), (10, "CPU", 1)])
+@pytest.mark.parametrize(
+    "rows, where, minutes",
+    [(1890, "CPU", 15), (200, "CPU", 4), (5103, "CUDA GPU", 3), (50000, "CUDA GPU", 5), (10, "CPU", 1)],
+)
 def test_init_proposes_a_budget_from_the_rows_and_the_machine(rows, where, minutes):
     from runner.init_config import propose_budget
 
@@ -167,8 +203,9 @@ def test_init_writes_budget_minutes_instead_of_viggos_rows_and_epochs(tmp_path, 
     from tuneline.config import load_run_config
 
     data = tmp_path / "intents.jsonl"
-    data.write_text("".join(json.dumps({"text": f"book table {i}", "label": json.dumps({"n": i})}) + "\n"
-                            for i in range(300)))
+    data.write_text(
+        "".join(json.dumps({"text": f"book table {i}", "label": json.dumps({"n": i})}) + "\n" for i in range(300))
+    )
     monkeypatch.setattr(runner.init_config, "machine", lambda: "CPU")
     _, out = runner.init_config.write_config(data, tmp_path / "intents.yaml", task="json")
     config, _ = load_run_config(out)

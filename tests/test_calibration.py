@@ -1,7 +1,16 @@
 import pytest
 
-from tuneline.calibration import (Threshold, accuracy_at_coverage, auroc, calibration_metrics, coverage_curve, ece,
-                                  pick_threshold, reliability, serving_threshold)
+from tuneline.calibration import (
+    Threshold,
+    accuracy_at_coverage,
+    auroc,
+    calibration_metrics,
+    coverage_curve,
+    ece,
+    pick_threshold,
+    reliability,
+    serving_threshold,
+)
 
 
 def test_ece_and_reliability_by_hand():
@@ -21,8 +30,11 @@ def test_auroc_counts_pairs_and_ties_half():
 
 def test_coverage_curve_and_accuracy_at_coverage():
     conf, right = [0.9, 0.8, 0.8, 0.3], [True, True, False, False]
-    assert coverage_curve(conf, right) == [Threshold(0.9, 1.0, 0.25), Threshold(0.8, pytest.approx(2 / 3), 0.75),
-                                           Threshold(0.3, 0.5, 1.0)]
+    assert coverage_curve(conf, right) == [
+        Threshold(0.9, 1.0, 0.25),
+        Threshold(0.8, pytest.approx(2 / 3), 0.75),
+        Threshold(0.3, 0.5, 1.0),
+    ]
     assert accuracy_at_coverage(conf, right, 0.5) == 1.0 and accuracy_at_coverage(conf, right, 1.0) == 0.5
 
 
@@ -34,8 +46,13 @@ def test_threshold_is_the_lowest_that_reaches_the_target():
     assert pick_threshold(conf, right, 0.95) is None
     preds = [{"confidence": c, "exact": r} for c, r in zip(conf, right)]
     assert serving_threshold(preds, "auto", 0.7) == {
-        "min_confidence": 0.6, "precision": 0.75, "coverage": 0.8, "target_precision": 0.7, "setting": "auto",
-        "n_examples": 5}
+        "min_confidence": 0.6,
+        "precision": 0.75,
+        "coverage": 0.8,
+        "target_precision": 0.7,
+        "setting": "auto",
+        "n_examples": 5,
+    }
     assert serving_threshold(preds, "auto", 0.95)["min_confidence"] is None
     fixed = serving_threshold(preds, 0.75, 0.95)
     assert (fixed["min_confidence"], fixed["precision"], fixed["coverage"]) == (0.75, 0.5, 0.4)
@@ -43,10 +60,22 @@ def test_threshold_is_the_lowest_that_reaches_the_target():
 
 def test_calibration_metrics_cover_answers_and_fields():
     preds = [
-        {"confidence": 0.9, "exact": True, "act_ok": True, "act_confidence": 0.95, "fields": {"name": "tp"},
-         "field_confidence": {"name": 0.9}},
-        {"confidence": 0.2, "exact": False, "act_ok": True, "act_confidence": 0.9,
-         "fields": {"name": "wrong_value", "rating": "missing"}, "field_confidence": {"name": 0.2}},
+        {
+            "confidence": 0.9,
+            "exact": True,
+            "act_ok": True,
+            "act_confidence": 0.95,
+            "fields": {"name": "tp"},
+            "field_confidence": {"name": 0.9},
+        },
+        {
+            "confidence": 0.2,
+            "exact": False,
+            "act_ok": True,
+            "act_confidence": 0.9,
+            "fields": {"name": "wrong_value", "rating": "missing"},
+            "field_confidence": {"name": 0.2},
+        },
     ]
     m = calibration_metrics(preds)
     assert m["calibration.auroc"] == 1.0 and m["calibration.ece"] == pytest.approx((0.1 + 0.2) / 2)

@@ -55,8 +55,9 @@ def generate(model, tokenizer, parts: list[str | list[int | None]]):
     """Greedy decoding forced through `parts` (text, or token ids with None for the model's own choice)."""
     plan = [t for p in parts for t in (ids(tokenizer, p) if isinstance(p, str) else p)]
     force = Force(plan, len(ids(tokenizer, PROMPT)), tokenizer.eos_token_id)
-    gen = generate_greedy(model, tokenizer, [PROMPT], batch_size=1, max_new_tokens=len(plan) + 1,
-                          constraint=lambda: force)
+    gen = generate_greedy(
+        model, tokenizer, [PROMPT], batch_size=1, max_new_tokens=len(plan) + 1, constraint=lambda: force
+    )
     return gen.texts[0], gen.spans[0], gen.logprobs[0]
 
 
@@ -117,7 +118,7 @@ def by_char(text: str, low: dict[str, float]) -> tuple[list, list]:
     logprobs = [0.0] * len(text)
     for piece, lp in low.items():
         start = text.index(piece)
-        logprobs[start:start + len(piece)] = [lp] * len(piece)
+        logprobs[start : start + len(piece)] = [lp] * len(piece)
     return [(i, i + 1) for i in range(len(text))], logprobs
 
 
@@ -142,7 +143,9 @@ def test_viggo_slot_written_twice_takes_its_least_confident_and_unparsed_has_no_
     assert junk.fields == {} and junk.act is None and junk.answer == pytest.approx(math.exp(-1.0))
     ended = answer_confidence("text", "ok", [(0, 2)], [-0.1, -0.5])  # the end token counts for the answer
     assert ended.answer == pytest.approx(math.exp(-0.5)) and ended.as_row() == {
-        "confidence": ended.answer, "field_confidence": {}}
+        "confidence": ended.answer,
+        "field_confidence": {},
+    }
 
 
 def test_evaluation_carries_confidences_calibration_and_its_plot(tiny_model_dir):
@@ -150,12 +153,19 @@ def test_evaluation_carries_confidences_calibration_and_its_plot(tiny_model_dir)
     from tuneline.evaluation import evaluate_model
     from tuneline.report import eval_html
 
-    records = [{"prompt": PROMPT.replace("Halo", name), "messages": [
-        {"role": "user", "content": f"I think {name} is poor."},
-        {"role": "assistant", "content": f"give_opinion(name[{name}], rating[poor])"}]} for name in ("Halo", "Doom")]
-    result = evaluate_model("base", "viggo", tiny_model_dir, records, EvaluationConfig(max_new_tokens=8),
-                            device="cpu")
+    records = [
+        {
+            "prompt": PROMPT.replace("Halo", name),
+            "messages": [
+                {"role": "user", "content": f"I think {name} is poor."},
+                {"role": "assistant", "content": f"give_opinion(name[{name}], rating[poor])"},
+            ],
+        }
+        for name in ("Halo", "Doom")
+    ]
+    result = evaluate_model("base", "viggo", tiny_model_dir, records, EvaluationConfig(max_new_tokens=8), device="cpu")
     assert all(0.0 < p["confidence"] <= 1.0 for p in result.predictions)
     assert {"calibration.ece", "calibration.mean_confidence", "calibration.exact_at_coverage_0.5"} <= set(
-        result.metrics)
+        result.metrics
+    )
     assert "<svg" in eval_html(result) and "exact match vs coverage" in eval_html(result)

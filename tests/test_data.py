@@ -19,18 +19,38 @@ def write_jsonl(path, rows):
 
 
 def row(i, **extra):
-    return {"target": f"Game {i} is fun.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])", **extra}
+    return {
+        "target": f"Game {i} is fun.",
+        "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
+        **extra,
+    }
 
 
 # --- readers ---------------------------------------------------------------------------------------------
 
+
 def test_jsonl_bad_lines_become_error_rows_with_line_numbers(tmp_path):
     p = tmp_path / "d.jsonl"
-    p.write_bytes(b"\n".join([json.dumps(ROW).encode(), b'{"target": "\xff"}', b"[1, 2]", b"", json.dumps(ROW).encode(),
-                              b'{"target": "cut o']))
+    p.write_bytes(
+        b"\n".join(
+            [
+                json.dumps(ROW).encode(),
+                b'{"target": "\xff"}',
+                b"[1, 2]",
+                b"",
+                json.dumps(ROW).encode(),
+                b'{"target": "cut o',
+            ]
+        )
+    )
     rows = read_file(p)
     assert [(r["_line"], r.get("_error")) for r in rows] == [
-        (1, None), (2, "encoding"), (3, "unparseable"), (5, None), (6, "unparseable")]
+        (1, None),
+        (2, "encoding"),
+        (3, "unparseable"),
+        (5, None),
+        (6, "unparseable"),
+    ]
     assert "truncated last line" in rows[-1]["_detail"] and rows[-1]["_raw"] == '{"target": "cut o'
 
 
@@ -94,13 +114,17 @@ def test_hub_id_falls_back_to_mirror(tmp_path, monkeypatch):
 
 # --- formats ---------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw, fmt, user, answer", [
-    ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}, "chat", "Q", "A"),
-    ({"instruction": "Do it", "input": "ctx", "output": "A"}, "instruction", "Do it\n\nctx", "A"),
-    ({"instruction": "Do it", "output": "A"}, "instruction", "Do it", "A"),
-    ({"prompt": "Q", "completion": "A"}, "prompt_completion", "Q", "A"),
-    (ROW, "fields", ROW["target"], ROW["meaning_representation"]),
-])
+
+@pytest.mark.parametrize(
+    "raw, fmt, user, answer",
+    [
+        ({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]}, "chat", "Q", "A"),
+        ({"instruction": "Do it", "input": "ctx", "output": "A"}, "instruction", "Do it\n\nctx", "A"),
+        ({"instruction": "Do it", "output": "A"}, "instruction", "Do it", "A"),
+        ({"prompt": "Q", "completion": "A"}, "prompt_completion", "Q", "A"),
+        (ROW, "fields", ROW["target"], ROW["meaning_representation"]),
+    ],
+)
 def test_each_format_becomes_messages(raw, fmt, user, answer):
     assert detect_format(raw, PLAIN) == fmt
     messages = to_messages(raw, PLAIN)
@@ -110,17 +134,23 @@ def test_each_format_becomes_messages(raw, fmt, user, answer):
 def test_declared_format_and_field_mapping():
     cfg = DataConfig(format="fields", input_field="q", output_field="a", system_prompt="S")
     assert to_messages({"q": "x", "a": "y", "prompt": "ignored", "completion": "ignored"}, cfg) == [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": "y"},
+    ]
 
 
-@pytest.mark.parametrize("raw, reason", [
-    ({"target": "x"}, "missing_field"),
-    ({"target": "  ", "meaning_representation": "y"}, "empty_field"),
-    ({"target": 3, "meaning_representation": "y"}, "invalid_field"),
-    ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "invalid_role"),
-    ({"messages": [{"role": "user", "content": "x"}]}, "invalid_role"),
-    ({"messages": []}, "invalid_field"),
-])
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ({"target": "x"}, "missing_field"),
+        ({"target": "  ", "meaning_representation": "y"}, "empty_field"),
+        ({"target": 3, "meaning_representation": "y"}, "invalid_field"),
+        ({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}, "invalid_role"),
+        ({"messages": [{"role": "user", "content": "x"}]}, "invalid_role"),
+        ({"messages": []}, "invalid_field"),
+    ],
+)
 def test_bad_rows_name_their_reason(raw, reason):
     with pytest.raises(RowError) as err:
         to_messages(raw, PLAIN)
@@ -130,13 +160,19 @@ def test_bad_rows_name_their_reason(raw, reason):
 def test_multi_turn_trains_on_every_assistant_turn(tiny_tokenizer):
     from tuneline.chat_format import IGNORE, tokenize_segments
 
-    messages = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q1"},
-                {"role": "assistant", "content": "A1"}, {"role": "user", "content": "Q2"},
-                {"role": "assistant", "content": "A2"}]
+    messages = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "Q1"},
+        {"role": "assistant", "content": "A1"},
+        {"role": "user", "content": "Q2"},
+        {"role": "assistant", "content": "A2"},
+    ]
     rendered = render(tiny_tokenizer, messages)
     trained = [s["text"] for s in rendered["segments"] if s["train"]]
     assert trained == ["A1<|im_end|>", "A2<|im_end|>"]
-    assert "".join(s["text"] for s in rendered["segments"]) + "\n" == tiny_tokenizer.apply_chat_template(messages, tokenize=False)
+    assert "".join(s["text"] for s in rendered["segments"]) + "\n" == tiny_tokenizer.apply_chat_template(
+        messages, tokenize=False
+    )
     assert rendered["prompt"].endswith("Q2<|im_end|>\n<|im_start|>assistant\n")
     ex = tokenize_segments(tiny_tokenizer, rendered["segments"], 512)
     targets = [t for t in ex["labels"] if t != IGNORE]
@@ -150,22 +186,28 @@ def test_tokenizer_without_template_gets_fallback(tiny_model_dir):
     tok.chat_template = None
     assert ensure_chat_template(tok) and tok.chat_template == FALLBACK_TEMPLATE
     assert not ensure_chat_template(tok)
-    assert render(tok, to_messages(ROW, PLAIN))["prompt"] == f"<|im_start|>user\n{ROW['target']}<|im_end|>\n<|im_start|>assistant\n"
+    assert (
+        render(tok, to_messages(ROW, PLAIN))["prompt"]
+        == f"<|im_start|>user\n{ROW['target']}<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 # --- validation and quarantine ---------------------------------------------------------------------------
 
+
 def messy_splits(tmp_path):
     """A file with one of every problem, and exact expected counts."""
     train = tmp_path / "train.jsonl"
-    lines = [json.dumps(row(i)) for i in range(20)]                       # 20 good rows
-    lines += [json.dumps(row(3))]                                         # duplicate of line 4
-    lines += [json.dumps({"target": "no answer"})]                        # missing_field
+    lines = [json.dumps(row(i)) for i in range(20)]  # 20 good rows
+    lines += [json.dumps(row(3))]  # duplicate of line 4
+    lines += [json.dumps({"target": "no answer"})]  # missing_field
     lines += [json.dumps({"target": "", "meaning_representation": "x"})]  # empty_field
-    lines += [json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]})]  # invalid_role
-    lines += [json.dumps(row(100, target="word " * 300))]                 # too_long
-    lines += [json.dumps(row(50, target="  THE  test   input "))]         # leakage (matches test row below)
-    lines += ["{not json"]                                                # unparseable
+    lines += [
+        json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]})
+    ]  # invalid_role
+    lines += [json.dumps(row(100, target="word " * 300))]  # too_long
+    lines += [json.dumps(row(50, target="  THE  test   input "))]  # leakage (matches test row below)
+    lines += ["{not json"]  # unparseable
     data = "\n".join(lines).encode() + b'\n{"target": "\xff\xfe"}\n' + b'{"target": "trunc'  # encoding, truncated
     train.write_bytes(data)
     write_jsonl(tmp_path / "validation.jsonl", [row(i) for i in range(30, 33)])
@@ -178,8 +220,16 @@ def test_every_rejection_reason_counted_exactly_and_nothing_lost(tmp_path, tiny_
     cfg = DataConfig(source=str(tmp_path), system_prompt=None, max_seq_len=128, max_reject_fraction=0.5)
     prepared = prepare(raw, cfg, tiny_tokenizer)
     report = prepared.report
-    assert report.reasons["train"] == {"duplicate": 1, "missing_field": 1, "empty_field": 1, "invalid_role": 1,
-                                       "too_long": 1, "leakage": 1, "unparseable": 2, "encoding": 1}
+    assert report.reasons["train"] == {
+        "duplicate": 1,
+        "missing_field": 1,
+        "empty_field": 1,
+        "invalid_role": 1,
+        "too_long": 1,
+        "leakage": 1,
+        "unparseable": 2,
+        "encoding": 1,
+    }
     assert report.reasons["test"] == {"duplicate": 1}
     assert report.splits["train"].input == 29 and report.splits["train"].accepted == 20
     for counts in report.splits.values():
@@ -195,8 +245,10 @@ def test_every_rejection_reason_counted_exactly_and_nothing_lost(tmp_path, tiny_
 
 
 def test_overlong_rows_can_be_truncated_and_counted(tmp_path, tiny_tokenizer):
-    raw = {"train": [{**row(1, target="word " * 300), "_file": "f", "_line": 1}, {**row(2), "_file": "f", "_line": 2}],
-           "test": [{**row(3), "_file": "t", "_line": 1}]}
+    raw = {
+        "train": [{**row(1, target="word " * 300), "_file": "f", "_line": 1}, {**row(2), "_file": "f", "_line": 2}],
+        "test": [{**row(3), "_file": "t", "_line": 1}],
+    }
     prepared = prepare(raw, DataConfig(system_prompt=None, max_seq_len=64, overlong="truncate"), tiny_tokenizer)
     assert prepared.report.splits["train"].truncated == 1 and prepared.report.splits["train"].accepted == 2
     assert not prepared.quarantine
@@ -210,8 +262,9 @@ def test_gate_fails_over_threshold_with_file_and_line(tmp_path, tiny_tokenizer):
     assert "28.6% of input rows were quarantined, above data.max_reject_fraction 5.0%" in message
     shown = message.splitlines()[1:]
     for reason in prepared.report.reason_totals():  # each reason's first row, with its file and line
-        assert any(line.startswith(f"  {tmp_path}/") and f".jsonl:" in line and f": {reason}: " in line
-                   for line in shown), reason
+        assert any(
+            line.startswith(f"  {tmp_path}/") and ".jsonl:" in line and f": {reason}: " in line for line in shown
+        ), reason
 
 
 def test_caps_sample_after_validation(tiny_tokenizer):
@@ -221,7 +274,9 @@ def test_caps_sample_after_validation(tiny_tokenizer):
     rec = prepared.splits["train"][0]
     # No system turn by default: nothing task-specific is added to a user's rows.
     assert rec["source"].startswith("synthetic:viggo/train:") and [m["role"] for m in rec["messages"]] == [
-        "user", "assistant"]
+        "user",
+        "assistant",
+    ]
 
 
 def test_eval_selection_spreads_over_test_split():
@@ -238,10 +293,15 @@ def test_eval_selection_spreads_over_test_split():
 
 
 def test_duplicates_across_splits_leave_test_intact(tiny_tokenizer):
-    raw = {"train": [{**row(1), "_file": "tr", "_line": 1}, {**row(2), "_file": "tr", "_line": 2},
-                     {**row(4), "_file": "tr", "_line": 3}],
-           "validation": [{**row(2), "_file": "va", "_line": 1}],
-           "test": [{**row(1), "_file": "te", "_line": 1}, {**row(3), "_file": "te", "_line": 2}]}
+    raw = {
+        "train": [
+            {**row(1), "_file": "tr", "_line": 1},
+            {**row(2), "_file": "tr", "_line": 2},
+            {**row(4), "_file": "tr", "_line": 3},
+        ],
+        "validation": [{**row(2), "_file": "va", "_line": 1}],
+        "test": [{**row(1), "_file": "te", "_line": 1}, {**row(3), "_file": "te", "_line": 2}],
+    }
     prepared = prepare(raw, DataConfig(system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
     assert prepared.report.reasons == {"train": {"duplicate": 2}, "validation": {}, "test": {}}
     assert [r["source"] for r in prepared.splits["test"]] == ["te:1", "te:2"]
@@ -259,7 +319,8 @@ def test_leaked_test_input_carved_into_validation_is_quarantined(tmp_path, tiny_
     report = prepared.report
     assert report.made == ["validation"] and report.reasons["validation"] == {"leakage": len(carved)}
     assert [(q["split"], q["reason"], q["line"]) for q in prepared.quarantine] == [
-        ("validation", "leakage", r["_line"]) for r in carved]
+        ("validation", "leakage", r["_line"]) for r in carved
+    ]
     for counts in report.splits.values():
         assert counts.accepted + counts.quarantined == counts.input
     assert report.splits["validation"].input == len(carved) == report.splits["validation"].quarantined

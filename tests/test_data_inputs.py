@@ -15,8 +15,11 @@ from tuneline.validation import prepare
 
 
 def row(i, **extra):
-    return {"target": f"Game {i} is fun.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
-            **extra}
+    return {
+        "target": f"Game {i} is fun.",
+        "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
+        **extra,
+    }
 
 
 def jsonl(rows) -> str:
@@ -29,17 +32,22 @@ def placed(rows, file="f"):
 
 # --- 1. splits a user gives are used as given --------------------------------------------------------------
 
+
 def test_given_test_file_is_used_as_given_and_only_validation_is_carved(tmp_path, tiny_tokenizer):
     (tmp_path / "train.jsonl").write_text(jsonl([row(i) for i in range(40)] + [row(99, target="Held out one.")]))
     (tmp_path / "test.jsonl").write_text(jsonl([row(100, target="held OUT one."), row(101)]))
     raw = load_splits(DataConfig(source=str(tmp_path)))
-    assert [(r["_file"], r["_line"]) for r in raw["test"]] == [(str(tmp_path / "test.jsonl"), 1),
-                                                                (str(tmp_path / "test.jsonl"), 2)]
+    assert [(r["_file"], r["_line"]) for r in raw["test"]] == [
+        (str(tmp_path / "test.jsonl"), 1),
+        (str(tmp_path / "test.jsonl"), 2),
+    ]
     assert len(raw["validation"]) == 2 and len(raw["train"]) == 39
     assert {r["_file"] for r in raw["validation"] + raw["train"]} == {str(tmp_path / "train.jsonl")}
     assert not {r["_line"] for r in raw["validation"]} & {r["_line"] for r in raw["train"]}
 
-    prepared = prepare(raw, DataConfig(source=str(tmp_path), system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
+    prepared = prepare(
+        raw, DataConfig(source=str(tmp_path), system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer
+    )
     report = prepared.report
     assert report.made == ["validation"]
     assert report.origins() == "splits given: train, test; made from train (seeded): validation"
@@ -59,10 +67,14 @@ def test_given_validation_file_is_kept_and_test_is_carved(tmp_path):
 
 # --- 2. bad references fail in prepare, not after training --------------------------------------------------
 
-@pytest.mark.parametrize("task, good, bad", [
-    ("json", '{"city": "Paris"}', ['{"city": "Par', "not json at all", "42"]),
-    ("viggo", "inform(name[X])", ["inform(name[X]", "just words"]),
-])
+
+@pytest.mark.parametrize(
+    "task, good, bad",
+    [
+        ("json", '{"city": "Paris"}', ['{"city": "Par', "not json at all", "42"]),
+        ("viggo", "inform(name[X])", ["inform(name[X]", "just words"]),
+    ],
+)
 def test_reference_that_does_not_parse_is_quarantined_with_its_reason(task, good, bad, tiny_tokenizer):
     cfg = DataConfig(task=task, input_field="q", output_field="a", system_prompt=None, max_reject_fraction=1.0)
     rows = [{"q": "question 0", "a": good}] + [{"q": f"question {i}", "a": a} for i, a in enumerate(bad, start=1)]
@@ -79,13 +91,17 @@ def test_chat_reference_is_its_last_assistant_turn(tiny_tokenizer):
     def chat(answer):
         return {"messages": [{"role": "user", "content": answer}, {"role": "assistant", "content": answer}]}
 
-    prepared = prepare({"train": placed([chat("{oops"), chat("{}")]), "test": placed([chat('{"a": 1}')], "t")},
-                       DataConfig(task="json", system_prompt=None, max_reject_fraction=1.0), tiny_tokenizer)
+    prepared = prepare(
+        {"train": placed([chat("{oops"), chat("{}")]), "test": placed([chat('{"a": 1}')], "t")},
+        DataConfig(task="json", system_prompt=None, max_reject_fraction=1.0),
+        tiny_tokenizer,
+    )
     assert [q["reason"] for q in prepared.quarantine] == ["bad_reference"]
     assert "field 'messages[-1].content'" in prepared.quarantine[0]["detail"]
 
 
 # --- 3. structured answers for json tasks -------------------------------------------------------------------
+
 
 def test_json_task_takes_objects_and_lists_as_canonical_json():
     cfg = DataConfig(task="json", input_field="input", output_field="output", system_prompt=None)
@@ -112,11 +128,13 @@ def test_json_object_answers_are_accepted_by_prepare(tiny_tokenizer):
 
 # --- 6. byte-order marks and UTF-16 -------------------------------------------------------------------------
 
+
 def test_utf8_bom_csv_jsonl_json_read_like_plain_utf8(tmp_path):
     (tmp_path / "x.csv").write_bytes(codecs.BOM_UTF8 + b"target,meaning_representation\r\nA game.,inform(name[A])\r\n")
     rows = read_file(tmp_path / "x.csv")
-    assert rows == [{"target": "A game.", "meaning_representation": "inform(name[A])", "_file": str(tmp_path / "x.csv"),
-                     "_line": 2}]
+    assert rows == [
+        {"target": "A game.", "meaning_representation": "inform(name[A])", "_file": str(tmp_path / "x.csv"), "_line": 2}
+    ]
     (tmp_path / "x.jsonl").write_bytes(codecs.BOM_UTF8 + jsonl([row(1), row(2)]).encode())
     assert [r.get("_error") for r in read_file(tmp_path / "x.jsonl")] == [None, None]
     (tmp_path / "x.json").write_bytes(codecs.BOM_UTF8 + json.dumps([row(1)]).encode())
@@ -132,12 +150,16 @@ def test_utf16_and_utf32_with_bom_are_read(tmp_path, codec):
     assert read_file(tmp_path / "x.csv")[0]["target"] == "Été"
 
 
-@pytest.mark.parametrize("suffix, data", [
-    (".jsonl", jsonl([row(1), row(2), row(3)]).encode("utf-16-le")),       # no BOM
-    (".csv", "target,meaning_representation\nA,b\nC,d\n".encode("utf-16-le")),
-    (".json", json.dumps([row(1)]).encode("utf-16-le")),
-    (".jsonl", codecs.BOM_UTF16_LE + b'{"a"\x00\x00\xdc'),                 # a BOM, then not UTF-16
-], ids=["jsonl-utf16-no-bom", "csv-utf16-no-bom", "json-utf16-no-bom", "jsonl-broken-utf16"])
+@pytest.mark.parametrize(
+    "suffix, data",
+    [
+        (".jsonl", jsonl([row(1), row(2), row(3)]).encode("utf-16-le")),  # no BOM
+        (".csv", "target,meaning_representation\nA,b\nC,d\n".encode("utf-16-le")),
+        (".json", json.dumps([row(1)]).encode("utf-16-le")),
+        (".jsonl", codecs.BOM_UTF16_LE + b'{"a"\x00\x00\xdc'),  # a BOM, then not UTF-16
+    ],
+    ids=["jsonl-utf16-no-bom", "csv-utf16-no-bom", "json-utf16-no-bom", "jsonl-broken-utf16"],
+)
 def test_undecodable_file_is_refused_once_with_an_encoding_row(tmp_path, suffix, data):
     path = tmp_path / f"x{suffix}"
     path.write_bytes(data)
@@ -156,28 +178,43 @@ def test_utf8_file_with_a_stray_nul_is_read_line_by_line(tmp_path):
 
 # --- all of it at once, and the ids training reads ----------------------------------------------------------
 
+
 def problem_folder(tmp_path):
     """train.jsonl (UTF-8 BOM) with one row of every problem, validation.csv saved by Excel (UTF-8 BOM, CRLF),
     test.jsonl in UTF-16 with its BOM; returns the expected reasons per split."""
     train = [json.dumps(row(i)) for i in range(20)]
-    train += [json.dumps(row(3))]                                                         # duplicate
-    train += [json.dumps({"target": "no answer"})]                                        # missing_field
-    train += [json.dumps({"target": "", "meaning_representation": "x(a[b])"})]            # empty_field
-    train += [json.dumps({"target": 5, "meaning_representation": "x(a[b])"})]             # invalid_field
+    train += [json.dumps(row(3))]  # duplicate
+    train += [json.dumps({"target": "no answer"})]  # missing_field
+    train += [json.dumps({"target": "", "meaning_representation": "x(a[b])"})]  # empty_field
+    train += [json.dumps({"target": 5, "meaning_representation": "x(a[b])"})]  # invalid_field
     train += [json.dumps({"messages": [{"role": "bot", "content": "x"}, {"role": "assistant", "content": "y"}]})]
-    train += [json.dumps(row(100, target="word " * 300))]                                 # too_long
-    train += [json.dumps(row(50, target="  THE  test   input "))]                         # leakage
-    train += [json.dumps(row(51, meaning_representation="inform(name[X]"))]               # bad_reference
-    train += ["{not json"]                                                                # unparseable
-    data = codecs.BOM_UTF8 + "\n".join(train).encode() + b'\n{"target": "\xff\xfe"}\n'     # encoding
+    train += [json.dumps(row(100, target="word " * 300))]  # too_long
+    train += [json.dumps(row(50, target="  THE  test   input "))]  # leakage
+    train += [json.dumps(row(51, meaning_representation="inform(name[X]"))]  # bad_reference
+    train += ["{not json"]  # unparseable
+    data = codecs.BOM_UTF8 + "\n".join(train).encode() + b'\n{"target": "\xff\xfe"}\n'  # encoding
     (tmp_path / "train.jsonl").write_bytes(data)
     (tmp_path / "validation.csv").write_bytes(
-        codecs.BOM_UTF8 + b"target,meaning_representation\r\nA game.,inform(name[A])\r\nB game.,inform(name[B]\r\n")
-    test = [row(60, target="the test input"), row(61), row(61)]                          # + duplicate in test
+        codecs.BOM_UTF8 + b"target,meaning_representation\r\nA game.,inform(name[A])\r\nB game.,inform(name[B]\r\n"
+    )
+    test = [row(60, target="the test input"), row(61), row(61)]  # + duplicate in test
     (tmp_path / "test.jsonl").write_bytes(jsonl(test).encode("utf-16"))
-    return {"train": {"duplicate": 1, "missing_field": 1, "empty_field": 1, "invalid_field": 1, "invalid_role": 1,
-                      "too_long": 1, "leakage": 1, "bad_reference": 1, "unparseable": 1, "encoding": 1},
-            "validation": {"bad_reference": 1}, "test": {"duplicate": 1}}
+    return {
+        "train": {
+            "duplicate": 1,
+            "missing_field": 1,
+            "empty_field": 1,
+            "invalid_field": 1,
+            "invalid_role": 1,
+            "too_long": 1,
+            "leakage": 1,
+            "bad_reference": 1,
+            "unparseable": 1,
+            "encoding": 1,
+        },
+        "validation": {"bad_reference": 1},
+        "test": {"duplicate": 1},
+    }
 
 
 def test_folder_with_every_problem_quarantines_each_under_its_reason(tmp_path, tiny_tokenizer):
@@ -188,7 +225,10 @@ def test_folder_with_every_problem_quarantines_each_under_its_reason(tmp_path, t
     assert report.reasons == expected
     assert report.made == [] and report.splits["test"].input == 3
     assert {k: (c.input, c.accepted) for k, c in report.splits.items()} == {
-        "train": (30, 20), "validation": (2, 1), "test": (3, 2)}
+        "train": (30, 20),
+        "validation": (2, 1),
+        "test": (3, 2),
+    }
     for c in report.splits.values():
         assert c.accepted + c.quarantined == c.input
     assert report.field_coverage["target"] > 0.9 and "\ufefftarget" not in report.field_coverage

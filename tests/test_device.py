@@ -23,8 +23,10 @@ def test_placement(device, dtype, cuda, expected):
     assert placement(device, dtype, cuda=cuda) == expected
 
 
-@pytest.mark.parametrize("device, cuda, expected", [("auto", True, "cuda"), ("auto", False, "cpu"),
-                                                   ("cpu", True, "cpu"), ("cuda", True, "cuda")])
+@pytest.mark.parametrize(
+    "device, cuda, expected",
+    [("auto", True, "cuda"), ("auto", False, "cpu"), ("cpu", True, "cpu"), ("cuda", True, "cuda")],
+)
 def test_pick_device(device, cuda, expected):
     assert pick_device(device, cuda=cuda) == expected
 
@@ -62,16 +64,19 @@ def test_evaluate_model_loads_where_placement_says(monkeypatch, tiny_model_dir, 
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
     monkeypatch.setattr(modeling, "load_model", load)
-    result = evaluation.evaluate_model("base", "viggo", tiny_model_dir, records,
-                                       EvaluationConfig(batch_size=2, max_new_tokens=4), dtype="bfloat16")
+    result = evaluation.evaluate_model(
+        "base", "viggo", tiny_model_dir, records, EvaluationConfig(batch_size=2, max_new_tokens=4), dtype="bfloat16"
+    )
     assert asked == [loaded]
     assert (result.device, result.dtype) == loaded[::-1]
 
 
-@pytest.mark.parametrize("device, cuda, merged_on", [("auto", True, "cuda"), ("auto", False, "cpu"),
-                                                     ("cpu", True, "cpu")])
-def test_export_merges_where_model_device_says_in_model_dtype(monkeypatch, tmp_path, tiny_model_dir, device, cuda,
-                                                              merged_on):
+@pytest.mark.parametrize(
+    "device, cuda, merged_on", [("auto", True, "cuda"), ("auto", False, "cpu"), ("cpu", True, "cpu")]
+)
+def test_export_merges_where_model_device_says_in_model_dtype(
+    monkeypatch, tmp_path, tiny_model_dir, device, cuda, merged_on
+):
     """The merged folder keeps model.dtype on either device: its users load it in that dtype."""
     from peft import LoraConfig, get_peft_model
 
@@ -79,7 +84,8 @@ def test_export_merges_where_model_device_says_in_model_dtype(monkeypatch, tmp_p
 
     adapter_dir = tmp_path / "adapter"
     get_peft_model(modeling.load_model(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
-        adapter_dir)
+        adapter_dir
+    )
     modeling.load_tokenizer(tiny_model_dir).save_pretrained(adapter_dir)
     merged, asked = modeling.load_merged(tiny_model_dir, adapter_dir, "bfloat16"), []  # on the CPU all the same
 

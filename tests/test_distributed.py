@@ -40,8 +40,9 @@ def _base_answer_loss(model_dir, tokenizer, records) -> float:
 def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir, tiny_tokenizer, splits, tmp_path):
     from tuneline.evaluation import evaluate_model
 
-    cfg = TrainingConfig(num_processes=2, threads=1, epochs=3, batch_size=4, learning_rate=1e-2, logging_steps=1,
-                         save_steps=12)
+    cfg = TrainingConfig(
+        num_processes=2, threads=1, epochs=3, batch_size=4, learning_rate=1e-2, logging_steps=1, save_steps=12
+    )
     logged, pushed = [], []
 
     def push(checkpoint):  # what the step's checkpoint mirror does; the checkpoint must be whole when it is called
@@ -52,14 +53,17 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
 
     result = train_distributed(
         TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path, lora=LORA, training=cfg),
-        on_metrics=lambda step, values: logged.append((step, values)), on_checkpoint=push,
+        on_metrics=lambda step, values: logged.append((step, values)),
+        on_checkpoint=push,
     )
     job = tmp_path / "distributed"
     ranks = [json.loads((job / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
     base = _base_answer_loss(tiny_model_dir, tiny_tokenizer, splits["train"])
-    print(f"ranks {ranks}; steps {result.steps}; loss {result.history[0]['loss']:.3f} -> "
-          f"{result.history[-1]['loss']:.3f} (base model {base:.3f}); eval_loss {result.eval_loss:.3f}; "
-          f"{result.seconds:.1f}s")
+    print(
+        f"ranks {ranks}; steps {result.steps}; loss {result.history[0]['loss']:.3f} -> "
+        f"{result.history[-1]['loss']:.3f} (base model {base:.3f}); eval_loss {result.eval_loss:.3f}; "
+        f"{result.seconds:.1f}s"
+    )
 
     # Both ranks trained, in one job, and ended with the same weights: their gradients were all-reduced.
     assert [r["world_size"] for r in ranks] == [2, 2] and ranks[0]["pid"] != ranks[1]["pid"]
@@ -82,14 +86,30 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
     assert pushed == ["checkpoint-12", "checkpoint-24", "checkpoint-36"]
 
     assert (result.adapter_dir / "adapter_config.json").is_file() and result.adapter_dir == tmp_path / "adapter"
-    res = evaluate_model("tuned", "viggo", tiny_model_dir, splits["test"][:4],
-                         EvaluationConfig(batch_size=2, max_new_tokens=8), adapter_dir=result.adapter_dir)
+    res = evaluate_model(
+        "tuned",
+        "viggo",
+        tiny_model_dir,
+        splits["test"][:4],
+        EvaluationConfig(batch_size=2, max_new_tokens=8),
+        adapter_dir=result.adapter_dir,
+    )
     assert res.n_examples == 4 and len(res.predictions) == 4
 
     # Resumed in two processes from the pushed copy of checkpoint 24 (each rank's RNG state included), training
     # ends where it ended without the interruption.
-    resumed = train_distributed(TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path / "resumed",
-                                         lora=LORA, training=cfg, checkpoint_dir=tmp_path / "saved", resume=True))
+    resumed = train_distributed(
+        TrainJob(
+            tiny_model_dir,
+            splits["train"],
+            splits["validation"],
+            tmp_path / "resumed",
+            lora=LORA,
+            training=cfg,
+            checkpoint_dir=tmp_path / "saved",
+            resume=True,
+        )
+    )
     assert resumed.resumed_from.endswith("checkpoint-24") and resumed.steps == 36
     assert [h["step"] for h in resumed.history][-12:] == list(range(25, 37))
     assert resumed.history[-1]["loss"] == pytest.approx(losses[-1], rel=1e-3)
@@ -99,8 +119,16 @@ def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir,
 def test_a_failing_worker_fails_the_step_with_its_error(tiny_model_dir, splits, tmp_path):
     cfg = TrainingConfig(num_processes=2, threads=1, max_steps=2, batch_size=2)
     with pytest.raises(DistributedTrainingError) as err:
-        train_distributed(TrainJob(tiny_model_dir, splits["train"][:8], [], tmp_path,
-                                   lora=LoraConfig(target_modules=["no_such_proj"]), training=cfg))
+        train_distributed(
+            TrainJob(
+                tiny_model_dir,
+                splits["train"][:8],
+                [],
+                tmp_path,
+                lora=LoraConfig(target_modules=["no_such_proj"]),
+                training=cfg,
+            )
+        )
     message = str(err.value)
     print(message)
     assert "2 processes" in message and "exited with code" in message

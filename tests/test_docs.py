@@ -41,7 +41,8 @@ def test_config_reference_matches_schema():
     text = ref.DOC.read_text()
     assert ref.current_block(text) == ref.block(), (
         "docs/config.md's reference differs from tuneline/config.py: "
-        "run scripts/in-venv python scripts/config_reference.py --write")
+        "run scripts/in-venv python scripts/config_reference.py --write"
+    )
 
 
 def test_every_config_key_has_a_description():

@@ -10,7 +10,9 @@ def test_merged_model_logits_match_base_plus_adapter(tiny_model_dir, tmp_path):
     from tuneline.modeling import load_model
 
     torch.manual_seed(0)
-    peft_model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    peft_model = get_peft_model(
+        load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"])
+    )
     with torch.no_grad():  # a fresh adapter is a no-op (B = 0); give it real weights so merging matters
         for name, param in peft_model.named_parameters():
             if "lora_B" in name:

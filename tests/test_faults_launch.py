@@ -22,8 +22,15 @@ def start(zenml_dir: Path, args: list[str], faults: list[str] = ()) -> subproces
     """run.py, or with `faults` injected by tests/fault_run.py."""
     environ = os.environ | {"ZENML_CONFIG_PATH": str(zenml_dir)}
     command = ["tests/fault_run.py", *faults, "--"] if faults else ["run.py"]
-    return subprocess.Popen([sys.executable, *command, *args], cwd=ROOT, env=environ, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, *command, *args],
+        cwd=ROOT,
+        env=environ,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
 
 
 def finish(proc: subprocess.Popen, timeout: float = 240) -> tuple[int, str, str]:
@@ -83,14 +90,17 @@ def zenml_dir(tmp_path_factory):
 def test_ctrl_c_or_kill_stops_the_run_and_marks_it_failed(zenml_dir, sig):
     before = run_statuses(zenml_dir)
     proc = start(zenml_dir, SMOKE)
-    wait_for(lambda: run_statuses(zenml_dir)[len(before):] == ["running"], every=0.05)
+    wait_for(lambda: run_statuses(zenml_dir)[len(before) :] == ["running"], every=0.05)
     proc.send_signal(sig)
     code, out, err = finish(proc, timeout=90)
     assert code == 130
     # Either the run heard the interrupt, or it was stuck and the watchdog ended it (a helper then marks the run).
-    assert re.search(r"error: interrupted; (run prepare_data-\S+ stopped and marked failed|the run did not stop "
-                     r"within \d+ s of the signal, so this process ended it; process \d+ marks its run of "
-                     r"'prepare_data' failed once it is gone)$", err.strip()), err[-3000:]
+    assert re.search(
+        r"error: interrupted; (run prepare_data-\S+ stopped and marked failed|the run did not stop "
+        r"within \d+ s of the signal, so this process ended it; process \d+ marks its run of "
+        r"'prepare_data' failed once it is gone)$",
+        err.strip(),
+    ), err[-3000:]
     assert "Traceback" not in out + err
     wait_for(lambda: run_statuses(zenml_dir) == before + ["failed"], timeout=60, every=0.2)
 
@@ -135,13 +145,21 @@ DEAF = """
 """
 
 
-@pytest.mark.parametrize("body, code, said", [
-    (DROPPED, 130, "error: interrupted before the run started"),
-    (DEAF, 130, "error: interrupted; the run did not stop within 3 s of the signal, so this process ended it"),
-])
+@pytest.mark.parametrize(
+    "body, code, said",
+    [
+        (DROPPED, 130, "error: interrupted before the run started"),
+        (DEAF, 130, "error: interrupted; the run did not stop within 3 s of the signal, so this process ended it"),
+    ],
+)
 def test_an_interrupt_that_is_not_heard_still_stops_the_process(body, code, said):
-    proc = subprocess.Popen([sys.executable, "-c", CHILD.format(body=body)], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD.format(body=body)],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert proc.stdout.readline().strip() == "ready"
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
@@ -149,12 +167,22 @@ def test_an_interrupt_that_is_not_heard_still_stops_the_process(body, code, said
     assert err.strip().splitlines()[-1] == said, err
 
 
-@pytest.mark.parametrize("text, args, expected", [
-    ("", [], "{path}: the config file is empty"),
-    ("modle:\n  name: x\nparameters:\n  model: {base: tiny-random}\n", [],
-     "{path}:1: 'modle' is not a run-config key; did you mean 'model'?"),
-    ("parameters: {}\n", ["--set", "training.max_steps=[1"], "--set 'training.max_steps=[1': the value is not valid"),
-])
+@pytest.mark.parametrize(
+    "text, args, expected",
+    [
+        ("", [], "{path}: the config file is empty"),
+        (
+            "modle:\n  name: x\nparameters:\n  model: {base: tiny-random}\n",
+            [],
+            "{path}:1: 'modle' is not a run-config key; did you mean 'model'?",
+        ),
+        (
+            "parameters: {}\n",
+            ["--set", "training.max_steps=[1"],
+            "--set 'training.max_steps=[1': the value is not valid",
+        ),
+    ],
+)
 def test_bad_input_is_one_line_naming_it_with_exit_2(tmp_path, text, args, expected):
     path = tmp_path / "run.yaml"
     path.write_text(text)

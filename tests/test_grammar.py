@@ -23,8 +23,9 @@ def compiled(tiny_tokenizer, tiny_model_dir, splits):
     from transformers import AutoConfig
 
     vocab = AutoConfig.from_pretrained(tiny_model_dir).vocab_size
-    info = xgr.TokenizerInfo.from_huggingface(tiny_tokenizer, vocab_size=vocab,
-                                              stop_token_ids=[tiny_tokenizer.eos_token_id])
+    info = xgr.TokenizerInfo.from_huggingface(
+        tiny_tokenizer, vocab_size=vocab, stop_token_ids=[tiny_tokenizer.eos_token_id]
+    )
     return xgr.GrammarCompiler(info).compile_grammar(task_grammar("viggo", splits["train"]))
 
 

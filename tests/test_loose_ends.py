@@ -35,8 +35,14 @@ def _train(dataset, resume: bool = False):
     from steps.train import train_lora
 
     step = train_lora.with_options(experiment_tracker=False, enable_cache=False)
-    return step(dataset, DATA, ModelConfig(base="tiny-random"), LoraConfig(r=4, alpha=8),
-                TrainingConfig(max_steps=2, batch_size=4, logging_steps=1), resume=resume)
+    return step(
+        dataset,
+        DATA,
+        ModelConfig(base="tiny-random"),
+        LoraConfig(r=4, alpha=8),
+        TrainingConfig(max_steps=2, batch_size=4, logging_steps=1),
+        resume=resume,
+    )
 
 
 @pytest.mark.parametrize("resume", [False, True], ids=["trained", "failed"])

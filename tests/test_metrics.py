@@ -7,14 +7,25 @@ REF = "give_opinion(name[SpellForce 3], rating[poor])"
 
 
 def test_parse_viggo_structure_and_values_with_parens():
-    p = parse_viggo("inform(name[Dirt: Showdown], esrb[E 10+ (for Everyone 10 and Older)], genres[driving/racing, sport])")
+    p = parse_viggo(
+        "inform(name[Dirt: Showdown], esrb[E 10+ (for Everyone 10 and Older)], genres[driving/racing, sport])"
+    )
     assert p.act == "inform"
     assert ("esrb", "e 10+ (for everyone 10 and older)") in p.fields
     assert ("genres", "driving/racing, sport") in p.fields
 
 
-@pytest.mark.parametrize("bad", ["", "give_opinion", "give_opinion(name[X]", "give_opinion(name[X] junk)",
-                                 "give_opinion(name[X], rating)", "the game is poor"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "",
+        "give_opinion",
+        "give_opinion(name[X]",
+        "give_opinion(name[X] junk)",
+        "give_opinion(name[X], rating)",
+        "the game is poor",
+    ],
+)
 def test_parse_viggo_rejects_malformed(bad):
     assert parse_viggo(bad) is None
 
@@ -30,8 +41,13 @@ def test_parse_json():
 
 def test_unparseable_prediction_misses_every_reference_field():
     row = compare("viggo", "not an mr", REF)
-    assert row == {"parsed": False, "exact": False, "act_ok": False, "errors": ["unparseable"],
-                   "fields": {"name": "missing", "rating": "missing"}}
+    assert row == {
+        "parsed": False,
+        "exact": False,
+        "act_ok": False,
+        "errors": ["unparseable"],
+        "fields": {"name": "missing", "rating": "missing"},
+    }
 
 
 def test_slot_order_and_whitespace_do_not_matter():
@@ -39,11 +55,11 @@ def test_slot_order_and_whitespace_do_not_matter():
 
 
 PREDS = [
-    REF,                                                   # exact
-    "give_opinion(name[SpellForce 3], rating[good])",      # act ok; rating wrong_value
-    "inform(name[SpellForce 3], rating[poor], genres[x])", # wrong act; genres extra
-    "garbage",                                             # unparseable: name, rating missed
-    "give_opinion(name[SpellForce 3])",                    # partial: rating missing
+    REF,  # exact
+    "give_opinion(name[SpellForce 3], rating[good])",  # act ok; rating wrong_value
+    "inform(name[SpellForce 3], rating[poor], genres[x])",  # wrong act; genres extra
+    "garbage",  # unparseable: name, rating missed
+    "give_opinion(name[SpellForce 3])",  # partial: rating missing
 ]
 
 
@@ -63,8 +79,14 @@ def test_hand_computed_metrics():
     # genres is only ever predicted (fp 1): an invented field, reported apart, not an F1 of 0 in macro_f1
     assert "f1.genres" not in m and invented_fields(rows) == {"genres": 1}
     assert m["macro_f1"] == pytest.approx((8 / 9 + 4 / 8) / 2)
-    assert taxonomy(rows) == {"unparseable": 1, "duplicate_key": 0, "wrong_act": 1, "missing": 1, "extra": 1,
-                              "wrong_value": 1}
+    assert taxonomy(rows) == {
+        "unparseable": 1,
+        "duplicate_key": 0,
+        "wrong_act": 1,
+        "missing": 1,
+        "extra": 1,
+        "wrong_value": 1,
+    }
     table = field_table(rows)
     assert table["rating"] == {"support": 5, "tp": 2, "fp": 1, "fn": 3, "precision": 2 / 3, "recall": 2 / 5, "f1": 0.5}
     assert 0 < m["rouge1"] < 1 and set(m) >= {"rouge1", "rouge2", "rougeL", "rougeLsum"}
@@ -90,23 +112,35 @@ def test_reference_must_parse():
 JSON_REF = '{"intent": "book", "slots": {"date": "Friday", "people": 3, "extras": ["window", "quiet"]}}'
 
 
-@pytest.mark.parametrize("prediction", [
-    JSON_REF,
-    '{"slots": {"people": "3", "date": " friday ", "extras": ["quiet", "window"]}, "intent": "Book"}',
-    "```json\n" + JSON_REF + "\n```",
-    "Here is the JSON:\n" + JSON_REF,
-])
+@pytest.mark.parametrize(
+    "prediction",
+    [
+        JSON_REF,
+        '{"slots": {"people": "3", "date": " friday ", "extras": ["quiet", "window"]}, "intent": "Book"}',
+        "```json\n" + JSON_REF + "\n```",
+        "Here is the JSON:\n" + JSON_REF,
+    ],
+)
 def test_json_answers_equal_under_the_default_normalization(prediction):
     row = compare("json", prediction, JSON_REF)
     assert row["exact"] and set(row["fields"]) == {"intent", "slots.date", "slots.people", "slots.extras"}
 
 
-@pytest.mark.parametrize("option, prediction, field", [
-    ("case_sensitive", '{"intent": "Book", "slots": {"date": "Friday", "people": 3, "extras": ["window", "quiet"]}}',
-     "intent"),
-    ("numbers_as_strings", '{"intent": "book", "slots": {"date": "Friday", "people": "3", "extras": ["window", "quiet"]}}',
-     "slots.people"),
-])
+@pytest.mark.parametrize(
+    "option, prediction, field",
+    [
+        (
+            "case_sensitive",
+            '{"intent": "Book", "slots": {"date": "Friday", "people": 3, "extras": ["window", "quiet"]}}',
+            "intent",
+        ),
+        (
+            "numbers_as_strings",
+            '{"intent": "book", "slots": {"date": "Friday", "people": "3", "extras": ["window", "quiet"]}}',
+            "slots.people",
+        ),
+    ],
+)
 def test_json_normalization_options_can_be_turned_off(option, prediction, field):
     from tuneline.config import JsonMatch
 

@@ -18,11 +18,26 @@ ACTS = ["inform", "give_opinion", "request", "confirm"]
 def served(i: int, act: str, *, parsed: bool = True, review: bool = False, correction=None, t: int = 0) -> dict:
     """A record as `recording.read_requests` returns it."""
     answer = f"{act}(name[Game {i}], rating[good])"
-    return {"trace_id": f"tr-{i}", "index": 0, "timestamp_ms": t, "redacted": False, "model": "m", "version": "1",
-            "device": "cpu", "text": f"Game {i} is fun.", "text_chars": 15 + i % 20, "answer": answer,
-            "answer_sha256": "", "parsed": parsed, "act": act if parsed else None,
-            "field_names": ["name", "rating"] if parsed else [], "confidence": 0.9, "needs_review": review,
-            "latency_ms": 100.0 + i % 50, "correction": correction}
+    return {
+        "trace_id": f"tr-{i}",
+        "index": 0,
+        "timestamp_ms": t,
+        "redacted": False,
+        "model": "m",
+        "version": "1",
+        "device": "cpu",
+        "text": f"Game {i} is fun.",
+        "text_chars": 15 + i % 20,
+        "answer": answer,
+        "answer_sha256": "",
+        "parsed": parsed,
+        "act": act if parsed else None,
+        "field_names": ["name", "rating"] if parsed else [],
+        "confidence": 0.9,
+        "needs_review": review,
+        "latency_ms": 100.0 + i % 50,
+        "correction": correction,
+    }
 
 
 def balanced(n: int, offset: int = 0, **kw) -> list[dict]:
@@ -43,6 +58,7 @@ def run(current, previous, training=TRAINING, cfg=CFG, trained_at_ms=None):
 
 
 # --- core, on hand-made records ------------------------------------------------------------------------------
+
 
 def test_psi_is_zero_for_equal_distributions_and_grows_with_the_shift():
     from collections import Counter
@@ -105,12 +121,17 @@ def test_retraining_needs_a_bad_verdict_new_corrections_and_retrain_on():
     on = MonitoringConfig(retrain=True, min_corrections=20, min_accuracy=0.0)
     assert should_retrain(run(records, [], cfg=on, trained_at_ms=5), on).startswith("verdict drift and 25 new")
     assert should_retrain(run(records, [], cfg=on, trained_at_ms=50), on) is None  # learned from already
-    assert should_retrain(run(records, [], cfg=MonitoringConfig(min_corrections=20)), on.model_copy(
-        update={"retrain": False})) is None
+    assert (
+        should_retrain(
+            run(records, [], cfg=MonitoringConfig(min_corrections=20)), on.model_copy(update={"retrain": False})
+        )
+        is None
+    )
     assert should_retrain(run(balanced(100), [], cfg=on, trained_at_ms=5), on) is None  # ok
 
 
 # --- the MLflow store: record, correct, read back ------------------------------------------------------------
+
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
@@ -125,19 +146,36 @@ def store(tmp_path, monkeypatch):
 
 
 def response(texts: list[str], acts: list[str]) -> dict:
-    results = [{"text": t, "answer": f"{a}(name[{t[:12]}])", "parsed": True, "act": a, "fields": {"name": t[:12]},
-                "confidence": 0.9, "field_confidence": {"name": 0.9}, "needs_review": False, "seconds": 0.05}
-               for t, a in zip(texts, acts)]
-    return {"model": "m version 1", "device": "cpu", "seconds": 0.05, "threshold": {"min_confidence": 0.5},
-            "results": results}
+    results = [
+        {
+            "text": t,
+            "answer": f"{a}(name[{t[:12]}])",
+            "parsed": True,
+            "act": a,
+            "fields": {"name": t[:12]},
+            "confidence": 0.9,
+            "field_confidence": {"name": 0.9},
+            "needs_review": False,
+            "seconds": 0.05,
+        }
+        for t, a in zip(texts, acts)
+    ]
+    return {
+        "model": "m version 1",
+        "device": "cpu",
+        "seconds": 0.05,
+        "threshold": {"min_confidence": 0.5},
+        "results": results,
+    }
 
 
 def record(model: str, texts: list[str], acts: list[str], at_ms: int, mode: str = "full") -> str:
     from tuneline import recording
 
     experiment = recording.experiment_id(model, create=True)
-    return recording.record_request(response(texts, acts), model, "1", mode, at_ms * 1_000_000,
-                                    at_ms * 1_000_000 + 80_000_000, experiment)
+    return recording.record_request(
+        response(texts, acts), model, "1", mode, at_ms * 1_000_000, at_ms * 1_000_000 + 80_000_000, experiment
+    )
 
 
 def test_traces_read_back_as_records_with_corrections_and_parser_checked(store):
@@ -152,7 +190,9 @@ def test_traces_read_back_as_records_with_corrections_and_parser_checked(store):
         log_correction(trace, "inform(name[Doom])", "viggo", index=2)
     records = read_requests("m", Window(now - 60_000, now))
     assert [(r["text"], r["act"], r["version"], r["latency_ms"]) for r in records] == [
-        ("I like Doom.", "inform", "1", 80.0), ("Halo is bad.", "give_opinion", "1", 80.0)]
+        ("I like Doom.", "inform", "1", 80.0),
+        ("Halo is bad.", "give_opinion", "1", 80.0),
+    ]
     assert records[0]["correction"]["value"] == "inform(name[Doom], rating[good])" and records[1]["correction"] is None
     assert read_requests("other", Window(now - 60_000, now)) == []
 
@@ -182,11 +222,13 @@ def test_monitor_over_recorded_traces_says_drift_naming_the_act_and_ok_when_unsh
         record("steady", [f"Game {i} is fun."], [ACTS[i % 4]], at)
         record("moved", [f"Game {i} is fun."], [ACTS[i % 4]], at)
         record("steady", [f"Game {i} is great."], [ACTS[(i + 1) % 4]], end - DAY + i * 60_000)
-        record("moved", [f"Game {i} is great."], ["request" if rng.random() < 0.85 else "inform"],
-               end - DAY + i * 60_000)
+        record(
+            "moved", [f"Game {i} is great."], ["request" if rng.random() < 0.85 else "inform"], end - DAY + i * 60_000
+        )
     for model, expected in (("steady", "ok"), ("moved", "drift")):
-        current, previous = (read_requests(model, Window(s, e))
-                             for s, e in ((end - DAY, end), (end - 2 * DAY, end - DAY)))
+        current, previous = (
+            read_requests(model, Window(s, e)) for s, e in ((end - DAY, end), (end - 2 * DAY, end - DAY))
+        )
         report = monitor(model, "1", "viggo", current, previous, (end - 2 * DAY, end - DAY, end), [], CFG)
         assert (report.current.answers, report.previous.answers) == (40, 40)
         assert report.verdict == expected, report.reasons
@@ -196,6 +238,7 @@ def test_monitor_over_recorded_traces_says_drift_naming_the_act_and_ok_when_unsh
 
 # --- learn: corrections become training rows -----------------------------------------------------------------
 
+
 def test_corrections_become_feedback_rows_screened_for_leakage(store):
     from tuneline.feedback import FEEDBACK, load_feedback
     from tuneline.recording import log_correction
@@ -203,8 +246,10 @@ def test_corrections_become_feedback_rows_screened_for_leakage(store):
     from tuneline.validation import prepare
 
     now = int(time.time() * 1000)
-    corrected = {"Doom is a great shooter.": "give_opinion(name[Doom], rating[excellent])",
-                 "Game 0 is fun.": "give_opinion(name[Game 0], rating[excellent])"}  # the second is a test input
+    corrected = {
+        "Doom is a great shooter.": "give_opinion(name[Doom], rating[excellent])",
+        "Game 0 is fun.": "give_opinion(name[Game 0], rating[excellent])",
+    }  # the second is a test input
     for i, (text, answer) in enumerate(corrected.items()):
         log_correction(record("m", [text], ["inform"], now - 1000 + i), answer, "viggo")
     record("m", ["Uncorrected text."], ["inform"], now - 500)
@@ -217,8 +262,12 @@ def test_corrections_become_feedback_rows_screened_for_leakage(store):
     assert lineage["rows"] == 2 and lineage["corrections"] == 3 and lineage["redacted_skipped"] == 1
 
     def row(i):
-        return {"target": f"Game {i} is fun.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
-                "_file": "d.jsonl", "_line": i + 1}
+        return {
+            "target": f"Game {i} is fun.",
+            "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
+            "_file": "d.jsonl",
+            "_line": i + 1,
+        }
 
     raw = {"train": [row(i) for i in range(1, 9)], "validation": [row(9)], "test": [row(0)], FEEDBACK: rows}
     prepared = prepare(raw, cfg, build_tiny_tokenizer())
@@ -231,6 +280,7 @@ def test_corrections_become_feedback_rows_screened_for_leakage(store):
 
 
 # --- the monitor pipeline on the stack's own MLflow store ----------------------------------------------------
+
 
 @pytest.mark.slow  # a real pipeline or deployment
 def test_monitor_pipeline_says_drift_naming_the_act_and_logs_its_figures(tmp_path, monkeypatch):
@@ -286,7 +336,8 @@ def test_corrections_reach_the_next_finetune_runs_raw_data_with_their_lineage(tm
     raw = step.outputs["raw_data"][0]
     rows = raw.load().splits[FEEDBACK]
     assert [(r["messages"][-2]["content"], r["messages"][-1]["content"]) for r in rows] == [
-        ("Doom is a great shooter.", "give_opinion(name[Doom], rating[excellent])")]
+        ("Doom is a great shooter.", "give_opinion(name[Doom], rating[excellent])")
+    ]
     lineage = step.run_metadata["raw_data"]["feedback"]
     assert (lineage["experiment"], lineage["rows"], lineage["corrections"]) == ("learned-requests", 1, 1)
     assert step.run_metadata["raw_data"]["rows"][FEEDBACK] == 1
@@ -317,6 +368,7 @@ def test_monitor_is_registered_on_a_schedule_like_finetune(monkeypatch):
 
 # --- record and correct on a real deployment (the smoke model, ZenML's local deployer, loopback) ------------
 
+
 def _served_traces(experiment: str) -> list:
     import mlflow
     from zenml.client import Client
@@ -346,8 +398,9 @@ def test_each_request_is_a_trace_and_feedback_is_parser_checked(trained):
         status, reply = call(url, {"trace_id": ids[0], "answer": "not an MR"}, path="/feedback")
         assert status == 422 and "does not parse as a meaning representation" in reply["detail"], reply
         assert call(url, {"trace_id": "tr-0", "answer": "inform(name[X])"}, path="/feedback")[0] == 404
-        status, reply = call(url, {"trace_id": ids[0], "answer": "give_opinion(name[Game 0], rating[good])"},
-                             path="/feedback")
+        status, reply = call(
+            url, {"trace_id": ids[0], "answer": "give_opinion(name[Game 0], rating[good])"}, path="/feedback"
+        )
         assert status == 200 and reply["assessment_id"], reply
     finally:
         _cli("serve", "--config", "configs/smoke.yaml", "--stop")
@@ -364,8 +417,9 @@ def test_a_redacted_deployment_stores_no_request_text(trained):
         status, out = call(url, texts(["Zyxwvut Quokkaland is a poor game."]))
         assert status == 200, out
         trace_id = out["outputs"]["extractions"]["trace_id"]
-        status, reply = call(url, {"trace_id": trace_id, "answer": "give_opinion(name[Zyxwvut], rating[poor])"},
-                             path="/feedback")
+        status, reply = call(
+            url, {"trace_id": trace_id, "answer": "give_opinion(name[Zyxwvut], rating[poor])"}, path="/feedback"
+        )
         assert status == 200, reply
     finally:
         _cli("serve", "--config", "configs/smoke.yaml", "--stop")

@@ -23,12 +23,13 @@ def test_hub_id_offline_converts_gguf_once_and_generates():
     tokenizer = load_tokenizer(folder)
     assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
     model = load_model(folder)
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2+2?"}], tokenize=False, add_generation_prompt=True
+    )
     enc = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    text = tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert text.strip()  # real weights answer in words; random ones would not survive this
     assert any(c.isalpha() for c in text)
 

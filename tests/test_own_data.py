@@ -25,9 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def bookings(n: int = 40) -> list[dict]:
     days = ["monday", "friday", "sunday"]
-    return [{"id": i, "utterance": f"Book a table for {i % 6 + 1} at Luigi's on {days[i % 3]}, please {i}.",
-             "annotation": {"intent": "book", "slots": {"people": i % 6 + 1, "day": days[i % 3]}}}
-            for i in range(n)]
+    return [
+        {
+            "id": i,
+            "utterance": f"Book a table for {i % 6 + 1} at Luigi's on {days[i % 3]}, please {i}.",
+            "annotation": {"intent": "book", "slots": {"people": i % 6 + 1, "day": days[i % 3]}},
+        }
+        for i in range(n)
+    ]
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -35,18 +40,36 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("rows, task, expected", [
-    (bookings(), None, ("fields", "json", "utterance", "annotation")),
-    # answers given as JSON text, not objects
-    ([{"q": f"long question number {i} here", "json": json.dumps({"n": i})} for i in range(20)], None,
-     ("fields", "json", "q", "json")),
-    ([{"target": f"I like Game {i}.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])"}
-      for i in range(20)], None, ("fields", "viggo", "target", "meaning_representation")),
-    ([{"sentence": f"what time does shop {i} open", "label": "hours"} for i in range(20)], None,
-     ("fields", "text", "sentence", "label")),
-    ([{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{}"}]}] * 5, "json",
-     ("chat", "json", None, None)),
-])
+@pytest.mark.parametrize(
+    "rows, task, expected",
+    [
+        (bookings(), None, ("fields", "json", "utterance", "annotation")),
+        # answers given as JSON text, not objects
+        (
+            [{"q": f"long question number {i} here", "json": json.dumps({"n": i})} for i in range(20)],
+            None,
+            ("fields", "json", "q", "json"),
+        ),
+        (
+            [
+                {"target": f"I like Game {i}.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])"}
+                for i in range(20)
+            ],
+            None,
+            ("fields", "viggo", "target", "meaning_representation"),
+        ),
+        (
+            [{"sentence": f"what time does shop {i} open", "label": "hours"} for i in range(20)],
+            None,
+            ("fields", "text", "sentence", "label"),
+        ),
+        (
+            [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "{}"}]}] * 5,
+            "json",
+            ("chat", "json", None, None),
+        ),
+    ],
+)
 def test_proposal_reads_the_rows(rows, task, expected):
     p = propose(rows, task)
     assert (p.format, p.task, p.input_field, p.output_field) == expected
@@ -76,18 +99,33 @@ def test_init_writes_a_config_that_loads_and_reads_every_row(tmp_path, tiny_toke
 def test_init_command(tmp_path):
     data = write_jsonl(tmp_path / "bookings.jsonl", bookings())
     out = tmp_path / "mine.yaml"
-    proc = subprocess.run([sys.executable, "run.py", "init", "--data", str(data), "--out", str(out)], cwd=ROOT,
-                          env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "init", "--data", str(data), "--out", str(out)],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "task 'json', input 'utterance', answer 'annotation'" in proc.stdout and out.is_file()
-    bad = subprocess.run([sys.executable, "run.py", "init", "--data", str(tmp_path / "none.jsonl")], cwd=ROOT,
-                         env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "run.py", "init", "--data", str(tmp_path / "none.jsonl")],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "none.jsonl" in bad.stderr
 
 
 def test_wrong_mapping_names_the_config_key_and_the_fields_present():
-    with pytest.raises(RowError, match=r"field 'target' is missing; the row has 'id', 'utterance', 'annotation': "
-                                       r"set data.input_field"):
+    with pytest.raises(
+        RowError,
+        match=r"field 'target' is missing; the row has 'id', 'utterance', 'annotation': "
+        r"set data.input_field",
+    ):
         to_messages(bookings(1)[0], DataConfig(task="json"))
     with pytest.raises(RowError, match=r"field 'meaning_representation' is missing.*set data.output_field"):
         to_messages(bookings(1)[0], DataConfig(task="json", input_field="utterance"))
@@ -121,8 +159,11 @@ def test_gate_shows_the_first_row_of_every_reason(tmp_path, tiny_tokenizer):
 def test_a_file_with_several_references_per_input_is_split_by_input(tmp_path, tiny_tokenizer):
     """A data-to-text corpus: three references per input. Carving by row put copies of one input in train and
     test (28% leakage in the issue); carving by input keeps each input's rows together."""
-    rows = [{"input": f"name[Place {i}], food[Thai]", "output": f"Place {i} serves Thai food, version {k}."}
-            for i in range(60) for k in range(3)]
+    rows = [
+        {"input": f"name[Place {i}], food[Thai]", "output": f"Place {i} serves Thai food, version {k}."}
+        for i in range(60)
+        for k in range(3)
+    ]
     data = write_jsonl(tmp_path / "d2t.jsonl", rows)
     cfg = DataConfig(source=str(data), task="text", input_field="input", output_field="output")
     splits = load_splits(cfg)
@@ -134,9 +175,12 @@ def test_a_file_with_several_references_per_input_is_split_by_input(tmp_path, ti
 
 
 def data_to_text(keys: tuple[str, str]) -> list[dict]:
-    return [{keys[0]: f"name[Place {i}], food[Thai]", keys[1]: f"Place {i} serves Thai food."}
-            if keys[0] == "mr" else {keys[0]: f"Place {i} serves Thai food.", keys[1]: f"name[Place {i}], food[Thai]"}
-            for i in range(20)]
+    return [
+        {keys[0]: f"name[Place {i}], food[Thai]", keys[1]: f"Place {i} serves Thai food."}
+        if keys[0] == "mr"
+        else {keys[0]: f"Place {i} serves Thai food.", keys[1]: f"name[Place {i}], food[Thai]"}
+        for i in range(20)
+    ]
 
 
 @pytest.mark.parametrize("keys", [("mr", "ref"), ("ref", "mr")])
@@ -165,15 +209,27 @@ def test_init_reads_paths_from_where_they_were_typed(tmp_path):
     (tmp_path / "data").mkdir()
     write_jsonl(tmp_path / "data" / "bookings.jsonl", bookings())
     run = [str(ROOT / "scripts" / "in-venv"), "python", "run.py", "init"]
-    ok = subprocess.run([*run, "--data", "data/bookings.jsonl", "--out", "mine.yaml"], cwd=tmp_path,
-                        env=os.environ.copy(), capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        [*run, "--data", "data/bookings.jsonl", "--out", "mine.yaml"],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "wrote mine.yaml" in ok.stdout and (tmp_path / "mine.yaml").is_file()
     assert re.search(r"one row as it will be learned: \"Book a table for 1 .*\" -> '\{\"intent", ok.stdout), ok.stdout
     config, _ = load_run_config(tmp_path / "mine.yaml")
     assert Path(config.data.source).resolve() == (tmp_path / "data" / "bookings.jsonl").resolve()
-    missing = subprocess.run([*run, "--data", "data/e2e.jsonl"], cwd=tmp_path, env=os.environ.copy(),
-                             capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [*run, "--data", "data/e2e.jsonl"],
+        cwd=tmp_path,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2
     assert f"no such file or folder: {tmp_path / 'data' / 'e2e.jsonl'}" in missing.stderr, missing.stderr
 

@@ -26,7 +26,11 @@ def run_cli(*args, tmp_path, expect_ok=True):
     summary = tmp_path / f"summary-{len(list(tmp_path.glob('summary-*')))}.json"
     proc = subprocess.run(
         [sys.executable, "run.py", *args, "--summary-json", str(summary)],
-        cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=600,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     if expect_ok:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -45,8 +49,18 @@ def runs(tmp_path_factory):
 
 def test_summary_json_and_table(runs):
     first, _, _, proc = runs
-    for key in ("zenml_run_id", "model_name", "model_version", "stage", "mlflow_run_id", "mlflow_tracking_uri",
-                "base_metrics", "tuned_metrics", "promoted", "promotion_reason"):
+    for key in (
+        "zenml_run_id",
+        "model_name",
+        "model_version",
+        "stage",
+        "mlflow_run_id",
+        "mlflow_tracking_uri",
+        "base_metrics",
+        "tuned_metrics",
+        "promoted",
+        "promotion_reason",
+    ):
         assert first[key] is not None, key
     assert first["model_name"] == "tuneline-smoke"
     assert "registered ZenML stack 'tuneline-local'" in proc.stdout + proc.stderr
@@ -147,7 +161,10 @@ def test_second_run_is_cached_and_never_demotes(runs):
     assert second["model_version_number"] == first["model_version_number"] + 1
     assert not second["promoted"] and second["tuned_metrics"] == first["tuned_metrics"]
     if first["promoted"]:  # compared with production's stored predictions on the same examples: a tie
-        assert "production version 1" in second["promotion_reason"] and "CI [+0.0000, +0.0000]" in second["promotion_reason"]
+        assert (
+            "production version 1" in second["promotion_reason"]
+            and "CI [+0.0000, +0.0000]" in second["promotion_reason"]
+        )
     if first["promoted"]:
         still = Client().get_model_version(first["model_name"], first["model_version"])
         assert still.stage == "production"
@@ -158,8 +175,11 @@ def test_second_run_is_cached_and_never_demotes(runs):
 
     assert second["mlflow_run_id"] == first["mlflow_run_id"] is not None
     registry = MlflowClient(tracking_uri=first["mlflow_tracking_uri"]).search_model_versions(
-        f"name='{first['model_name']}'")
-    assert {str(s["model_version_number"]) for s in (first, second, forced)} <= {v.tags["zenml_version"] for v in registry}
+        f"name='{first['model_name']}'"
+    )
+    assert {str(s["model_version_number"]) for s in (first, second, forced)} <= {
+        v.tags["zenml_version"] for v in registry
+    }
 
 
 def test_unknown_config_key_fails_before_zenml(tmp_path):
@@ -171,14 +191,22 @@ def test_unknown_config_key_fails_before_zenml(tmp_path):
 
 
 def test_missing_data_path_fails_before_zenml(tmp_path):
-    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", "data.source=./no/such.jsonl",
-                      tmp_path=tmp_path, expect_ok=False)
+    _, proc = run_cli(
+        "--config", "configs/smoke.yaml", "--set", "data.source=./no/such.jsonl", tmp_path=tmp_path, expect_ok=False
+    )
     assert proc.returncode == 2 and "data.source: no such file or folder" in proc.stderr
 
 
 def _good_rows(n):
-    return [json.dumps({"target": f"I think Game {i} is good.", "meaning_representation": f"give_opinion(name[Game {i}], rating[good])"})
-            for i in range(n)]
+    return [
+        json.dumps(
+            {
+                "target": f"I think Game {i} is good.",
+                "meaning_representation": f"give_opinion(name[Game {i}], rating[good])",
+            }
+        )
+        for i in range(n)
+    ]
 
 
 def test_malformed_jsonl_line_is_quarantined_and_stops_before_training(tmp_path):
@@ -190,7 +218,9 @@ def test_malformed_jsonl_line_is_quarantined_and_stops_before_training(tmp_path)
     data.write_text("\n".join(rows[:5] + ['{"target": "cut off'] + rows[5:]) + "\n")
     # Other data is another model's lineage (the smoke model's production version learned synthetic:viggo).
     config = tmp_path / "malformed.yaml"
-    config.write_text((ROOT / "configs/smoke.yaml").read_text().replace("name: tuneline-smoke", "name: tuneline-malformed"))
+    config.write_text(
+        (ROOT / "configs/smoke.yaml").read_text().replace("name: tuneline-smoke", "name: tuneline-malformed")
+    )
     _, proc = run_cli("--config", str(config), "--set", f"data.source={data}", tmp_path=tmp_path, expect_ok=False)
     assert proc.returncode == 1
     assert "12.5% of input rows were quarantined, above data.max_reject_fraction 5.0%" in proc.stderr
@@ -204,8 +234,14 @@ def test_malformed_jsonl_line_is_quarantined_and_stops_before_training(tmp_path)
 
 
 def _prepare_only(tmp_path, *args):
-    proc = subprocess.run([sys.executable, "run.py", "--config", "configs/smoke.yaml", "--prepare-only", *args],
-                          cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--config", "configs/smoke.yaml", "--prepare-only", *args],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return proc
 
 
@@ -234,14 +270,27 @@ def test_prepare_only_reports_messy_file_and_caches_on_content(tmp_path):
     steps = Client().get_pipeline("prepare_data").last_run.steps
     assert changed.returncode == 0 and steps["prepare_dataset"].status == ExecutionStatus.COMPLETED
 
-    strict = _prepare_only(tmp_path, "--set", f"data.source={data}", "--set", "data.max_reject_fraction=0.0",
-                           "--set", "data.max_seq_len=16")
+    strict = _prepare_only(
+        tmp_path,
+        "--set",
+        f"data.source={data}",
+        "--set",
+        "data.max_reject_fraction=0.0",
+        "--set",
+        "data.max_seq_len=16",
+    )
     assert strict.returncode == 1 and "too_long" in strict.stdout and "above data.max_reject_fraction" in strict.stderr
 
 
 def _cli(*args, timeout=300):
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_evaluate_only_reproduces_stored_scores(runs):
@@ -262,8 +311,18 @@ def test_review_export_import_round_trip(runs, tmp_path):
     from zenml.client import Client
 
     first = runs[0]
-    exported = _cli("review", "export", "--config", "configs/smoke.yaml", "--model-version",
-                    str(first["model_version"]), "--n", "4", "--out", str(tmp_path))
+    exported = _cli(
+        "review",
+        "export",
+        "--config",
+        "configs/smoke.yaml",
+        "--model-version",
+        str(first["model_version"]),
+        "--n",
+        "4",
+        "--out",
+        str(tmp_path),
+    )
     assert exported.returncode == 0, exported.stderr[-2000:]
     sheet = tmp_path / f"review-{first['model_name']}-v{first['model_version']}.csv"
     with sheet.open() as fh:
@@ -308,14 +367,19 @@ def test_export_merges_a_version_into_a_plain_hf_folder(runs, tmp_path):
 
     first = runs[0]
     out = tmp_path / "merged"
-    proc = _cli("--config", "configs/smoke.yaml", "--export", "--model-version", str(first["model_version"]),
-                "--out", str(out))
+    proc = _cli(
+        "--config", "configs/smoke.yaml", "--export", "--model-version", str(first["model_version"]), "--out", str(out)
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "merged model: artifact 'merged_model'" in proc.stdout
     assert (out / "model.safetensors").is_file() and not (out / "adapter_config.json").exists()
     model, tokenizer = AutoModelForCausalLM.from_pretrained(out), AutoTokenizer.from_pretrained(out)
-    enc = tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": "Halo is good."}], tokenize=False,
-                                                  add_generation_prompt=True), return_tensors="pt")
+    enc = tokenizer(
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": "Halo is good."}], tokenize=False, add_generation_prompt=True
+        ),
+        return_tensors="pt",
+    )
     with torch.no_grad():
         assert torch.isfinite(model(**enc).logits).all()
 
@@ -325,8 +389,15 @@ def test_new_training_sample_reuses_the_base_scores(runs, tmp_path):
     from zenml.client import Client
     from zenml.enums import ExecutionStatus
 
-    summary, _ = run_cli("--config", "configs/smoke.yaml", "--set", "data.max_train_samples=48",
-                         "--set", "training.max_steps=10", tmp_path=tmp_path)
+    summary, _ = run_cli(
+        "--config",
+        "configs/smoke.yaml",
+        "--set",
+        "data.max_train_samples=48",
+        "--set",
+        "training.max_steps=10",
+        tmp_path=tmp_path,
+    )
     run = Client().get_pipeline_run(summary["zenml_run_id"])
     for step in ("prepare_dataset", "select_examples", "train_lora", "evaluate_tuned"):
         assert run.steps[step].status == ExecutionStatus.COMPLETED, step
@@ -338,9 +409,12 @@ def test_other_data_under_the_same_model_name_is_refused_before_training(runs, t
     """A copy of the config with only `data.source` changed would add a version to the smoke model's lineage."""
     data = tmp_path / "mine.jsonl"
     data.write_text(json.dumps({"target": "Halo is fun.", "meaning_representation": "inform(name[Halo])"}) + "\n")
-    _, proc = run_cli("--config", "configs/smoke.yaml", "--set", f"data.source={data}", tmp_path=tmp_path,
-                      expect_ok=False)
+    _, proc = run_cli(
+        "--config", "configs/smoke.yaml", "--set", f"data.source={data}", tmp_path=tmp_path, expect_ok=False
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert f"model 'tuneline-smoke' production version {runs[0]['model_version']} learned source " \
-           f"'synthetic:viggo' (this run: '{data}')" in proc.stderr
+    assert (
+        f"model 'tuneline-smoke' production version {runs[0]['model_version']} learned source "
+        f"'synthetic:viggo' (this run: '{data}')" in proc.stderr
+    )
     assert "Step train_lora has started" not in proc.stdout

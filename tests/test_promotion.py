@@ -48,7 +48,9 @@ def test_min_gain_raises_the_bar():
 
 def test_guarded_field_regression_blocks_promotion():
     better_exact_worse_rating = score("viggo", [RIGHT] * 60 + ["give_opinion(name[Doom])"] * 40, [REF] * 100)[1]
-    reference = score("viggo", [RIGHT] * 50 + ["give_opinion(name[Doom], rating[good], genres[x])"] * 50, [REF] * 100)[1]
+    reference = score("viggo", [RIGHT] * 50 + ["give_opinion(name[Doom], rating[good], genres[x])"] * 50, [REF] * 100)[
+        1
+    ]
     d = decide(PromotionConfig(), better_exact_worse_rating, reference, "production version 1")
     assert d.ci_low > 0 and not d.promote
     assert not d.guards["f1.rating"].ok and d.guards["f1.name"].ok
@@ -79,11 +81,13 @@ def test_mlflow_alias_follows_zenml_stage_and_is_repaired(tmp_path, monkeypatch)
         entries = {v.tags["zenml_version"]: v.version for v in client.search_model_versions("name='m'")}
         assert sorted(entries) == ["1", "2"]
         assert tracking.sync_alias("m", "production", "1") == (
-            f"MLflow alias 'production' moved to registry version {entries['1']} (ZenML version 1)")
+            f"MLflow alias 'production' moved to registry version {entries['1']} (ZenML version 1)"
+        )
         assert tracking.sync_alias("m", "production", "1") is None  # already agreeing: nothing to repair
         assert "moved to registry version" in tracking.sync_alias("m", "production", "2")
         assert client.get_model_version_by_alias("m", "production").version == entries["2"]
         assert tracking.sync_alias("m", "production", None) == (
             f"MLflow alias 'production' removed from registry version {entries['2']}: no ZenML version is in "
-            "'production'")
+            "'production'"
+        )
         assert "production" not in client.get_registered_model("m").aliases

@@ -65,7 +65,11 @@ def _smoke(state: Path, name: str, *faults: str) -> subprocess.Popen:
     args = ["--config", "configs/smoke.yaml", "--summary-json", str(state / f"{name}.json")]
     return subprocess.Popen(
         [sys.executable, "tests/fault_run.py", *faults, "--", *args] if faults else [sys.executable, "run.py", *args],
-        cwd=ROOT, env=_env(state), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=_env(state),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -77,8 +81,14 @@ def _finish(proc: subprocess.Popen) -> str:
 
 def _state(state: Path, summary: dict | None = None) -> dict:
     run = [str(summary["model_version_number"]), summary["zenml_run_id"]] if summary else []
-    proc = subprocess.run([sys.executable, "-c", SOURCES + STATE, *run], cwd=ROOT, env=_env(state), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", SOURCES + STATE, *run],
+        cwd=ROOT,
+        env=_env(state),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -101,23 +111,40 @@ def faults(tmp_path_factory):
     data_file = next(p for p in Path(after_rerun["uris"]["chat_dataset"]).rglob("*.jsonl") if p.stat().st_size)
     data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
     shutil.rmtree(after_rerun["uris"]["lora_adapter"])
-    loads = subprocess.run([sys.executable, "-c", SOURCES + LOAD, str(rerun["model_version_number"])], cwd=ROOT,
-                           env=_env(state), capture_output=True, text=True, timeout=300)
+    loads = subprocess.run(
+        [sys.executable, "-c", SOURCES + LOAD, str(rerun["model_version_number"])],
+        cwd=ROOT,
+        env=_env(state),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     repaired_out = _finish(_smoke(state, "repaired"))  # the run itself checks the cache before reusing it
     repaired = json.loads((state / "repaired.json").read_text())
-    return {"pair_codes": sorted(proc.returncode for proc in pair), "pair_out": pair_out,
-            "loser": json.loads((state / f"pair{survivors[0]}.json").read_text()) if survivors else None,
-            "loser_out": pair_out[survivors[0]] if survivors else "", "after_pair": after_pair,
-            "rerun_out": rerun_out, "rerun": rerun, "after_rerun": after_rerun, "loads": loads.stdout + loads.stderr,
-            "repaired_out": repaired_out, "repaired": repaired, "after_repair": _state(state, repaired)}
+    return {
+        "pair_codes": sorted(proc.returncode for proc in pair),
+        "pair_out": pair_out,
+        "loser": json.loads((state / f"pair{survivors[0]}.json").read_text()) if survivors else None,
+        "loser_out": pair_out[survivors[0]] if survivors else "",
+        "after_pair": after_pair,
+        "rerun_out": rerun_out,
+        "rerun": rerun,
+        "after_rerun": after_rerun,
+        "loads": loads.stdout + loads.stderr,
+        "repaired_out": repaired_out,
+        "repaired": repaired,
+        "after_repair": _state(state, repaired),
+    }
 
 
 def test_two_runs_at_once_promote_one_version(faults):
     assert faults["pair_codes"] == [-signal.SIGKILL, 0], "both promoted (both killed): " + "\n".join(
-        out[-2000:] for out in faults["pair_out"])
+        out[-2000:] for out in faults["pair_out"]
+    )
     winner = next(n for n, v in faults["after_pair"]["versions"].items() if v["stage"] == "production")
     assert {n: v["stage"] for n, v in faults["after_pair"]["versions"].items()} == {"1": None, "2": None} | {
-        winner: "production"}
+        winner: "production"
+    }
     loser = faults["loser"]
     assert not loser["promoted"] and loser["stage"] is None
     assert f"production version {winner}" in loser["promotion_reason"], "the loser compared with the base model"
@@ -131,8 +158,11 @@ def test_kill_after_stage_leaves_decision_and_next_promotion_repairs_alias(fault
     assert state["versions"][winner]["decided"] and state["versions"][winner]["mlflow_run_id"]
     assert state["registry"] == ["1", "2"] and state["alias"] == winner
     # Registry versions are numbered in the order the two runs registered them, which need not be ZenML's.
-    assert re.search(r"repaired a promotion that was interrupted: MLflow alias 'production' moved to registry "
-                     rf"version \d+ \(ZenML version {winner}\)", faults["loser_out"]), faults["loser_out"][-4000:]
+    assert re.search(
+        r"repaired a promotion that was interrupted: MLflow alias 'production' moved to registry "
+        rf"version \d+ \(ZenML version {winner}\)",
+        faults["loser_out"],
+    ), faults["loser_out"][-4000:]
     assert faults["after_rerun"]["alias"] == winner and "repaired a promotion" not in faults["rerun_out"]
 
 

@@ -64,10 +64,24 @@ class StandInStepOperator(BaseStepOperator):
 def _stack(local, step_operator: bool):
     """The local stack, plus a stand-in for a cloud step operator (SageMaker, Vertex...) when asked."""
     now = datetime.now(timezone.utc)
-    operator = StandInStepOperator(name="gpu", id=uuid4(), config=BaseStepOperatorConfig(), flavor="stand-in",
-                                   type=StackComponentType.STEP_OPERATOR, user=None, created=now, updated=now)
-    return Stack(id=uuid4(), name="gpu-compile", orchestrator=local.orchestrator, artifact_store=local.artifact_store,
-                 experiment_tracker=local.experiment_tracker, step_operator=operator if step_operator else None)
+    operator = StandInStepOperator(
+        name="gpu",
+        id=uuid4(),
+        config=BaseStepOperatorConfig(),
+        flavor="stand-in",
+        type=StackComponentType.STEP_OPERATOR,
+        user=None,
+        created=now,
+        updated=now,
+    )
+    return Stack(
+        id=uuid4(),
+        name="gpu-compile",
+        orchestrator=local.orchestrator,
+        artifact_store=local.artifact_store,
+        experiment_tracker=local.experiment_tracker,
+        step_operator=operator if step_operator else None,
+    )
 
 
 def _compile(path: Path, stack, tmp_path: Path):
@@ -170,8 +184,11 @@ def test_kubernetes_gpu_stack_imports_and_every_component_validates(local_stack)
     stack = _import("tuneline-k8s-gpu-imported", ROOT / "stacks" / "kubernetes-gpu.yaml")
     components = _components(stack)
     assert {k: [c.flavor_name for c in v] for k, v in components.items()} == {
-        "orchestrator": ["kubernetes"], "artifact_store": ["s3"], "container_registry": ["default"],
-        "experiment_tracker": ["mlflow"], "deployer": ["kubernetes"],
+        "orchestrator": ["kubernetes"],
+        "artifact_store": ["s3"],
+        "container_registry": ["default"],
+        "experiment_tracker": ["mlflow"],
+        "deployer": ["kubernetes"],
     }
     configs = {
         kind: validate_stack_component_config(c.configuration, c.flavor_name, StackComponentType(kind))
@@ -200,8 +217,9 @@ def test_config_schedule_block_needs_a_cron():
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=300
+    )
 
 
 def test_run_py_refuses_bad_cron_before_registering_anything(local_stack):
@@ -255,8 +273,12 @@ def test_load_data_records_the_data_hash_and_row_counts(local_stack):
     run = _load_only(DataConfig(source="synthetic:viggo"))
     step = Client().get_pipeline_run(run.id).steps["load_data"]
     raw = step.outputs["raw_data"][0]
-    expected = {"content_hash": raw.content_hash, "rows": raw.load().counts(), "source": "synthetic:viggo",
-                "task": "viggo"}
+    expected = {
+        "content_hash": raw.content_hash,
+        "rows": raw.load().counts(),
+        "source": "synthetic:viggo",
+        "task": "viggo",
+    }
     assert step.run_metadata["raw_data"] == expected
     version = Client().get_model_version("tuneline-remote-test", run.model_version.number)
     assert version.run_metadata["raw_data"] == expected

@@ -44,7 +44,11 @@ def _train_summary(summary: dict) -> dict:
 def _kill_after_checkpoint(config: Path, step: int, timeout: float = 400) -> None:
     proc = subprocess.Popen(
         [sys.executable, "run.py", "--config", str(config), "--no-cache"],
-        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=ROOT,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     deadline = time.monotonic() + timeout
     try:
@@ -70,8 +74,10 @@ def test_killed_run_resumes_to_the_same_loss(config, tmp_path):
 
     resumed, proc = run_cli("--config", str(config), "--resume", tmp_path=tmp_path)
     after = _train_summary(resumed)
-    print(f"killed after checkpoint {last}; final loss straight {reference['final_loss']:.6f} resumed "
-          f"{after['final_loss']:.6f}; eval loss straight {reference['eval_loss']:.6f} resumed {after['eval_loss']:.6f}")
+    print(
+        f"killed after checkpoint {last}; final loss straight {reference['final_loss']:.6f} resumed "
+        f"{after['final_loss']:.6f}; eval loss straight {reference['eval_loss']:.6f} resumed {after['eval_loss']:.6f}"
+    )
     assert after["resumed_from_step"] == last >= 3 * SAVE_EVERY
     assert after["steps"] == reference["steps"] == 120
     assert after["final_loss"] == pytest.approx(reference["final_loss"], rel=1e-3)
@@ -80,7 +86,8 @@ def test_killed_run_resumes_to_the_same_loss(config, tmp_path):
 
 
 def test_resume_without_checkpoints_names_the_fix(config, tmp_path):
-    _, proc = run_cli("--config", str(config), "--resume", "--set", "training.max_steps=7", tmp_path=tmp_path,
-                      expect_ok=False)
+    _, proc = run_cli(
+        "--config", str(config), "--resume", "--set", "training.max_steps=7", tmp_path=tmp_path, expect_ok=False
+    )
     assert proc.returncode == 1
     assert "--resume: no complete checkpoint" in proc.stderr and "training.save_steps" in proc.stderr

@@ -28,14 +28,24 @@ CONFIG = "configs/smoke.yaml"
 
 
 def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "run.py", *args], cwd=ROOT, env=os.environ.copy(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "run.py", *args],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def call(url: str, body, key: str | None = None, path: str = "/invoke") -> tuple[int, dict]:
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    request = urllib.request.Request(url + path, data=json.dumps(body).encode() if body is not None else None,
-                                     headers=headers, method="POST" if body is not None else "GET")
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers=headers,
+        method="POST" if body is not None else "GET",
+    )
     try:
         with urllib.request.urlopen(request, timeout=120) as reply:
             return reply.status, json.loads(reply.read())
@@ -83,7 +93,9 @@ def test_answers_equal_the_offline_evaluators(trained, url):
     assert [r["confidence"] for r in out["results"]] == pytest.approx([p["confidence"] for p in offline.predictions])
 
     status, one = call(url, texts(inputs[0]))  # one text, not a list
-    assert status == 200 and one["outputs"]["extractions"]["results"][0]["answer"] == offline.predictions[0]["prediction"]
+    assert (
+        status == 200 and one["outputs"]["extractions"]["results"][0]["answer"] == offline.predictions[0]["prediction"]
+    )
 
 
 def test_nonsense_and_off_task_texts_need_review(trained, url):
@@ -105,13 +117,16 @@ def test_nonsense_and_off_task_texts_need_review(trained, url):
         assert all(r["confidence"] <= c <= 1 for c in r["field_confidence"].values()), r
 
 
-@pytest.mark.parametrize("body, message", [
-    (texts(""), "texts[0] is empty"),
-    (texts(["a fine text", 3]), "valid string"),
-    (texts(["a"] * 33), "texts has 33 texts; at most 32"),
-    (texts("word " * 600), "tokens; the model reads at most"),
-    ({"parameters": {"text": "typo"}}, "Extra inputs are not permitted"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (texts(""), "texts[0] is empty"),
+        (texts(["a fine text", 3]), "valid string"),
+        (texts(["a"] * 33), "texts has 33 texts; at most 32"),
+        (texts("word " * 600), "tokens; the model reads at most"),
+        ({"parameters": {"text": "typo"}}, "Extra inputs are not permitted"),
+    ],
+)
 def test_bad_requests_get_422_naming_the_problem_and_serving_goes_on(url, body, message):
     status, reply = call(url, body)
     assert status == 422 and message in json.dumps(reply), reply
@@ -124,8 +139,13 @@ def post_raw(url: str, body, headers: dict) -> tuple[int, dict, float]:
     host = urlsplit(url)
     conn = http.client.HTTPConnection(host.hostname, host.port, timeout=60)
     start = time.monotonic()
-    conn.request("POST", "/invoke", body=body, headers={"Content-Type": "application/json"} | headers,
-                 encode_chunked=not isinstance(body, bytes))
+    conn.request(
+        "POST",
+        "/invoke",
+        body=body,
+        headers={"Content-Type": "application/json"} | headers,
+        encode_chunked=not isinstance(body, bytes),
+    )
     reply = conn.getresponse()
     status, answer = reply.status, json.loads(reply.read())
     conn.close()
@@ -154,9 +174,11 @@ def test_a_huge_request_is_refused_at_once_and_health_goes_on(url):
     try:
         status, reply, seconds = post_raw(url, body, {"Content-Length": str(len(body))})
         assert status == 413 and seconds < 1, (status, seconds)
-        assert reply == {"detail": f"the request body is {len(body)} bytes; the server takes at most 1048576 "
-                                   "(serving.max_request_bytes)"}
-        chunks = (body[i:i + 65536] for i in range(0, len(body), 65536))
+        assert reply == {
+            "detail": f"the request body is {len(body)} bytes; the server takes at most 1048576 "
+            "(serving.max_request_bytes)"
+        }
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
         status, reply, seconds = post_raw(url, chunks, {})
         assert status == 413 and seconds < 1 and "over 1048576 bytes" in reply["detail"], (status, seconds)
         status, reply, seconds = post_raw(url, huge_body(1_000_000), {})
@@ -177,8 +199,14 @@ def test_health_docs_and_page(trained, url):
     with urllib.request.urlopen(url + "/health", timeout=30) as reply:
         assert reply.status == 200
         assert json.loads(reply.read()) == {
-            "status": "ready", "ready": True, "model": "tuneline-smoke", "version": str(trained["model_version"]),
-            "label": f"tuneline-smoke version {trained['model_version']}", "task": "viggo", "device": "cpu"}
+            "status": "ready",
+            "ready": True,
+            "model": "tuneline-smoke",
+            "version": str(trained["model_version"]),
+            "label": f"tuneline-smoke version {trained['model_version']}",
+            "task": "viggo",
+            "device": "cpu",
+        }
     with urllib.request.urlopen(url + "/", timeout=30) as reply:
         page = reply.read().decode()
     assert "tuneline-smoke-extract" in page and "/invoke" in page
@@ -214,8 +242,13 @@ def test_the_openai_client_gets_the_invoke_answer(trained, url):
     client = openai_client(url)
     [model] = client.models.list().data
     assert model.id == "tuneline-smoke" and model.model_extra["version"] == str(trained["model_version"])
-    completion = client.chat.completions.create(model="tuneline-smoke", messages=[
-        {"role": "system", "content": "ignored: the model's own prompt is used"}, {"role": "user", "content": text}])
+    completion = client.chat.completions.create(
+        model="tuneline-smoke",
+        messages=[
+            {"role": "system", "content": "ignored: the model's own prompt is used"},
+            {"role": "user", "content": text},
+        ],
+    )
     assert completion.choices[0].message.content == invoked["answer"]
     assert completion.choices[0].finish_reason in ("stop", "length") and completion.usage.completion_tokens > 0
     extra = completion.model_extra["tuneline"]
@@ -226,11 +259,17 @@ def test_the_openai_client_gets_the_invoke_answer(trained, url):
         client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": text}])
     assert err.value.body["code"] == "model_not_found" and err.value.body["type"] == "invalid_request_error"
     with pytest.raises(openai.BadRequestError) as err:  # a viggo model answers in its MR grammar, not JSON
-        client.chat.completions.create(model="tuneline-smoke", messages=[{"role": "user", "content": text}],
-                                       response_format={"type": "json_object"})
+        client.chat.completions.create(
+            model="tuneline-smoke",
+            messages=[{"role": "user", "content": text}],
+            response_format={"type": "json_object"},
+        )
     assert err.value.body["param"] == "response_format"
-    for messages, param in (([{"role": "user", "content": "word " * 600}], "messages"),
-                            ([{"role": "assistant", "content": "hi"}], "messages"), ([], "messages")):
+    for messages, param in (
+        ([{"role": "user", "content": "word " * 600}], "messages"),
+        ([{"role": "assistant", "content": "hi"}], "messages"),
+        ([], "messages"),
+    ):
         with pytest.raises(openai.BadRequestError) as err:
             client.chat.completions.create(model="tuneline-smoke", messages=messages)
         assert err.value.body["param"] == param and len(err.value.body["message"]) < 300, err.value.body
@@ -239,8 +278,14 @@ def test_the_openai_client_gets_the_invoke_answer(trained, url):
 def test_concurrent_requests_of_mixed_lengths_all_succeed_with_their_own_answers(url):
     """One-text and many-text /invoke requests and chat completions at once: batched together, none fails, and a
     text gets one answer whichever request carried it and whatever it was batched with."""
-    sentences = ["Halo", "I like Tetris.", "Portal 2 is a great puzzle game on PlayStation, released in 2011.",
-                 "Do you know any good racing games?", "Myst " * 40, "Is Celeste a platformer?"]
+    sentences = [
+        "Halo",
+        "I like Tetris.",
+        "Portal 2 is a great puzzle game on PlayStation, released in 2011.",
+        "Do you know any good racing games?",
+        "Myst " * 40,
+        "Is Celeste a platformer?",
+    ]
     client, answers, failures = openai_client(url), {}, []
 
     def record(text, answer):
@@ -261,8 +306,9 @@ def test_concurrent_requests_of_mixed_lengths_all_succeed_with_their_own_answers
 
     def chat(text):
         try:
-            completion = client.chat.completions.create(model="tuneline-smoke",
-                                                        messages=[{"role": "user", "content": text}])
+            completion = client.chat.completions.create(
+                model="tuneline-smoke", messages=[{"role": "user", "content": text}]
+            )
             record(text, completion.choices[0].message.content)
         except Exception as err:  # noqa: BLE001 (any failure is what the test counts)
             failures.append(err)
@@ -299,13 +345,16 @@ def test_a_missing_version_fails_before_anything_is_deployed(trained):
     assert proc.returncode == 1 and "has no version '99'" in proc.stderr, proc.stderr[-2000:]
 
 
-@pytest.mark.parametrize("flavor, address, secret, expected", [
-    ("local", "127.0.0.1", None, {}),
-    ("local", "0.0.0.0", None, {"generate_auth_key": True}),
-    ("local", "::1", "k", {"auth_key": "k"}),
-    ("kubernetes", "127.0.0.1", None, {"generate_auth_key": True}),
-    ("kubernetes", "127.0.0.1", "k", {"auth_key": "k"}),
-])
+@pytest.mark.parametrize(
+    "flavor, address, secret, expected",
+    [
+        ("local", "127.0.0.1", None, {}),
+        ("local", "0.0.0.0", None, {"generate_auth_key": True}),
+        ("local", "::1", "k", {"auth_key": "k"}),
+        ("kubernetes", "127.0.0.1", None, {"generate_auth_key": True}),
+        ("kubernetes", "127.0.0.1", "k", {"auth_key": "k"}),
+    ],
+)
 def test_a_key_whenever_it_listens_beyond_loopback(flavor, address, secret, expected):
     from runner.serve import deployer_settings
     from tuneline.config import ServingConfig

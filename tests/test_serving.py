@@ -31,8 +31,10 @@ def adapter_dir(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
     import torch
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     out = tmp_path_factory.mktemp("adapter")
     model.save_pretrained(out)
     tiny_tokenizer.save_pretrained(out)
@@ -41,8 +43,9 @@ def adapter_dir(tiny_model_dir, tiny_tokenizer, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def extractor(tiny_model_dir, adapter_dir):
-    return load_extractor("tiny v1", "viggo", tiny_model_dir, adapter_dir, DATA, EVAL,
-                          ServingConfig(max_texts=8, max_input_tokens=40))
+    return load_extractor(
+        "tiny v1", "viggo", tiny_model_dir, adapter_dir, DATA, EVAL, ServingConfig(max_texts=8, max_input_tokens=40)
+    )
 
 
 def test_answers_equal_the_offline_evaluators(extractor, tiny_model_dir, tiny_tokenizer, adapter_dir):
@@ -62,17 +65,31 @@ def test_answers_equal_the_offline_evaluators(extractor, tiny_model_dir, tiny_to
     assert served["threshold"] == {"min_confidence": None, "source": "auto: the model version recorded no threshold"}
 
 
-RECORDED = {"min_confidence": 0.4, "precision": 0.96, "coverage": 0.5, "target_precision": 0.95, "setting": "auto",
-            "n_examples": 150}
+RECORDED = {
+    "min_confidence": 0.4,
+    "precision": 0.96,
+    "coverage": 0.5,
+    "target_precision": 0.95,
+    "setting": "auto",
+    "n_examples": 150,
+}
 
 
-@pytest.mark.parametrize("setting, recorded, threshold, warning", [
-    ("auto", RECORDED, 0.4, None),
-    ("auto", RECORDED | {"min_confidence": None, "precision": None, "coverage": 0.0}, None, "no confidence threshold"),
-    ("auto", None, None, "recorded no confidence_threshold"),
-    (0.7, RECORDED, 0.7, None),  # a configured threshold wins over the recorded one
-    (0.0, None, 0.0, None),
-])
+@pytest.mark.parametrize(
+    "setting, recorded, threshold, warning",
+    [
+        ("auto", RECORDED, 0.4, None),
+        (
+            "auto",
+            RECORDED | {"min_confidence": None, "precision": None, "coverage": 0.0},
+            None,
+            "no confidence threshold",
+        ),
+        ("auto", None, None, "recorded no confidence_threshold"),
+        (0.7, RECORDED, 0.7, None),  # a configured threshold wins over the recorded one
+        (0.0, None, 0.0, None),
+    ],
+)
 def test_the_review_threshold_is_the_versions_or_the_configured(setting, recorded, threshold, warning, caplog):
     rule = review_rule(ServingConfig(min_confidence=setting), recorded, "tiny v1")
     assert rule.min_confidence == threshold
@@ -141,21 +158,28 @@ def test_fields_are_read_as_written():
     from tuneline.tasks import readable_fields
 
     assert readable_fields("viggo", "inform(name[SpellForce 3], rating[Poor])") == (
-        "inform", {"name": "SpellForce 3", "rating": "Poor"})
+        "inform",
+        {"name": "SpellForce 3", "rating": "Poor"},
+    )
     assert readable_fields("viggo", "inform(name[Halo], genres[shooter, puzzle], platforms[PC])") == (
-        "inform", {"name": "Halo", "genres": ["shooter", "puzzle"], "platforms": ["PC"]})
+        "inform",
+        {"name": "Halo", "genres": ["shooter", "puzzle"], "platforms": ["PC"]},
+    )
     assert readable_fields("json", '{"city": "Paris", "n": 3}') == (None, {"city": "Paris", "n": 3})
     assert readable_fields("json", "[1, 2]") == (None, {"[0]": 1, "[1]": 2})
     assert readable_fields("viggo", "inform(name[x]") is None and readable_fields("text", "anything") is None
 
 
-@pytest.mark.parametrize("texts, message", [
-    ([], "texts is empty"),
-    (["fine", "  "], r"texts\[1\] is empty"),
-    (["a"] * 9, "texts has 9 texts; at most 8"),
-    (["fine", "word " * 60], r"texts\[1\] is \d+ tokens; the model reads at most 40"),
-    (["x" * 1281], r"texts\[0\] is 1281 characters; the model reads at most 40 tokens"),
-])
+@pytest.mark.parametrize(
+    "texts, message",
+    [
+        ([], "texts is empty"),
+        (["fine", "  "], r"texts\[1\] is empty"),
+        (["a"] * 9, "texts has 9 texts; at most 8"),
+        (["fine", "word " * 60], r"texts\[1\] is \d+ tokens; the model reads at most 40"),
+        (["x" * 1281], r"texts\[0\] is 1281 characters; the model reads at most 40 tokens"),
+    ],
+)
 def test_bad_requests_name_the_text(extractor, texts, message):
     with pytest.raises(RequestError, match=message):
         extractor.extract(texts)
@@ -254,10 +278,13 @@ def guarded(check=lambda texts: None, auth_key=None, max_bytes=1000):
     return app, TestClient(RequestGuard(app, max_bytes=max_bytes, paths={"/invoke"}, check=check, auth_key=auth_key))
 
 
-@pytest.mark.parametrize("send", [
-    dict(content=b"x" * 1001),  # with its Content-Length
-    dict(content=iter([b"x" * 600, b"x" * 600])),  # chunked: counted as it arrives
-])
+@pytest.mark.parametrize(
+    "send",
+    [
+        dict(content=b"x" * 1001),  # with its Content-Length
+        dict(content=iter([b"x" * 600, b"x" * 600])),  # chunked: counted as it arrives
+    ],
+)
 def test_guard_refuses_an_over_large_body_before_the_app(send):
     app, client = guarded()
     reply = client.post("/invoke", **send)
@@ -281,7 +308,8 @@ def test_guard_refuses_a_declared_large_body_without_reading_it():
     asyncio.run(RequestGuard(Echo(), 1000, {"/invoke"}, lambda texts: None)(scope, receive, send))
     assert sent[0]["status"] == 413
     assert json.loads(sent[1]["body"]) == {
-        "detail": "the request body is 31457280 bytes; the server takes at most 1000 (serving.max_request_bytes)"}
+        "detail": "the request body is 31457280 bytes; the server takes at most 1000 (serving.max_request_bytes)"
+    }
 
 
 def test_guard_passes_what_is_within_the_limit_intact():
@@ -310,9 +338,15 @@ def test_guard_checks_texts_in_a_worker_thread(extractor):
     assert len(threads) == 3 and app.calls and app.calls[0] not in threads
 
 
-@pytest.mark.parametrize("body", [
-    b"not json", b'{"parameters": {"texts": [1, 2]}}', b'{"parameters": {"text": "typo"}}', b"[" * 5000 + b"]" * 5000,
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"parameters": {"texts": [1, 2]}}',
+        b'{"parameters": {"text": "typo"}}',
+        b"[" * 5000 + b"]" * 5000,
+    ],
+)
 def test_guard_leaves_what_is_not_texts_to_the_apps_validation(body):
     checked = []
     app, client = guarded(checked.append, max_bytes=100_000)

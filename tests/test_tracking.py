@@ -41,14 +41,22 @@ def test_experiment_is_marked_as_model_training(mlflow_run):
 def test_sections_sort_training_first():
     """MLflow orders chart sections by name; training first, the tuned model before the baselines."""
     keys = [tracking.metric_key(s, "x") for s in ("base", "data", "v3", "prompted", "tuned", "train", "throughput")]
-    assert [k.split("/")[0] for k in sorted(keys)] == ["1_train", "2_throughput", "3_tuned", "4_base", "5_prompted",
-                                                       "7_data", "v3"]
+    assert [k.split("/")[0] for k in sorted(keys)] == [
+        "1_train",
+        "2_throughput",
+        "3_tuned",
+        "4_base",
+        "5_prompted",
+        "7_data",
+        "v3",
+    ]
     assert tracking.metric_key("tuned.", "exact_match") == "3_tuned/exact_match"
 
 
 @pytest.mark.slow
 def test_training_logs_curves_from_step_one_and_rates_named_for_what_they_count(
-        mlflow_run, tiny_model_dir, tiny_tokenizer, tmp_path):
+    mlflow_run, tiny_model_dir, tiny_tokenizer, tmp_path
+):
     from tuneline.config import DataConfig
     from tuneline.sources import load_splits
     from tuneline.training import train_lora
@@ -59,8 +67,14 @@ def test_training_logs_curves_from_step_one_and_rates_named_for_what_they_count(
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits
     train = splits["train"][:48]  # one epoch of 8-row batches: 6 steps, so every row is seen once
     cfg = TrainingConfig(epochs=1, batch_size=8, logging_steps=2, eval_steps=3, learning_rate=1e-2)
-    job = TrainJob(tiny_model_dir, train, splits["validation"][:8], tmp_path,
-                   lora=LoraConfig(r=8, alpha=16, dropout=0.0), training=cfg)
+    job = TrainJob(
+        tiny_model_dir,
+        train,
+        splits["validation"][:8],
+        tmp_path,
+        lora=LoraConfig(r=8, alpha=16, dropout=0.0),
+        training=cfg,
+    )
     result = train_lora(job, on_metrics=tracking.log_training_curves)
     tracking.log_training_result(result)
 

@@ -41,25 +41,44 @@ def test_lora_training_learns_and_adapter_generates(tiny_model_dir, tiny_tokeniz
     data = DataConfig(source="synthetic:viggo")
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits
     logged = []
-    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path,
-                   lora=LoraConfig(r=8, alpha=16, dropout=0.0),
-                   training=TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10))
+    job = TrainJob(
+        tiny_model_dir,
+        splits["train"],
+        splits["validation"],
+        tmp_path,
+        lora=LoraConfig(r=8, alpha=16, dropout=0.0),
+        training=TrainingConfig(max_steps=60, learning_rate=1e-2, batch_size=8, logging_steps=10),
+    )
     result = train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 6 and losses[-1] < losses[0] * 0.7
     assert (result.adapter_dir / "adapter_config.json").is_file()
     assert any("eval_loss" in v for _, v in logged) and result.eval_loss is not None
-    res = evaluate_model("tuned", "viggo", tiny_model_dir, splits["test"][:4], EvaluationConfig(batch_size=2, max_new_tokens=8),
-                         adapter_dir=result.adapter_dir)
+    res = evaluate_model(
+        "tuned",
+        "viggo",
+        tiny_model_dir,
+        splits["test"][:4],
+        EvaluationConfig(batch_size=2, max_new_tokens=8),
+        adapter_dir=result.adapter_dir,
+    )
     assert res.n_examples == 4 and len(res.predictions) == 4 and 0.0 <= res.metrics["rouge1"] <= 1.0
 
 
 def _examples(tok, n):
     answers = ["inform(name[Halo])", "request(genres[puzzle], platforms[PC])", "confirm(rating[good])"]
     return [
-        tokenize_segments(tok, [{"text": f"<|im_start|>user\nsentence {i} " + "x " * (3 * i) + "<|im_end|>\n"
-                                 "<|im_start|>assistant\n", "train": False},
-                                {"text": answers[i % 3] + "<|im_end|>", "train": True}], 128)
+        tokenize_segments(
+            tok,
+            [
+                {
+                    "text": f"<|im_start|>user\nsentence {i} " + "x " * (3 * i) + "<|im_end|>\n<|im_start|>assistant\n",
+                    "train": False,
+                },
+                {"text": answers[i % 3] + "<|im_end|>", "train": True},
+            ],
+            128,
+        )
         for i in range(n)
     ]
 
@@ -86,7 +105,7 @@ def test_packed_rows_never_attend_across_examples(tiny_model_dir, tiny_tokenizer
         single = [answer_loss(model, PadCollator(tiny_tokenizer.pad_token_id)([b])) for b in batch]
     assert torch.allclose(together, apart, atol=1e-5)
     per_target = [int((torch.tensor(b["labels"][1:]) != IGNORE).sum()) for b in batch]
-    mean = sum(l * n for l, n in zip(single, per_target)) / sum(per_target)
+    mean = sum(loss * n for loss, n in zip(single, per_target)) / sum(per_target)
     assert torch.allclose(together, mean, atol=1e-5)
     # Without the packed positions the same row attends across examples, and the loss moves.
     with torch.no_grad():
@@ -105,9 +124,14 @@ def test_answer_loss_matches_the_models_own_loss(tiny_model_dir, tiny_tokenizer)
     assert torch.allclose(ours, theirs, atol=1e-5)
 
 
-@pytest.mark.parametrize("setting, key", [({"quantization": "4bit"}, "model.quantization: 4bit"),
-                                          ({"quantization": "8bit"}, "model.quantization: 8bit"),
-                                          ({"dtype": "bfloat16"}, "model.dtype: bfloat16")])
+@pytest.mark.parametrize(
+    "setting, key",
+    [
+        ({"quantization": "4bit"}, "model.quantization: 4bit"),
+        ({"quantization": "8bit"}, "model.quantization: 8bit"),
+        ({"dtype": "bfloat16"}, "model.dtype: bfloat16"),
+    ],
+)
 def test_gpu_only_settings_fail_clearly_without_cuda(setting, key):
     cfg = ModelConfig(**setting)
     with pytest.raises(TrainingSetupError, match=key) as err:
@@ -126,10 +150,24 @@ def test_eval_loss_during_training_and_early_stopping(tiny_model_dir, tiny_token
     data = DataConfig(source="synthetic:viggo")
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits
     logged = []
-    cfg = TrainingConfig(max_steps=60, learning_rate=3.0, batch_size=8, logging_steps=5, eval_steps=5,
-                         early_stopping_patience=1, warmup_ratio=0.0, lr_scheduler="constant_with_warmup")
-    job = TrainJob(tiny_model_dir, splits["train"], splits["validation"][:16], tmp_path,
-                   lora=LoraConfig(r=8, alpha=16, dropout=0.0), training=cfg)
+    cfg = TrainingConfig(
+        max_steps=60,
+        learning_rate=3.0,
+        batch_size=8,
+        logging_steps=5,
+        eval_steps=5,
+        early_stopping_patience=1,
+        warmup_ratio=0.0,
+        lr_scheduler="constant_with_warmup",
+    )
+    job = TrainJob(
+        tiny_model_dir,
+        splits["train"],
+        splits["validation"][:16],
+        tmp_path,
+        lora=LoraConfig(r=8, alpha=16, dropout=0.0),
+        training=cfg,
+    )
     result = train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     evals = [(step, v["eval_loss"]) for step, v in logged if "eval_loss" in v]
     assert [s for s, _ in evals][:2] == [5, 10]

@@ -66,8 +66,9 @@ def test_prebuilt_batches_use_the_records_token_ids(tiny_tokenizer, records, tmp
 
 
 def _job(tiny_model_dir, tmp_path, dtype, lora: LoraConfig = LoraConfig(r=4, alpha=8), **training):
-    return TrainJob(tiny_model_dir, [], [], tmp_path, model=ModelConfig(dtype=dtype), lora=lora,
-                    training=TrainingConfig(**training))
+    return TrainJob(
+        tiny_model_dir, [], [], tmp_path, model=ModelConfig(dtype=dtype), lora=lora, training=TrainingConfig(**training)
+    )
 
 
 def _hidden(out):
@@ -124,8 +125,14 @@ def test_qlora_keeps_gradient_checkpointing_on_by_default(tiny_model_dir, tmp_pa
     quantized = TrainJob(tiny_model_dir, [], [], tmp_path, model=ModelConfig(quantization="4bit", dtype="bfloat16"))
     assert quantized.gradient_checkpointing
     assert not TrainJob(tiny_model_dir, [], [], tmp_path).gradient_checkpointing
-    off = TrainJob(tiny_model_dir, [], [], tmp_path, model=ModelConfig(quantization="4bit"),
-                   training=TrainingConfig(gradient_checkpointing=False))
+    off = TrainJob(
+        tiny_model_dir,
+        [],
+        [],
+        tmp_path,
+        model=ModelConfig(quantization="4bit"),
+        training=TrainingConfig(gradient_checkpointing=False),
+    )
     assert not off.gradient_checkpointing
 
 
@@ -138,10 +145,13 @@ def test_liger_and_compile_reach_the_trainer(tmp_path):
     assert not trainer_arguments(TrainJob("unused", [], [], tmp_path), 10, False).use_liger_kernel
 
 
-@pytest.mark.parametrize("model, training, key", [
-    ({}, {"liger_kernel": True}, "training.liger_kernel"),
-    ({"attn_implementation": "flash_attention_2"}, {}, "model.attn_implementation: flash_attention_2"),
-])
+@pytest.mark.parametrize(
+    "model, training, key",
+    [
+        ({}, {"liger_kernel": True}, "training.liger_kernel"),
+        ({"attn_implementation": "flash_attention_2"}, {}, "model.attn_implementation: flash_attention_2"),
+    ],
+)
 def test_cuda_only_levers_fail_clearly_without_cuda(model, training, key):
     with pytest.raises(TrainingSetupError, match=key):
         check_hardware(ModelConfig(**model), TrainingConfig(**training), cuda=False)

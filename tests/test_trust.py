@@ -92,10 +92,16 @@ def test_registry_lookup_takes_any_name(tmp_path):
         mlflow.set_registry_uri(before[1])
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--config", "{bad}", "--prepare-only"], "model.name 'team:smoke' must not contain ':'"),
-    (["--config", "configs/smoke.yaml", "--set", "model.device=cuda"], "model.device: cuda, but this machine has no"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--config", "{bad}", "--prepare-only"], "model.name 'team:smoke' must not contain ':'"),
+        (
+            ["--config", "configs/smoke.yaml", "--set", "model.device=cuda"],
+            "model.device: cuda, but this machine has no",
+        ),
+    ],
+)
 @pytest.mark.slow
 def test_late_failures_stop_before_the_first_step_with_exit_2(tmp_path, args, said):
     bad = tmp_path / "bad.yaml"
@@ -118,7 +124,8 @@ def test_root_cause_is_found_down_the_chain():
     sql = sqlite3.OperationalError("attempt to write a readonly database")
     assert one_line(sql).startswith("the file system is read-only")
     assert cause_in_text("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT]").startswith(
-        "the disk is full")
+        "the disk is full"
+    )
     assert one_line(ValueError("plain")) == "ValueError: plain"
 
 
@@ -163,9 +170,21 @@ def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
     name = "tuneline-trust-pending"
     client.create_model(name)
     killed = client.create_model_version(name)
-    decision = PromotionDecision(promote=True, reason="r", reasons=["r"], metric="exact_match", reference="base model",
-                                 candidate=0.6, reference_score=0.1, difference=0.5, ci_low=0.4, ci_high=0.6,
-                                 min_gain=0.0, guards={}, n_examples=10)
+    decision = PromotionDecision(
+        promote=True,
+        reason="r",
+        reasons=["r"],
+        metric="exact_match",
+        reference="base model",
+        candidate=0.6,
+        reference_score=0.1,
+        difference=0.5,
+        ci_low=0.4,
+        ci_high=0.6,
+        min_gain=0.0,
+        guards={},
+        n_examples=10,
+    )
     log_metadata(metadata={"promotion": pending(decision)}, model_name=name, model_version=killed.name)
     recorded = client.get_model_version(name, killed.name).run_metadata["promotion"]
     assert recorded["promote"] is False and recorded["stage_moved"] is False

@@ -9,10 +9,10 @@ from tuneline.config import PromptedBaseline
 
 INSTRUCTIONS = {
     "viggo": "Turn the sentence about a video game into a meaning representation: a dialogue act followed by "
-             "slots in brackets, as in inform(name[Game], genres[role-playing, strategy], rating[good]). Use only "
-             "acts and slot names like those in the examples. Answer with the meaning representation only.",
+    "slots in brackets, as in inform(name[Game], genres[role-playing, strategy], rating[good]). Use only "
+    "acts and slot names like those in the examples. Answer with the meaning representation only.",
     "json": "Extract the information in the text as JSON with the same structure and keys as in the examples. "
-            "Answer with the JSON only.",
+    "Answer with the JSON only.",
     "text": "Answer in the same way as in the examples.",
 }
 

@@ -88,8 +88,9 @@ class PackCollator:
         return _fill(rows, self.pad_id, ("input_ids", "labels", "position_ids"))
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None,
-                           packed: bool = False) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, max_tokens: int | None = None, packed: bool = False
+) -> list[list[int]]:
     """Indices sorted by length and cut into batches of at most `batch_size` rows and `max_tokens` tokens: the
     rows' sum when packed, rows x longest row when padded. A row over the budget alone is a batch of one."""
 

@@ -37,9 +37,18 @@ class BudgetPlan:
         return asdict(self)
 
 
-def plan(budget_s: float, elapsed_s: float, done_steps: int, tokens_per_second: float, tokens_per_step: float,
-         steps_per_epoch: float, n_rows: int, eval_every: int | None = None, eval_s: float = 0.0,
-         max_epochs: float = MAX_EPOCHS) -> BudgetPlan:
+def plan(
+    budget_s: float,
+    elapsed_s: float,
+    done_steps: int,
+    tokens_per_second: float,
+    tokens_per_step: float,
+    steps_per_epoch: float,
+    n_rows: int,
+    eval_every: int | None = None,
+    eval_s: float = 0.0,
+    max_epochs: float = MAX_EPOCHS,
+) -> BudgetPlan:
     """The steps that fill what is left of the budget at the measured rate. Each evaluation to come costs `eval_s`
     (one every `eval_every` steps, and one more at the end); the plan never goes below the steps already done."""
     step_s = tokens_per_step / tokens_per_second
@@ -50,14 +59,25 @@ def plan(budget_s: float, elapsed_s: float, done_steps: int, tokens_per_second: 
     steps = max(done_steps, min(wanted, cap))
     epochs = steps / steps_per_epoch
     limited_by = "max_epochs" if wanted > cap else "budget"
-    why = (f"{tokens_per_second:,.0f} tokens/s measured ({step_s:.2f}s per step of {tokens_per_step:,.0f} tokens"
-           + (f", {eval_s:.1f}s per evaluation every {eval_every} steps" if eval_every and eval_s else "")
-           + f"): {steps} steps = {epochs:.2f} epochs over {n_rows} rows "
-           + (f"fill {budget_s / 60:.3g} min" if limited_by == "budget"
-              else f"reach the {max_epochs:g}-epoch cap before {budget_s / 60:.3g} min"))
-    return BudgetPlan(steps=steps, epochs=round(epochs, 3), rows=min(n_rows, round(epochs * n_rows)),
-                      tokens_per_second=round(tokens_per_second, 1), seconds_per_step=round(step_s, 4),
-                      limited_by=limited_by, why=why)
+    why = (
+        f"{tokens_per_second:,.0f} tokens/s measured ({step_s:.2f}s per step of {tokens_per_step:,.0f} tokens"
+        + (f", {eval_s:.1f}s per evaluation every {eval_every} steps" if eval_every and eval_s else "")
+        + f"): {steps} steps = {epochs:.2f} epochs over {n_rows} rows "
+        + (
+            f"fill {budget_s / 60:.3g} min"
+            if limited_by == "budget"
+            else f"reach the {max_epochs:g}-epoch cap before {budget_s / 60:.3g} min"
+        )
+    )
+    return BudgetPlan(
+        steps=steps,
+        epochs=round(epochs, 3),
+        rows=min(n_rows, round(epochs * n_rows)),
+        tokens_per_second=round(tokens_per_second, 1),
+        seconds_per_step=round(step_s, 4),
+        limited_by=limited_by,
+        why=why,
+    )
 
 
 def retarget_schedule(scheduler, name: str, warmup_ratio: float, steps: int) -> None:
@@ -78,8 +98,14 @@ def _agreed(value: int, device) -> int:
     return int(held.item())
 
 
-def budget_callback(budget_minutes: float, tokens_per_step: float, steps_per_epoch: float, n_rows: int,
-                    first_guess: int, warmup_ratio: float):
+def budget_callback(
+    budget_minutes: float,
+    tokens_per_step: float,
+    steps_per_epoch: float,
+    n_rows: int,
+    first_guess: int,
+    warmup_ratio: float,
+):
     """`first_guess`: the steps the config's epochs would take, the schedule's target until the rate is known (at
     least the measured steps; at most the Trainer's upper bound)."""
     from transformers import TrainerCallback
@@ -106,9 +132,17 @@ def budget_callback(budget_minutes: float, tokens_per_step: float, steps_per_epo
             now, (t0, tokens0, eval_s0) = time.monotonic(), self.mark  # from the end of the first step
             train_s = now - t0 - (self.eval_s - eval_s0)
             rate = (state.num_input_tokens_seen - tokens0) / max(train_s, 1e-9)
-            self.plan = plan(self.budget_s, now - self.start, state.global_step, rate, tokens_per_step,
-                             steps_per_epoch, n_rows, args.eval_steps if args.eval_strategy == "steps" else None,
-                             self.eval_s / self.evals if self.evals else 0.0)
+            self.plan = plan(
+                self.budget_s,
+                now - self.start,
+                state.global_step,
+                rate,
+                tokens_per_step,
+                steps_per_epoch,
+                n_rows,
+                args.eval_steps if args.eval_strategy == "steps" else None,
+                self.eval_s / self.evals if self.evals else 0.0,
+            )
             self._apply(args, state, scheduler, _agreed(self.plan.steps, args.device))
             log.info("budget: %s", self.plan.why)
 
@@ -132,8 +166,11 @@ def budget_callback(budget_minutes: float, tokens_per_step: float, steps_per_epo
 
         def summary(self, state) -> dict:
             """What the budget chose and why, for the run's summary; a run shorter than the measurement says so."""
-            done = {"budget_minutes": budget_minutes, "steps": state.global_step,
-                    "epochs": round(state.global_step / steps_per_epoch, 3)}
+            done = {
+                "budget_minutes": budget_minutes,
+                "steps": state.global_step,
+                "epochs": round(state.global_step / steps_per_epoch, 3),
+            }
             if self.plan is None:
                 return done | {"why": f"the run ended after {state.global_step} steps, before its rate was measured"}
             return self.plan.as_dict() | {"planned_steps": self.plan.steps} | done

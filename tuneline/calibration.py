@@ -35,8 +35,11 @@ def reliability(confidence, correct, bins: int = 10) -> list[tuple[float, float,
     """Per non-empty bin: (low, high, count, mean confidence, accuracy); the last bin includes 1.0."""
     conf, ok = _arrays(confidence, correct)
     which = np.minimum((conf * bins).astype(int), bins - 1)
-    return [(b / bins, (b + 1) / bins, int(m.sum()), float(conf[m].mean()), float(ok[m].mean()))
-            for b in range(bins) if (m := which == b).any()]
+    return [
+        (b / bins, (b + 1) / bins, int(m.sum()), float(conf[m].mean()), float(ok[m].mean()))
+        for b in range(bins)
+        if (m := which == b).any()
+    ]
 
 
 def ece(confidence, correct, bins: int = 10) -> float:
@@ -114,13 +117,18 @@ def calibration_metrics(predictions: list[dict]) -> dict[str, float]:
     if not scored(predictions):
         return {}
     conf, ok = [p["confidence"] for p in predictions], [bool(p["exact"]) for p in predictions]
-    out = {"calibration.ece": ece(conf, ok), "calibration.auroc": auroc(conf, ok),
-           "calibration.mean_confidence": float(np.mean(conf))}
+    out = {
+        "calibration.ece": ece(conf, ok),
+        "calibration.auroc": auroc(conf, ok),
+        "calibration.mean_confidence": float(np.mean(conf)),
+    }
     out |= {f"calibration.exact_at_coverage_{c}": accuracy_at_coverage(conf, ok, c) for c in COVERAGES}
     field_conf, field_ok = field_pairs(predictions)
     if field_conf:
-        out |= {"calibration.field_ece": ece(field_conf, field_ok),
-                "calibration.field_auroc": auroc(field_conf, field_ok)}
+        out |= {
+            "calibration.field_ece": ece(field_conf, field_ok),
+            "calibration.field_auroc": auroc(field_conf, field_ok),
+        }
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -129,9 +137,16 @@ def serving_threshold(predictions: list[dict], min_confidence: float | str, targ
     (picked when 'auto'; None when no threshold reaches the target, so every answer needs review) with the
     exact match and coverage of the answers it accepts. Recorded with the model version for serving to read."""
     conf, ok = [p["confidence"] for p in predictions], [bool(p["exact"]) for p in predictions]
-    found = (pick_threshold(conf, ok, target_precision) if min_confidence == "auto"
-             else at_threshold(conf, ok, float(min_confidence)))
-    return {"min_confidence": None if found is None else found.threshold,
-            "precision": None if found is None else found.precision,
-            "coverage": 0.0 if found is None else found.coverage,
-            "target_precision": target_precision, "setting": min_confidence, "n_examples": len(predictions)}
+    found = (
+        pick_threshold(conf, ok, target_precision)
+        if min_confidence == "auto"
+        else at_threshold(conf, ok, float(min_confidence))
+    )
+    return {
+        "min_confidence": None if found is None else found.threshold,
+        "precision": None if found is None else found.precision,
+        "coverage": 0.0 if found is None else found.coverage,
+        "target_precision": target_precision,
+        "setting": min_confidence,
+        "n_examples": len(predictions),
+    }

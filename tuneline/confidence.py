@@ -35,7 +35,8 @@ class Confidence:
     def as_row(self) -> dict:
         """The keys an evaluation prediction (and a served answer) carries."""
         return {"confidence": self.answer, "field_confidence": dict(self.fields)} | (
-            {"act_confidence": self.act} if self.act is not None else {})
+            {"act_confidence": self.act} if self.act is not None else {}
+        )
 
 
 def token_spans(tokenizer, ids: list[int]) -> tuple[str, list[Span]]:
@@ -102,8 +103,9 @@ def field_spans(task: str, text: str, match: JsonMatch = JsonMatch()) -> tuple[S
     return None, {}
 
 
-def answer_confidence(task: str, text: str, spans: list[Span], logprobs: list[float],
-                      match: JsonMatch = JsonMatch()) -> Confidence:
+def answer_confidence(
+    task: str, text: str, spans: list[Span], logprobs: list[float], match: JsonMatch = JsonMatch()
+) -> Confidence:
     """The confidence of one generated answer. `spans` and `logprobs` are per generated token (from
     `token_spans` and the decoding); `logprobs` may hold one more, the end-of-answer token's."""
     spans = spans + [(len(text), len(text))] * (len(logprobs) - len(spans))
@@ -113,5 +115,8 @@ def answer_confidence(task: str, text: str, spans: list[Span], logprobs: list[fl
         return math.exp(min(inside)) if inside else 1.0
 
     act, fields = field_spans(task, text, match)
-    return Confidence(answer=math.exp(min(logprobs)), act=None if act is None else unit([act]),
-                      fields={name: unit(where) for name, where in fields.items()})
+    return Confidence(
+        answer=math.exp(min(logprobs)),
+        act=None if act is None else unit([act]),
+        fields={name: unit(where) for name, where in fields.items()},
+    )

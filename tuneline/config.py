@@ -31,7 +31,8 @@ class DataConfig(_Section):
         description="Hub dataset id, a .jsonl/.json/.csv/.parquet file, a folder of split files, or 'synthetic:viggo'.",
     )
     task: TaskName = Field(
-        "viggo", description="How answers become fields for metrics: 'viggo' (act and slots), 'json' (a JSON "
+        "viggo",
+        description="How answers become fields for metrics: 'viggo' (act and slots), 'json' (a JSON "
         "answer's flattened paths), 'text' (ROUGE and exact string match only).",
     )
     format: DataFormat = Field("auto", description="Row format; 'auto' detects it per row from the keys present.")
@@ -44,11 +45,9 @@ class DataConfig(_Section):
         "there is none (SmolLM2's is 16 tokens).",
     )
     max_train_samples: int | None = Field(None, ge=1, description="Seeded sample of the accepted train rows.")
-    max_validation_samples: int | None = Field(
-        None, ge=1, description="Seeded sample of the accepted validation rows.")
+    max_validation_samples: int | None = Field(None, ge=1, description="Seeded sample of the accepted validation rows.")
     max_test_samples: int | None = Field(None, ge=1, description="Seeded sample of the accepted test rows.")
-    seed: int = Field(42, description="Seed of the made splits and the samples: the same rows are held out "
-                      "every run.")
+    seed: int = Field(42, description="Seed of the made splits and the samples: the same rows are held out every run.")
     max_seq_len: int = Field(256, ge=16, description="Token limit for one rendered conversation.")
     overlong: Literal["quarantine", "truncate"] = Field(
         "quarantine", description="Rows over max_seq_len: quarantine them, or cut the start of the prompt."
@@ -57,7 +56,8 @@ class DataConfig(_Section):
         0.05, ge=0.0, le=1.0, description="Fail the run when more than this share of input rows is quarantined."
     )
     conflicts: Literal["report", "quarantine"] = Field(
-        "report", description="One input with different answers: count it in the data report, or also quarantine "
+        "report",
+        description="One input with different answers: count it in the data report, or also quarantine "
         "all its rows (reason `conflict`). A data-to-text corpus with several references per input has such "
         "inputs by design.",
     )
@@ -68,22 +68,24 @@ class ModelConfig(_Section):
 
     base: str = Field("HuggingFaceTB/SmolLM2-135M-Instruct", description="The model the adapter is trained on.")
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
-        "float32", description="Weights' dtype; training in bfloat16 or float16 needs CUDA. Generation on a "
-        "CPU runs in float32.",
+        "float32",
+        description="Weights' dtype; training in bfloat16 or float16 needs CUDA. Generation on a CPU runs in float32.",
     )
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="QLoRA: load the frozen base in 4- or 8-bit through bitsandbytes (CUDA only)."
     )
     device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Where evaluation, promotion re-scoring, review export and serving run the model; "
-        "'auto' is the CUDA GPU when the machine has one, else the CPU."
+        "auto",
+        description="Where evaluation, promotion re-scoring, review export and serving run the model; "
+        "'auto' is the CUDA GPU when the machine has one, else the CPU.",
     )
     attn_implementation: Literal[
         "auto", "eager", "sdpa", "flash_attention_2", "flash_attention_3", "flash_attention_4"
     ] = Field(
-        "auto", description="Attention kernel for training. 'auto': transformers' default (SDPA). The flash "
+        "auto",
+        description="Attention kernel for training. 'auto': transformers' default (SDPA). The flash "
         "paths read padding-free packed rows without building a mask (CUDA and a flash-attn package only; "
-        "flash_attention_4 is the `flash` extra)."
+        "flash_attention_4 is the `flash` extra).",
     )
 
 
@@ -96,7 +98,9 @@ class LoraConfig(_Section):
         description="Module names LoRA wraps; the default is every attention and MLP projection.",
     )
     last_layers: int | None = Field(
-        None, ge=1, description="Adapt only the last N decoder layers (None: all). The backward pass stops at the "
+        None,
+        ge=1,
+        description="Adapt only the last N decoder layers (None: all). The backward pass stops at the "
         "first adapted layer, so each step costs less; on a CPU budget that buys more examples.",
     )
 
@@ -105,54 +109,71 @@ class TrainingConfig(_Section):
     epochs: float = Field(1.0, gt=0, description="Passes over the training rows; fractions allowed.")
     max_steps: int | None = Field(None, ge=1, description="Overrides epochs when set.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate, reached after a linear warmup.")
-    batch_size: int = Field(8, ge=1, description="Rows per batch. Rows per optimizer step: batch_size times "
-                            "gradient_accumulation_steps times num_processes.")
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="Rows per batch. Rows per optimizer step: batch_size times "
+        "gradient_accumulation_steps times num_processes.",
+    )
     gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer step.")
     warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="Share of the steps spent on the warmup.")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay.")
     lr_scheduler: Literal["cosine", "linear", "constant_with_warmup"] = Field(
-        "cosine", description="Learning-rate schedule after the warmup.")
+        "cosine", description="Learning-rate schedule after the warmup."
+    )
     logging_steps: int = Field(10, ge=1, description="Training loss logged (and sent to MLflow) every N steps.")
     seed: int = Field(42, description="Seed of the adapter's initialization, dropout and batch order.")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores.")
     packing: bool = Field(
-        False, description="Pack each batch's examples into rows (positions restart per example; attention never "
+        False,
+        description="Pack each batch's examples into rows (positions restart per example; attention never "
         "crosses examples): one padding-free row under flash attention, rows no longer than the batch's longest "
         "example otherwise. False: pad each batch to its longest row. Batches are grouped by length either way, "
-        "which leaves little padding on short single-turn rows; packing pays off when lengths differ widely."
+        "which leaves little padding on short single-turn rows; packing pays off when lengths differ widely.",
     )
     gradient_checkpointing: bool | None = Field(
-        None, description="Trade compute for memory: recompute activations. Default: on for QLoRA (a quantized "
-        "base is chosen to save memory), off otherwise."
+        None,
+        description="Trade compute for memory: recompute activations. Default: on for QLoRA (a quantized "
+        "base is chosen to save memory), off otherwise.",
     )
     eval_steps: int | None = Field(None, ge=1, description="Validation loss every N steps (None: at the end only).")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many evaluations without a better validation score: lower loss, "
-        "or with select_by primary_metric a higher metric (needs eval_steps)."
+        None,
+        ge=1,
+        description="Stop after this many evaluations without a better validation score: lower loss, "
+        "or with select_by primary_metric a higher metric (needs eval_steps).",
     )
     select_by: Literal["eval_loss", "primary_metric"] = Field(
-        "eval_loss", description="What early stopping watches. 'primary_metric': each evaluation also generates "
+        "eval_loss",
+        description="What early stopping watches. 'primary_metric': each evaluation also generates "
         "greedy answers for the validation rows (data.max_validation_samples keeps it short) and scores the task's "
         "primary metric (exact_match for viggo and json, rougeL for text); the adapter returned is the checkpoint "
         "that scored best (needs eval_steps; checkpoints are written at each evaluation).",
     )
     budget_minutes: float | None = Field(
-        None, gt=0, description="Train for this long: the first steps measure tokens per second on this machine, "
+        None,
+        gt=0,
+        description="Train for this long: the first steps measure tokens per second on this machine, "
         "and the rows and epochs that fill the budget follow (all rows first, then more epochs, at most 10), "
         "evaluations included; the choice and why are logged and in the run's summary. Replaces epochs.",
     )
     save_steps: int | None = Field(
-        None, ge=1, description="Checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps; "
-        "`run.py --resume` continues from the last one."
+        None,
+        ge=1,
+        description="Checkpoint (adapter, optimizer, scheduler, RNG, data position) every N steps; "
+        "`run.py --resume` continues from the last one.",
     )
     num_processes: int = Field(1, ge=1, description="Data-parallel processes (GPUs); > 1 runs train under accelerate.")
     max_batch_tokens: int | None = Field(
-        None, ge=16, description="Size each batch by a token budget (its rows times its longest row, or its packed "
-        "length) instead of batch_size rows; batch_size stays the cap on rows."
+        None,
+        ge=16,
+        description="Size each batch by a token budget (its rows times its longest row, or its packed "
+        "length) instead of batch_size rows; batch_size stays the cap on rows.",
     )
     adapter_dtype: Literal["compute", "float32"] = Field(
-        "compute", description="LoRA weights in model.dtype ('compute': bf16/fp16 matmuls use tensor cores) or kept "
-        "in float32 (peft's default). The same on a float32 model."
+        "compute",
+        description="LoRA weights in model.dtype ('compute': bf16/fp16 matmuls use tensor cores) or kept "
+        "in float32 (peft's default). The same on a float32 model.",
     )
     liger_kernel: bool = Field(
         False, description="Fused RMSNorm, SwiGLU and RoPE kernels from liger-kernel (the `gpu` extra; CUDA only)."
@@ -166,8 +187,10 @@ class TrainingConfig(_Section):
         if self.select_by == "primary_metric" and not self.eval_steps:
             raise ValueError("select_by primary_metric needs eval_steps: checkpoints are scored at evaluations")
         if self.select_by == "primary_metric" and self.save_steps and self.save_steps % self.eval_steps:
-            raise ValueError("select_by primary_metric needs save_steps to be a multiple of eval_steps: the best "
-                             "adapter is restored from a checkpoint written at an evaluation")
+            raise ValueError(
+                "select_by primary_metric needs save_steps to be a multiple of eval_steps: the best "
+                "adapter is restored from a checkpoint written at an evaluation"
+            )
         if self.budget_minutes and self.max_steps:
             raise ValueError("budget_minutes and max_steps both set how long training runs; set one")
         return self
@@ -179,9 +202,12 @@ class JsonMatch(_Section):
 
     case_sensitive: bool = Field(False, description="'Paris' and 'paris' differ only when true.")
     collapse_whitespace: bool = Field(True, description="Runs of whitespace in strings count as one space.")
-    numbers_as_strings: bool = Field(True, description="3 and \"3\" are equal (and 3.5 and \"3.5\").")
-    lists_as_sets: bool = Field(True, description="A list is one field whose items compare as a set (order and "
-                                "repeats ignored); false: each item is its own field, `path[i]`.")
+    numbers_as_strings: bool = Field(True, description='3 and "3" are equal (and 3.5 and "3.5").')
+    lists_as_sets: bool = Field(
+        True,
+        description="A list is one field whose items compare as a set (order and "
+        "repeats ignored); false: each item is its own field, `path[i]`.",
+    )
 
 
 class PromptedBaseline(_Section):
@@ -189,31 +215,36 @@ class PromptedBaseline(_Section):
     input. What fine-tuning must beat to be worth it; with no production version, promotion compares against the
     stronger of the base model and this."""
 
-    enabled: bool = Field(True, description="Score it beside base and tuned; false: promotion compares with "
-                          "the base model alone.")
+    enabled: bool = Field(
+        True, description="Score it beside base and tuned; false: promotion compares with the base model alone."
+    )
     shots: int = Field(3, ge=0, le=32, description="Training examples shown before each test input.")
     instruction: str | None = Field(
-        None, description="The system turn; None: one derived from the task (tuneline/baseline.py).")
+        None, description="The system turn; None: one derived from the task (tuneline/baseline.py)."
+    )
     seed: int = Field(0, description="Which training examples are shown (the same ones for every test input).")
 
 
 class EvaluationConfig(_Section):
     max_samples: int | None = Field(200, ge=1, description="Test examples scored; None means all.")
     batch_size: int = Field(16, ge=1, description="The most prompts generated together.")
-    max_new_tokens: int = Field(96, ge=1, description="Answer length cap in tokens; generation stops at EOS "
-                                "before it.")
+    max_new_tokens: int = Field(96, ge=1, description="Answer length cap in tokens; generation stops at EOS before it.")
     constrained: bool = Field(
-        False, description="Decode under the task's grammar (xgrammar): viggo answers use only the acts and slot "
+        False,
+        description="Decode under the task's grammar (xgrammar): viggo answers use only the acts and slot "
         "names of the training answers, json answers are JSON; every answer parses. Scored and compared apart "
         "from unconstrained results.",
     )
     max_batch_tokens: int | None = Field(
-        None, ge=16, description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
-        "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory."
+        None,
+        ge=16,
+        description="Also cap a generation batch at this many tokens (rows times longest prompt plus "
+        "max_new_tokens), so a GPU run can raise batch_size to fill the card without running out of memory.",
     )
     json_match: JsonMatch = Field(default_factory=JsonMatch, description="Task json: when two leaf values are equal.")
     prompted_baseline: PromptedBaseline = Field(
-        default_factory=PromptedBaseline, description="The base model prompted with a few examples.")
+        default_factory=PromptedBaseline, description="The base model prompted with a few examples."
+    )
 
 
 class PromotionConfig(_Section):
@@ -221,17 +252,24 @@ class PromotionConfig(_Section):
     `min_gain`, and no guarded metric drops by more than `tolerance`. The reference is the current version in
     `target_stage`, or, when there is none, the stronger of the base model and the prompted base model."""
 
-    primary_metric: str = Field("exact_match", description="The metric whose interval decides; any testable "
-                                "metric of data.task (checked at load time).")
+    primary_metric: str = Field(
+        "exact_match",
+        description="The metric whose interval decides; any testable metric of data.task (checked at load time).",
+    )
     min_gain: float = Field(0.0, ge=0.0, description="The interval's lower bound must exceed this.")
     guarded_metrics: list[str] = Field(["f1.*"], description="'f1.*' means every field's F1.")
     tolerance: float = Field(0.02, ge=0.0, description="Largest drop allowed in a guarded metric.")
-    min_support: int = Field(10, ge=1, description="'f1.*' guards only fields the scored references hold at least "
-                             "this often; with fewer, one flipped example moves a field's F1 by more than tolerance.")
+    min_support: int = Field(
+        10,
+        ge=1,
+        description="'f1.*' guards only fields the scored references hold at least "
+        "this often; with fewer, one flipped example moves a field's F1 by more than tolerance.",
+    )
     bootstrap_samples: int = Field(2000, ge=100, description="Paired bootstrap resamples of the test examples.")
     seed: int = Field(0, description="Seed of the bootstrap resamples.")
     target_stage: Literal["production", "staging"] = Field(
-        "production", description="The stage a winning version moves to, and whose version it must beat.")
+        "production", description="The stage a winning version moves to, and whose version it must beat."
+    )
 
 
 class ServingConfig(_Section):
@@ -240,37 +278,50 @@ class ServingConfig(_Section):
 
     max_texts: int = Field(32, ge=1, description="The most texts one request may carry.")
     max_input_tokens: int | None = Field(
-        None, ge=1, description="The longest text, in tokens; None: the model's context less max_new_tokens and "
+        None,
+        ge=1,
+        description="The longest text, in tokens; None: the model's context less max_new_tokens and "
         "the prompt's template.",
     )
     max_request_bytes: int = Field(
-        1_048_576, ge=1024, description="The largest request body; a larger one gets HTTP 413 before it is read, "
+        1_048_576,
+        ge=1024,
+        description="The largest request body; a larger one gets HTTP 413 before it is read, "
         "so a huge request cannot stall the server.",
     )
     address: str = Field("127.0.0.1", description="Listen address; anything but loopback requires a key.")
     port: int | None = Field(None, ge=1, le=65535, description="None: the deployer picks a free one.")
     follow_seconds: float = Field(
-        10.0, gt=0, description="Serving a stage (production): how often to look for a newly promoted version. It "
+        10.0,
+        gt=0,
+        description="Serving a stage (production): how often to look for a newly promoted version. It "
         "is loaded beside the old one and swapped in between requests, so none fail.",
     )
     min_confidence: Literal["auto"] | float = Field(
-        "auto", description="Answers less confident than this are marked needs_review. 'auto': the lowest threshold "
+        "auto",
+        description="Answers less confident than this are marked needs_review. 'auto': the lowest threshold "
         "at which the tuned model's accepted test answers reach target_precision exact match (recorded with the "
         "model version).",
     )
-    target_precision: float = Field(0.95, gt=0.0, le=1.0, description="Exact match that min_confidence 'auto' "
-                                    "asks of the answers it accepts.")
+    target_precision: float = Field(
+        0.95, gt=0.0, le=1.0, description="Exact match that min_confidence 'auto' asks of the answers it accepts."
+    )
     record: Literal["full", "redacted", "off"] = Field(
-        "full", description="Each answered request becomes an MLflow trace in the experiment `<model>-requests` "
+        "full",
+        description="Each answered request becomes an MLflow trace in the experiment `<model>-requests` "
         "(docs/monitoring.md): 'full' keeps texts and answers, 'redacted' only their lengths and hashes (and the "
         "answers' act and field names), 'off' records nothing (and /feedback has nothing to correct).",
     )
     batch_wait_ms: float = Field(
-        10.0, ge=0, description="Concurrent requests are generated together: the first queued one waits this long "
+        10.0,
+        ge=0,
+        description="Concurrent requests are generated together: the first queued one waits this long "
         "for others to join its batch (requests queued during a generation join the next one without waiting).",
     )
     max_batch_tokens: int | None = Field(
-        4096, ge=1, description="The most tokens one batch of requests takes: each text's tokens plus "
+        4096,
+        ge=1,
+        description="The most tokens one batch of requests takes: each text's tokens plus "
         "evaluation.max_new_tokens, summed. A request over it alone is a batch of its own, so 1 turns batching "
         "off; None: no cap. Generation still splits a batch by evaluation.batch_size and max_batch_tokens.",
     )
@@ -288,21 +339,50 @@ class MonitoringConfig(_Section):
     distribution against the training data and against the previous window: > 0.1 is a moderate shift, > 0.25 a
     large one by the usual rule of thumb."""
 
-    window: str = Field("7d", pattern=r"^\d+[mhd]$", description="How far back a run looks (`30m`, `12h`, `7d`); the "
-                        "window before it of the same length is the previous window. `--since` overrides it.")
-    min_requests: int = Field(30, ge=1, description="Fewer recorded answers in a window than this: its distributions "
-                              "are not judged (a PSI on a handful of answers is noise).")
-    max_psi: float = Field(0.2, gt=0.0, description="Drift when the PSI of the act, of a field's presence or of the "
-                           "input length (characters, in deciles of the training inputs) is above this.")
+    window: str = Field(
+        "7d",
+        pattern=r"^\d+[mhd]$",
+        description="How far back a run looks (`30m`, `12h`, `7d`); the "
+        "window before it of the same length is the previous window. `--since` overrides it.",
+    )
+    min_requests: int = Field(
+        30,
+        ge=1,
+        description="Fewer recorded answers in a window than this: its distributions "
+        "are not judged (a PSI on a handful of answers is noise).",
+    )
+    max_psi: float = Field(
+        0.2,
+        gt=0.0,
+        description="Drift when the PSI of the act, of a field's presence or of the "
+        "input length (characters, in deciles of the training inputs) is above this.",
+    )
     min_parse_rate: float = Field(0.95, ge=0.0, le=1.0, description="Decline when fewer answers than this parse.")
-    max_review_increase: float = Field(0.1, ge=0.0, le=1.0, description="Decline when the share of answers needing "
-                                       "review rises by more than this over the previous window.")
-    min_accuracy: float = Field(0.8, ge=0.0, le=1.0, description="Decline when the exact match of the answers on "
-                                "corrected requests is below this (judged from min_corrections corrections on).")
-    min_corrections: int = Field(20, ge=1, description="Corrections needed to judge accuracy, and new corrections "
-                                 "(made since the production version was trained) needed before retraining.")
-    retrain: bool = Field(False, description="When the verdict is not ok and min_corrections new corrections exist, "
-                          "launch the finetune pipeline on the same stack; its data then includes the corrections.")
+    max_review_increase: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Decline when the share of answers needing "
+        "review rises by more than this over the previous window.",
+    )
+    min_accuracy: float = Field(
+        0.8,
+        ge=0.0,
+        le=1.0,
+        description="Decline when the exact match of the answers on "
+        "corrected requests is below this (judged from min_corrections corrections on).",
+    )
+    min_corrections: int = Field(
+        20,
+        ge=1,
+        description="Corrections needed to judge accuracy, and new corrections "
+        "(made since the production version was trained) needed before retraining.",
+    )
+    retrain: bool = Field(
+        False,
+        description="When the verdict is not ok and min_corrections new corrections exist, "
+        "launch the finetune pipeline on the same stack; its data then includes the corrections.",
+    )
 
 
 class TunelineConfig(_Section):
@@ -310,26 +390,38 @@ class TunelineConfig(_Section):
     model: ModelConfig = ModelConfig()
     lora: LoraConfig = Field(LoraConfig(), description="The LoRA adapter trained on the frozen base model.")
     training: TrainingConfig = Field(
-        TrainingConfig(), description="The train_lora step: length, optimizer, batches, kernels, checkpoints.")
+        TrainingConfig(), description="The train_lora step: length, optimizer, batches, kernels, checkpoints."
+    )
     evaluation: EvaluationConfig = Field(
-        EvaluationConfig(), description="How the evaluate steps and promotion's re-scoring generate and score "
-        "answers on the test split; serving generates the same way.")
+        EvaluationConfig(),
+        description="How the evaluate steps and promotion's re-scoring generate and score "
+        "answers on the test split; serving generates the same way.",
+    )
     promotion: PromotionConfig = PromotionConfig()
     serving: ServingConfig = ServingConfig()
     monitoring: MonitoringConfig = Field(
-        MonitoringConfig(), description="`run.py monitor`: drift and decline of the served model's recorded "
-        "requests, and when they retrain it.")
+        MonitoringConfig(),
+        description="`run.py monitor`: drift and decline of the served model's recorded "
+        "requests, and when they retrain it.",
+    )
 
     @model_validator(mode="after")
     def _promotion_metrics_exist(self) -> "TunelineConfig":
         from tuneline.tasks import can_be_tested, metric_names
 
         task = self.data.task
-        for key, names in (("primary_metric", [self.promotion.primary_metric]), ("guarded_metrics", self.promotion.guarded_metrics)):
+        for key, names in (
+            ("primary_metric", [self.promotion.primary_metric]),
+            ("guarded_metrics", self.promotion.guarded_metrics),
+        ):
             for name in names:
                 if name != "f1.*" and not can_be_tested(name, task):
-                    choices = sorted(metric_names(task) - {"macro_f1"}) + ([] if task == "text" else ["f1.<field>", "f1.*"])
-                    raise ValueError(f"promotion.{key}: '{name}' is not a testable metric of task '{task}'; choose from {choices}")
+                    choices = sorted(metric_names(task) - {"macro_f1"}) + (
+                        [] if task == "text" else ["f1.<field>", "f1.*"]
+                    )
+                    raise ValueError(
+                        f"promotion.{key}: '{name}' is not a testable metric of task '{task}'; choose from {choices}"
+                    )
         return self
 
 
@@ -365,8 +457,10 @@ def apply_overrides(params: dict[str, Any], overrides: list[str]) -> dict[str, A
         try:
             node[leaf] = yaml.safe_load(raw)
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML: {getattr(err, 'problem', err)} "
-                              "(quote it to pass a string)") from None
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML: {getattr(err, 'problem', err)} "
+                "(quote it to pass a string)"
+            ) from None
     return out
 
 
@@ -417,8 +511,9 @@ def _check_model_name(path: Path, text: str, raw: dict[str, Any]) -> None:
         raise ConfigError(f"{path}:{_key_lines(text).get('model', 1)}: model.name {model['name']!r} {problem}")
 
 
-def load_run_config(path: str | Path, overrides: list[str] = (),
-                    top_level_keys: Collection[str] | None = None) -> tuple[TunelineConfig, dict[str, Any]]:
+def load_run_config(
+    path: str | Path, overrides: list[str] = (), top_level_keys: Collection[str] | None = None
+) -> tuple[TunelineConfig, dict[str, Any]]:
     """Read a run-config YAML; return the validated tuneline config and the remaining ZenML keys.
 
     `top_level_keys` are the keys a run config may have (ZenML's schema, passed in so this package stays free of

@@ -52,8 +52,10 @@ def select_test(records: list[dict], cfg: EvaluationConfig) -> list[dict]:
     groups: dict[str, list[dict]] = {}
     for r in records:
         groups.setdefault(r["prompt"], []).append(r)
-    examples = [g[0] if len(g) == 1 else {**g[0], "references": [x["messages"][-1]["content"] for x in g]}
-                for g in groups.values()]
+    examples = [
+        g[0] if len(g) == 1 else {**g[0], "references": [x["messages"][-1]["content"] for x in g]}
+        for g in groups.values()
+    ]
     n = len(examples) if cfg.max_samples is None else min(cfg.max_samples, len(examples))
     return [examples[i * len(examples) // n] for i in range(n)]
 
@@ -66,8 +68,15 @@ def eval_examples(splits: dict[str, list[dict]], cfg: EvaluationConfig) -> dict[
 
 
 def evaluate_model(
-    label: str, task: str, model_dir: Path, records: list[dict], cfg: EvaluationConfig,
-    adapter_dir: Path | None = None, dtype: str = "float32", device: str = "auto", grammar: str | None = None,
+    label: str,
+    task: str,
+    model_dir: Path,
+    records: list[dict],
+    cfg: EvaluationConfig,
+    adapter_dir: Path | None = None,
+    dtype: str = "float32",
+    device: str = "auto",
+    grammar: str | None = None,
     shots: list[dict] | None = None,
 ) -> EvalResult:
     """`device` and `dtype` are the config's `model.device` and `model.dtype`; `placement` decides what they mean
@@ -78,12 +87,21 @@ def evaluate_model(
     device, dtype = placement(device, dtype)
     log.info("evaluate %s: generating on %s in %s", label, device, dtype)
     tokenizer = load_tokenizer(model_dir)
-    model = (load_model(model_dir, dtype, device) if adapter_dir is None
-             else load_merged(model_dir, adapter_dir, dtype, device))
+    model = (
+        load_model(model_dir, dtype, device)
+        if adapter_dir is None
+        else load_merged(model_dir, adapter_dir, dtype, device)
+    )
 
     def progress(done: int, total: int, seconds: float) -> None:
-        log.info("evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs", label, done, total, seconds,
-                 seconds / done * (total - done))
+        log.info(
+            "evaluate %s: %d/%d examples, %.0fs elapsed, eta %.0fs",
+            label,
+            done,
+            total,
+            seconds,
+            seconds / done * (total - done),
+        )
 
     if shots is None:
         prompts = [r["prompt"] for r in records]
@@ -92,14 +110,25 @@ def evaluate_model(
         prompts = [generation_prompt(tokenizer, few_shot_messages(r, shots, instruction)) for r in records]
     references = [r.get("references") or [r["messages"][-1]["content"]] for r in records]
     constraint = processor_factory(grammar, tokenizer, model.config.vocab_size) if grammar else None
-    gen = generate_greedy(model, tokenizer, prompts, cfg.batch_size, cfg.max_new_tokens, progress,
-                          max_batch_tokens=cfg.max_batch_tokens, constraint=constraint)
+    gen = generate_greedy(
+        model,
+        tokenizer,
+        prompts,
+        cfg.batch_size,
+        cfg.max_new_tokens,
+        progress,
+        max_batch_tokens=cfg.max_batch_tokens,
+        constraint=constraint,
+    )
     metrics, rows = score(task, gen.texts, references, cfg.json_match)
-    confidences = [answer_confidence(task, text, spans, lps, cfg.json_match)
-                   for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs)]
+    confidences = [
+        answer_confidence(task, text, spans, lps, cfg.json_match)
+        for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs)
+    ]
     predictions = [
         {"input": r["messages"][-2]["content"], "reference": refs[row.pop("best", 0)], "prediction": pred, **row}
-        | conf.as_row() | ({"references": refs} if len(refs) > 1 else {})
+        | conf.as_row()
+        | ({"references": refs} if len(refs) > 1 else {})
         for r, refs, pred, row, conf in zip(records, references, gen.texts, rows, confidences)
     ]
     metrics |= calibration_metrics(predictions)

@@ -8,8 +8,9 @@ from pathlib import Path
 from tuneline.modeling import load_merged, load_tokenizer, pick_device
 
 
-def export_merged(model_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float32",
-                  device: str = "auto") -> Path:
+def export_merged(
+    model_dir: Path, adapter_dir: Path, out_dir: Path, dtype: str = "float32", device: str = "auto"
+) -> Path:
     """Saved in `dtype` (`model.dtype`) wherever it merges: unlike generation, the CPU keeps a bf16 config's dtype,
     since the folder's dtype is what its users load. `device` is `model.device`."""
     merged = load_merged(model_dir, adapter_dir, dtype, pick_device(device))

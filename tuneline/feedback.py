@@ -31,9 +31,15 @@ def as_row(text: str, answer: str, cfg: DataConfig) -> dict:
 
 def correction_rows(records: list[dict], cfg: DataConfig) -> list[dict]:
     """The corrected, unredacted records as rows, oldest request first."""
-    return [{**as_row(r["text"], r["correction"]["value"], cfg), "_file": f"{TRACE_FILE}{r['trace_id']}",
-             "_line": r["index"] + 1}
-            for r in records if r["correction"] and not r["redacted"] and isinstance(r["correction"]["value"], str)]
+    return [
+        {
+            **as_row(r["text"], r["correction"]["value"], cfg),
+            "_file": f"{TRACE_FILE}{r['trace_id']}",
+            "_line": r["index"] + 1,
+        }
+        for r in records
+        if r["correction"] and not r["redacted"] and isinstance(r["correction"]["value"], str)
+    ]
 
 
 def load_feedback(model_name: str, cfg: DataConfig) -> tuple[list[dict], dict]:
@@ -41,7 +47,11 @@ def load_feedback(model_name: str, cfg: DataConfig) -> tuple[list[dict], dict]:
     records = read_requests(model_name, Window(0, int(time.time() * 1000) + 1))
     rows = correction_rows(records, cfg)
     corrected = [r for r in records if r["correction"]]
-    lineage = {"experiment": requests_experiment(model_name), "rows": len(rows), "corrections": len(corrected),
-               "redacted_skipped": sum(r["redacted"] for r in corrected),
-               "latest_correction_ms": max((r["correction"]["time_ms"] or 0 for r in corrected), default=None)}
+    lineage = {
+        "experiment": requests_experiment(model_name),
+        "rows": len(rows),
+        "corrections": len(corrected),
+        "redacted_skipped": sum(r["redacted"] for r in corrected),
+        "latest_correction_ms": max((r["correction"]["time_ms"] or 0 for r in corrected), default=None),
+    }
     return rows, lineage

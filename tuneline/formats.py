@@ -2,13 +2,14 @@
 
 | format            | keys                                         | becomes                                    |
 |-------------------|----------------------------------------------|--------------------------------------------|
-| chat              | messages: [{role, content}, ...]             | as is (multi-turn kept; every assistant turn trains) |
-| instruction       | instruction, optional input, output          | user: instruction + blank line + input; assistant: output |
+| chat              | messages: [{role, content}, ...]             | as is (multi-turn; every assistant turn trains) |
+| instruction       | instruction, optional input, output          | user: instruction, blank line, input        |
 | prompt_completion | prompt, completion                           | user: prompt; assistant: completion        |
 | fields            | data.input_field, data.output_field          | user: input; assistant: output             |
 
 `data.system_prompt` (unless null) is added as the first message for every format but chat (chat rows bring
-their own); an empty one still makes a system turn, which keeps a template's default system prompt out. With `data.format: auto`, the format is detected per row from the keys present, in table order.
+their own); an empty one still makes a system turn, which keeps a template's default system prompt out. With
+`data.format: auto`, the format is detected per row from the keys present, in table order.
 
 For `data.task: json` an answer may be a JSON object or list instead of text; it becomes canonical JSON (keys
 sorted). `check_reference` refuses (`bad_reference`) an answer the task's parser cannot read.
@@ -88,10 +89,16 @@ def _chat(row: dict, task: str) -> list[dict[str, str]]:
         if m["role"] == "system" and i != 0:
             raise RowError("invalid_role", f"messages[{i}] is a system message after the first turn")
         answer = m["role"] == "assistant"
-        out.append({"role": m["role"],
-                    "content": _answer(m, "content", task) if answer else _text(m, "content", m["role"] == "user")})
+        out.append(
+            {
+                "role": m["role"],
+                "content": _answer(m, "content", task) if answer else _text(m, "content", m["role"] == "user"),
+            }
+        )
     if out[-1]["role"] != "assistant":
-        raise RowError("invalid_role", f"last message is '{out[-1]['role']}'; a training row must end with the assistant")
+        raise RowError(
+            "invalid_role", f"last message is '{out[-1]['role']}'; a training row must end with the assistant"
+        )
     return out
 
 
@@ -99,7 +106,8 @@ def answer_field(row: dict, cfg: DataConfig) -> str:
     """Where a row keeps the answer that training learns last and evaluation compares."""
     fmt = detect_format(row, cfg)
     return {"chat": "messages[-1].content", "instruction": "output", "prompt_completion": "completion"}.get(
-        fmt, cfg.output_field)
+        fmt, cfg.output_field
+    )
 
 
 def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:

@@ -24,8 +24,13 @@ class Generated:
         """Answers `start:stop`, for one of the requests generated together (tuneline/batcher.py); `seconds` is
         their share of the batch's time."""
         spans = self.spans[start:stop]
-        return Generated(texts=self.texts[start:stop], seconds=self.seconds * (stop - start) / len(self.texts),
-                         new_tokens=sum(map(len, spans)), spans=spans, logprobs=self.logprobs[start:stop])
+        return Generated(
+            texts=self.texts[start:stop],
+            seconds=self.seconds * (stop - start) / len(self.texts),
+            new_tokens=sum(map(len, spans)),
+            spans=spans,
+            logprobs=self.logprobs[start:stop],
+        )
 
 
 class _Logprobs:
@@ -59,16 +64,19 @@ class _Call(LogitsProcessor):
         return scores
 
 
-def length_batches(lengths: list[int], batch_size: int, max_new_tokens: int,
-                   max_batch_tokens: int | None = None) -> list[list[int]]:
+def length_batches(
+    lengths: list[int], batch_size: int, max_new_tokens: int, max_batch_tokens: int | None = None
+) -> list[list[int]]:
     """Indices grouped shortest first, so each batch pads little. A batch holds at most `batch_size` prompts and,
     with `max_batch_tokens`, at most that many tokens counted as rows x (longest prompt + max_new_tokens): what
     its KV cache and logits grow to. A prompt over the budget on its own still gets a batch of one."""
     batches: list[list[int]] = []
     for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
         batch = batches[-1] if batches else None
-        fits = batch is not None and len(batch) < batch_size and (
-            max_batch_tokens is None or (len(batch) + 1) * (lengths[i] + max_new_tokens) <= max_batch_tokens
+        fits = (
+            batch is not None
+            and len(batch) < batch_size
+            and (max_batch_tokens is None or (len(batch) + 1) * (lengths[i] + max_new_tokens) <= max_batch_tokens)
         )
         if fits:
             batch.append(i)
@@ -78,8 +86,16 @@ def length_batches(lengths: list[int], batch_size: int, max_new_tokens: int,
 
 
 @torch.inference_mode()
-def generate_greedy(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens: int, progress=None,
-                    max_batch_tokens: int | None = None, constraint: Callable[[], object] | None = None) -> Generated:
+def generate_greedy(
+    model,
+    tokenizer,
+    prompts: list[str],
+    batch_size: int,
+    max_new_tokens: int,
+    progress=None,
+    max_batch_tokens: int | None = None,
+    constraint: Callable[[], object] | None = None,
+) -> Generated:
     """`constraint` makes a fresh logits processor for each batch (tuneline/grammar.py). Each answer comes with
     its tokens' log-probabilities and characters, for `tuneline.confidence.answer_confidence`."""
     tokenizer.padding_side = "left"
@@ -114,5 +130,6 @@ def generate_greedy(model, tokenizer, prompts: list[str], batch_size: int, max_n
         done += len(idx)
         if progress:
             progress(done, len(prompts), time.monotonic() - start)
-    return Generated(texts=texts, seconds=time.monotonic() - start, new_tokens=new_tokens, spans=spans,
-                     logprobs=logprobs)
+    return Generated(
+        texts=texts, seconds=time.monotonic() - start, new_tokens=new_tokens, spans=spans, logprobs=logprobs
+    )

@@ -31,12 +31,14 @@ def viggo_grammar(answers: list[str]) -> str:
     most = max(len(p.fields) for p in parsed)
     if not slots:
         return f'root ::= act "()"\nact ::= {_alternatives(acts)}'
-    return "\n".join([
-        f'root ::= act "(" (slot (", " slot){{0,{most - 1}}})? ")"',
-        f"act ::= {_alternatives(acts)}",
-        'slot ::= name "[" [^\\[\\]]* "]"',
-        f"name ::= {_alternatives(slots)}",
-    ])
+    return "\n".join(
+        [
+            f'root ::= act "(" (slot (", " slot){{0,{most - 1}}})? ")"',
+            f"act ::= {_alternatives(acts)}",
+            'slot ::= name "[" [^\\[\\]]* "]"',
+            f"name ::= {_alternatives(slots)}",
+        ]
+    )
 
 
 def task_grammar(task: str, train_records: list[dict]) -> str | None:
@@ -67,7 +69,7 @@ def processor_factory(grammar: str, tokenizer, vocab_size: int) -> Callable[[], 
     if grammar == JSON:
         compiled = compiler.compile_builtin_json_grammar()
     elif grammar.startswith(SCHEMA):  # compact: whitespace the schema does not need would only cost tokens
-        compiled = compiler.compile_json_schema(grammar[len(SCHEMA):], any_whitespace=False)
+        compiled = compiler.compile_json_schema(grammar[len(SCHEMA) :], any_whitespace=False)
     else:
         compiled = compiler.compile_grammar(grammar)
     return lambda: LogitsProcessor(compiled)

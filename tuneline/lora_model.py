@@ -24,18 +24,25 @@ class TrainingSetupError(RuntimeError):
     checkpoints)."""
 
 
-def check_hardware(model_cfg: ModelConfig, training_cfg: TrainingConfig = TrainingConfig(),
-                   cuda: bool | None = None) -> None:
+def check_hardware(
+    model_cfg: ModelConfig, training_cfg: TrainingConfig = TrainingConfig(), cuda: bool | None = None
+) -> None:
     """Fail before loading anything when the config asks for what only a CUDA GPU does."""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if cuda:
         return
     needs_cuda = [
-        (model_cfg.quantization != "none", f"model.quantization: {model_cfg.quantization} (QLoRA through "
-         "bitsandbytes)", "set model.quantization: none, or run on a GPU stack (configs/gpu-*.yaml)"),
+        (
+            model_cfg.quantization != "none",
+            f"model.quantization: {model_cfg.quantization} (QLoRA through bitsandbytes)",
+            "set model.quantization: none, or run on a GPU stack (configs/gpu-*.yaml)",
+        ),
         (model_cfg.dtype != "float32", f"model.dtype: {model_cfg.dtype} training", "use model.dtype: float32 on CPU"),
-        (model_cfg.attn_implementation in FLASH, f"model.attn_implementation: {model_cfg.attn_implementation}",
-         "use auto, sdpa or eager on CPU"),
+        (
+            model_cfg.attn_implementation in FLASH,
+            f"model.attn_implementation: {model_cfg.attn_implementation}",
+            "use auto, sdpa or eager on CPU",
+        ),
         (training_cfg.liger_kernel, "training.liger_kernel: true (Triton kernels)", "set it to false on CPU"),
     ]
     for asked, what, fix in needs_cuda:
@@ -52,7 +59,9 @@ def _load_base(job: TrainJob):
         kwargs["attn_implementation"] = job.model.attn_implementation
     if job.model.quantization == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
         )
     elif job.model.quantization == "8bit":
@@ -87,8 +96,11 @@ def load_trainable_model(job: TrainJob):
     if job.gradient_checkpointing:
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad to flow
     peft_config = PeftLoraConfig(
-        r=job.lora.r, lora_alpha=job.lora.alpha, lora_dropout=job.lora.dropout,
-        target_modules=list(job.lora.target_modules), task_type="CAUSAL_LM",
+        r=job.lora.r,
+        lora_alpha=job.lora.alpha,
+        lora_dropout=job.lora.dropout,
+        target_modules=list(job.lora.target_modules),
+        task_type="CAUSAL_LM",
         layers_to_transform=adapted_layers(model.config.get_text_config().num_hidden_layers, job.lora.last_layers),
     )
     model = get_peft_model(model, peft_config)  # freezes the base; adapters start in float32
@@ -97,6 +109,11 @@ def load_trainable_model(job: TrainJob):
         if param.requires_grad:
             param.data = param.data.to(dtype)
     trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA: %s trainable of %s parameters (%.2f%%), adapters in %s", f"{trainable:,}", f"{total:,}",
-             100 * trainable / total, dtype)
+    log.info(
+        "LoRA: %s trainable of %s parameters (%.2f%%), adapters in %s",
+        f"{trainable:,}",
+        f"{total:,}",
+        100 * trainable / total,
+        dtype,
+    )
     return model

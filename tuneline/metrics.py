@@ -34,7 +34,9 @@ def _rouge(predictions: list[str], references: list[str]) -> list[dict[str, floa
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES))
-    return [{k: s.fmeasure for k, s in scorer.score(r, p).items()} for p, r in zip(predictions, references, strict=True)]
+    return [
+        {k: s.fmeasure for k, s in scorer.score(r, p).items()} for p, r in zip(predictions, references, strict=True)
+    ]
 
 
 def compare(task: str, prediction: str, reference: str, match: JsonMatch = JsonMatch()) -> dict:
@@ -44,8 +46,13 @@ def compare(task: str, prediction: str, reference: str, match: JsonMatch = JsonM
     if ref is None:
         raise ValueError(f"reference does not parse as task '{task}': {reference!r}")
     if task == "text":
-        return {"parsed": True, "exact": prediction.strip() == reference.strip(), "act_ok": True, "fields": {},
-                "errors": []}
+        return {
+            "parsed": True,
+            "exact": prediction.strip() == reference.strip(),
+            "act_ok": True,
+            "fields": {},
+            "errors": [],
+        }
     pred = parse(prediction)
     if pred is None:
         fields = {name: "missing" for name, _ in ref.fields}
@@ -61,8 +68,13 @@ def compare(task: str, prediction: str, reference: str, match: JsonMatch = JsonM
         else:
             fields[name] = "tp" if ref_map[name] == pred_map[name] else "wrong_value"
     errors = (["wrong_act"] if pred.act != ref.act else []) + sorted({o for o in fields.values() if o != "tp"})
-    return {"parsed": True, "exact": pred.act == ref.act and pred.fields == ref.fields, "act_ok": pred.act == ref.act,
-            "fields": fields, "errors": errors}
+    return {
+        "parsed": True,
+        "exact": pred.act == ref.act and pred.fields == ref.fields,
+        "act_ok": pred.act == ref.act,
+        "fields": fields,
+        "errors": errors,
+    }
 
 
 def _duplicate_key(text: str) -> bool:
@@ -149,7 +161,10 @@ def field_table(rows: list[dict]) -> dict[str, dict[str, float]]:
     for name in field_names(rows):
         tp, fp, fn = (sum(c) for c in zip(*[field_counts(r["fields"], name) for r in rows]))
         table[name] = {
-            "support": tp + fn, "tp": tp, "fp": fp, "fn": fn,
+            "support": tp + fn,
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
             "precision": tp / (tp + fp) if tp + fp else 0.0,
             "recall": tp / (tp + fn) if tp + fn else 0.0,
             "f1": 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0,
@@ -176,18 +191,20 @@ def _closest(task: str, prediction: str, references: list[str], rouge: list[dict
     rows = [compare(task, prediction, ref, match) | scores for ref, scores in zip(references, rouge, strict=True)]
     if len(rows) == 1:
         return rows[0]
-    best = max(range(len(rows)), key=lambda i: (rows[i]["exact"], field_counts(rows[i]["fields"])[0],
-                                                rows[i]["rougeL"]))
+    best = max(
+        range(len(rows)), key=lambda i: (rows[i]["exact"], field_counts(rows[i]["fields"])[0], rows[i]["rougeL"])
+    )
     return rows[best] | {k: max(r[k] for r in rows) for k in ROUGE_TYPES} | {"best": best}
 
 
-def score(task: str, predictions: list[str], references: list[str | list[str]], match: JsonMatch = JsonMatch()
-          ) -> tuple[dict[str, float], list[dict]]:
+def score(
+    task: str, predictions: list[str], references: list[str | list[str]], match: JsonMatch = JsonMatch()
+) -> tuple[dict[str, float], list[dict]]:
     """One row per prediction; a prediction may have several references (an input with several answers)."""
     refs = [r if isinstance(r, list) else [r] for r in references]
     flat = _rouge([p for p, rs in zip(predictions, refs, strict=True) for _ in rs], [r for rs in refs for r in rs])
     rows, start = [], 0
     for p, rs in zip(predictions, refs):
-        rows.append(_closest(task, p, rs, flat[start:start + len(rs)], match))
+        rows.append(_closest(task, p, rs, flat[start : start + len(rs)], match))
         start += len(rs)
     return aggregate(task, rows), rows

@@ -137,7 +137,10 @@ def figures(records: list[dict], start_ms: int, end_ms: int, edges: list[int], t
     latencies = {r["trace_id"]: r["latency_ms"] for r in records if r["latency_ms"] is not None}
     corrected = [r for r in records if r["correction"]]
     return WindowFigures(
-        start_ms=start_ms, end_ms=end_ms, answers=n, requests=len({r["trace_id"] for r in records}),
+        start_ms=start_ms,
+        end_ms=end_ms,
+        answers=n,
+        requests=len({r["trace_id"] for r in records}),
         parse_rate=sum(r["parsed"] for r in records) / n if n else None,
         review_share=sum(bool(r["needs_review"]) for r in records) / n if n else None,
         latency_p50_ms=_percentile(list(latencies.values()), 0.5),
@@ -171,9 +174,13 @@ class MonitorReport(BaseModel):
     def metrics(self) -> dict[str, float]:
         """Flat numbers for MLflow, logged once per run so each becomes a curve over time."""
         c = self.current
-        out = {"answers": c.answers, "requests": c.requests, "corrected": c.corrected,
-               "new_corrections": self.new_corrections,
-               "verdict_code": {"ok": 0, "drift": 1, "decline": 2}[self.verdict]}
+        out = {
+            "answers": c.answers,
+            "requests": c.requests,
+            "corrected": c.corrected,
+            "new_corrections": self.new_corrections,
+            "verdict_code": {"ok": 0, "drift": 1, "decline": 2}[self.verdict],
+        }
         for key in ("parse_rate", "review_share", "latency_p50_ms", "latency_p95_ms", "accuracy"):
             if getattr(c, key) is not None:
                 out[key] = getattr(c, key)
@@ -195,8 +202,9 @@ def _drift_reasons(found: dict[str, float], against: str, ref: Profile, win: Pro
     return reasons
 
 
-def verdict(current: WindowFigures, previous: WindowFigures, training: Profile, cfg: MonitoringConfig
-            ) -> tuple[Verdict, list[str], dict[str, float], dict[str, float]]:
+def verdict(
+    current: WindowFigures, previous: WindowFigures, training: Profile, cfg: MonitoringConfig
+) -> tuple[Verdict, list[str], dict[str, float], dict[str, float]]:
     """`decline` when answers got worse (parse rate, review share, accuracy on corrections), else `drift` when an
     input or answer distribution moved, else `ok`; every reason names its field, value and threshold."""
     decline, drifted = [], []
@@ -206,27 +214,41 @@ def verdict(current: WindowFigures, previous: WindowFigures, training: Profile, 
     if judged and previous.answers >= cfg.min_requests:
         rise = current.review_share - previous.review_share
         if rise > cfg.max_review_increase:
-            decline.append(f"review_share: {previous.review_share:.3f} -> {current.review_share:.3f}, up more than "
-                           f"monitoring.max_review_increase {cfg.max_review_increase}")
+            decline.append(
+                f"review_share: {previous.review_share:.3f} -> {current.review_share:.3f}, up more than "
+                f"monitoring.max_review_increase {cfg.max_review_increase}"
+            )
     if current.corrected >= cfg.min_corrections and current.accuracy < cfg.min_accuracy:
-        decline.append(f"accuracy: exact match {current.accuracy:.3f} on {current.corrected} corrected answers < "
-                       f"monitoring.min_accuracy {cfg.min_accuracy}")
+        decline.append(
+            f"accuracy: exact match {current.accuracy:.3f} on {current.corrected} corrected answers < "
+            f"monitoring.min_accuracy {cfg.min_accuracy}"
+        )
     vs_training = drift(training, current.profile) if judged and training.n else {}
     vs_previous = drift(previous.profile, current.profile) if judged and previous.answers >= cfg.min_requests else {}
     drifted += _drift_reasons(vs_training, "the training data", training, current.profile, cfg.max_psi)
     drifted += _drift_reasons(vs_previous, "the previous window", previous.profile, current.profile, cfg.max_psi)
     if not judged:
-        notes = [f"{current.answers} answers in the window, fewer than monitoring.min_requests {cfg.min_requests}: "
-                 "distributions not judged"]
+        notes = [
+            f"{current.answers} answers in the window, fewer than monitoring.min_requests {cfg.min_requests}: "
+            "distributions not judged"
+        ]
         return ("decline" if decline else "ok"), decline + notes, vs_training, vs_previous
     if decline:
         return "decline", decline + drifted, vs_training, vs_previous
     return ("drift" if drifted else "ok"), drifted, vs_training, vs_previous
 
 
-def monitor(model_name: str, production_version: str | None, task: str, current: list[dict], previous: list[dict],
-            window: tuple[int, int, int], training_rows: list[tuple[str, str]], cfg: MonitoringConfig,
-            trained_at_ms: int | None = None) -> MonitorReport:
+def monitor(
+    model_name: str,
+    production_version: str | None,
+    task: str,
+    current: list[dict],
+    previous: list[dict],
+    window: tuple[int, int, int],
+    training_rows: list[tuple[str, str]],
+    cfg: MonitoringConfig,
+    trained_at_ms: int | None = None,
+) -> MonitorReport:
     """The report over `current` (records in [start, end)) and `previous` (in [previous_start, start)); `window`
     is (previous_start, start, end). `trained_at_ms`: when the production version was made; corrections after it
     are new (not yet learned from)."""
@@ -234,17 +256,30 @@ def monitor(model_name: str, production_version: str | None, task: str, current:
     previous_start, start, end = window
     now, before = figures(current, start, end, edges, task), figures(previous, previous_start, start, edges, task)
     kind, reasons, vs_training, vs_previous = verdict(now, before, training, cfg)
-    new = sum(1 for r in current + previous
-              if r["correction"] and (r["correction"]["time_ms"] or 0) >= (trained_at_ms or 0))
-    return MonitorReport(model_name=model_name, production_version=production_version, task=task, current=now,
-                         previous=before, training=training, drift_training=vs_training, drift_previous=vs_previous,
-                         verdict=kind, reasons=reasons, new_corrections=new, thresholds=cfg.model_dump())
+    new = sum(
+        1 for r in current + previous if r["correction"] and (r["correction"]["time_ms"] or 0) >= (trained_at_ms or 0)
+    )
+    return MonitorReport(
+        model_name=model_name,
+        production_version=production_version,
+        task=task,
+        current=now,
+        previous=before,
+        training=training,
+        drift_training=vs_training,
+        drift_previous=vs_previous,
+        verdict=kind,
+        reasons=reasons,
+        new_corrections=new,
+        thresholds=cfg.model_dump(),
+    )
 
 
 def should_retrain(report: MonitorReport, cfg: MonitoringConfig) -> str | None:
     """Why the monitor launches the finetune pipeline, or None."""
     if not cfg.retrain or report.verdict == "ok" or report.new_corrections < cfg.min_corrections:
         return None
-    return (f"verdict {report.verdict} and {report.new_corrections} new corrections (monitoring.min_corrections "
-            f"{cfg.min_corrections})")
-
+    return (
+        f"verdict {report.verdict} and {report.new_corrections} new corrections (monitoring.min_corrections "
+        f"{cfg.min_corrections})"
+    )

@@ -46,13 +46,18 @@ def lineage_conflict(reference: str, recorded: dict, source: str | None, task: s
     """Why the version `reference` (e.g. "model 'x' production version 3"), whose data is `recorded` (its
     `raw_data` metadata: source, task), cannot be compared with a version of this run's source and task; None if
     it can. Scores on different tasks or test sets say nothing about which model is better."""
-    differs = [f"{key} '{recorded[key]}' (this run: '{mine}')" for key, mine in (("task", task), ("source", source))
-               if recorded.get(key) is not None and mine is not None and recorded[key] != mine]
+    differs = [
+        f"{key} '{recorded[key]}' (this run: '{mine}')"
+        for key, mine in (("task", task), ("source", source))
+        if recorded.get(key) is not None and mine is not None and recorded[key] != mine
+    ]
     if not differs:
         return None
-    return (f"{reference} learned {', '.join(differs)}; versions of one model are compared with each other at "
-            "promotion, so give this data a model of its own: `model: name: <new name>` in the config (a new "
-            "name starts a new lineage)")
+    return (
+        f"{reference} learned {', '.join(differs)}; versions of one model are compared with each other at "
+        "promotion, so give this data a model of its own: `model: name: <new name>` in the config (a new "
+        "name starts a new lineage)"
+    )
 
 
 def paired_bootstrap(metric: str, candidate: list[dict], reference: list[dict], samples: int, seed: int):
@@ -82,8 +87,13 @@ def _guarded(names: list[str], support: dict[str, int], min_support: int) -> lis
     return sorted(set(out))
 
 
-def decide(cfg: PromotionConfig, candidate: list[dict], reference: list[dict], reference_label: str,
-           production_version: str | None = None) -> PromotionDecision:
+def decide(
+    cfg: PromotionConfig,
+    candidate: list[dict],
+    reference: list[dict],
+    reference_label: str,
+    production_version: str | None = None,
+) -> PromotionDecision:
     metric = cfg.primary_metric
     diff, low, high = paired_bootstrap(metric, candidate, reference, cfg.bootstrap_samples, cfg.seed)
     cand_score, ref_score = metric_value(metric, candidate), metric_value(metric, reference)
@@ -107,8 +117,19 @@ def decide(cfg: PromotionConfig, candidate: list[dict], reference: list[dict], r
         reasons.append(f"all {len(guards)} guarded metrics within tolerance {cfg.tolerance:.4f}")
     verdict = "promote" if promote else "keep"
     return PromotionDecision(
-        promote=promote, reason=f"{verdict}: " + "; ".join(reasons), reasons=reasons, metric=metric,
-        reference=reference_label, candidate=cand_score, reference_score=ref_score, difference=diff, ci_low=low,
-        ci_high=high, min_gain=cfg.min_gain, guards=guards, n_examples=len(candidate),
-        production_version=production_version, stage=cfg.target_stage if promote else None,
+        promote=promote,
+        reason=f"{verdict}: " + "; ".join(reasons),
+        reasons=reasons,
+        metric=metric,
+        reference=reference_label,
+        candidate=cand_score,
+        reference_score=ref_score,
+        difference=diff,
+        ci_low=low,
+        ci_high=high,
+        min_gain=cfg.min_gain,
+        guards=guards,
+        n_examples=len(candidate),
+        production_version=production_version,
+        stage=cfg.target_stage if promote else None,
     )

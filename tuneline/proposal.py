@@ -19,12 +19,40 @@ from tuneline.tasks import PARSERS
 
 SAMPLE = 500  # rows read to decide
 AGREE = 0.9  # share of rows a field must satisfy to be chosen
-INPUT_NAMES = ("input", "text", "sentence", "utterance", "question", "query", "prompt", "instruction", "source",
-               "document", "context", "content")
-OUTPUT_NAMES = ("output", "answer", "label", "labels", "target", "response", "completion", "extraction", "result",
-                "json", "meaning_representation", "references", "summary")
-FIXED_FORMATS = {"chat": "a 'messages' list", "instruction": "'instruction' and 'output'",
-                 "prompt_completion": "'prompt' and 'completion'"}
+INPUT_NAMES = (
+    "input",
+    "text",
+    "sentence",
+    "utterance",
+    "question",
+    "query",
+    "prompt",
+    "instruction",
+    "source",
+    "document",
+    "context",
+    "content",
+)
+OUTPUT_NAMES = (
+    "output",
+    "answer",
+    "label",
+    "labels",
+    "target",
+    "response",
+    "completion",
+    "extraction",
+    "result",
+    "json",
+    "meaning_representation",
+    "references",
+    "summary",
+)
+FIXED_FORMATS = {
+    "chat": "a 'messages' list",
+    "instruction": "'instruction' and 'output'",
+    "prompt_completion": "'prompt' and 'completion'",
+}
 
 
 class ProposalError(ValueError):
@@ -73,8 +101,9 @@ def _by_name(keys: list[str], names: tuple[str, ...]) -> str | None:
     return next((lowered[n] for n in names if n in lowered), None)
 
 
-def propose(rows: list[dict], task: str | None = None, input_field: str | None = None,
-            answer_field: str | None = None) -> Proposal:
+def propose(
+    rows: list[dict], task: str | None = None, input_field: str | None = None, answer_field: str | None = None
+) -> Proposal:
     """`input_field` and `answer_field` are the user's choice (`--input`, `--answer`); each must be a field of
     (nearly) every row."""
     rows = [r for r in rows if ERROR not in r][:SAMPLE]
@@ -87,12 +116,23 @@ def propose(rows: list[dict], task: str | None = None, input_field: str | None =
     fmt, n = formats.most_common(1)[0]
     if fmt in FIXED_FORMATS and n / len(rows) >= AGREE:
         chosen = task or "text"
-        return Proposal(fmt, chosen, None, None, len(rows), coverage,
-                        [f"{n} of {len(rows)} rows have {FIXED_FORMATS[fmt]}: format '{fmt}'",
-                         f"task '{chosen}'" + ("" if task else " (give --task json or viggo if answers are structured)")])
+        return Proposal(
+            fmt,
+            chosen,
+            None,
+            None,
+            len(rows),
+            coverage,
+            [
+                f"{n} of {len(rows)} rows have {FIXED_FORMATS[fmt]}: format '{fmt}'",
+                f"task '{chosen}'" + ("" if task else " (give --task json or viggo if answers are structured)"),
+            ],
+        )
     for flag, given in (("--input", input_field), ("--answer", answer_field)):
         if given is not None and given not in keys:
-            raise ProposalError(f"{flag} '{given}' is not a field of {AGREE:.0%} of rows; fields: {_describe(rows, keys)}")
+            raise ProposalError(
+                f"{flag} '{given}' is not a field of {AGREE:.0%} of rows; fields: {_describe(rows, keys)}"
+            )
     proposal = _propose_fields(rows, keys, coverage, task, input_field, answer_field)
     proposal.example = _example(rows, proposal.input_field, proposal.output_field)
     return proposal
@@ -103,20 +143,31 @@ def _example(rows: list[dict], source: str, output: str) -> tuple[str, str] | No
     return (row[source], _as_answer(row[output])) if row else None
 
 
-def _propose_fields(rows: list[dict], keys: list[str], coverage: dict[str, float], task: str | None,
-                    input_field: str | None, answer_field: str | None) -> Proposal:
+def _propose_fields(
+    rows: list[dict],
+    keys: list[str],
+    coverage: dict[str, float],
+    task: str | None,
+    input_field: str | None,
+    answer_field: str | None,
+) -> Proposal:
     why = []
     structured = [task] if task in ("json", "viggo") else [] if task == "text" else ["json", "viggo"]
     output, chosen = answer_field, None
     for candidate_task in structured:
-        readable = [k for k in ([answer_field] if answer_field else keys)
-                    if k != input_field and _share(rows, k, _parses(candidate_task)) >= AGREE]
+        readable = [
+            k
+            for k in ([answer_field] if answer_field else keys)
+            if k != input_field and _share(rows, k, _parses(candidate_task)) >= AGREE
+        ]
         if readable:
             output = answer_field or _by_name(readable, OUTPUT_NAMES) or readable[0]
             chosen = candidate_task
-            why.append(f"'{output}' reads as task '{candidate_task}' in "
-                       f"{_share(rows, output, _parses(candidate_task)):.0%} of rows: the answer"
-                       + (" (--answer)" if answer_field else ""))
+            why.append(
+                f"'{output}' reads as task '{candidate_task}' in "
+                f"{_share(rows, output, _parses(candidate_task)):.0%} of rows: the answer"
+                + (" (--answer)" if answer_field else "")
+            )
             break
     if task in ("json", "viggo") and chosen is None:
         raise ProposalError(f"no field reads as task '{task}' in {AGREE:.0%} of rows; fields: {_describe(rows, keys)}")
@@ -125,13 +176,16 @@ def _propose_fields(rows: list[dict], keys: list[str], coverage: dict[str, float
     if output is None:
         output = _text_answer(rows, texts, input_field)
         texts.remove(output)
-        why.append(f"'{output}' is text with an answer-like name (or beside a field named as the input): the answer, "
-                   "task 'text' (no field reads as JSON or act(slot[value]))")
+        why.append(
+            f"'{output}' is text with an answer-like name (or beside a field named as the input): the answer, "
+            "task 'text' (no field reads as JSON or act(slot[value]))"
+        )
     elif output == answer_field and chosen == "text":
         why.append(f"'{output}': the answer (--answer), task 'text'")
     if input_field:
-        return Proposal("fields", chosen, input_field, output, len(rows), coverage, why + [
-            f"'{input_field}': the input (--input)"])
+        return Proposal(
+            "fields", chosen, input_field, output, len(rows), coverage, why + [f"'{input_field}': the input (--input)"]
+        )
     if not texts:
         raise ProposalError(f"no text field left for the input besides '{output}'; fields: {_describe(rows, keys)}")
     named = _by_name(texts, INPUT_NAMES)
@@ -164,7 +218,8 @@ def _text_answer(rows: list[dict], texts: list[str], input_field: str | None) ->
     row = next((r for r in rows if _is_text(r.get(a)) and _is_text(r.get(b))), {})
     raise ProposalError(
         f"which text field is the answer is a guess: '{a}' -> '{b}' or '{b}' -> '{a}'? One row: {a}: "
-        f"{_clip(row.get(a))} | {b}: {_clip(row.get(b))}. Say which with --input FIELD --answer FIELD")
+        f"{_clip(row.get(a))} | {b}: {_clip(row.get(b))}. Say which with --input FIELD --answer FIELD"
+    )
 
 
 def _mean_length(rows: list[dict], key: str) -> float:

@@ -29,8 +29,12 @@ class _Undecodable(ValueError):
 
 
 # UTF-32 first: its little-endian mark starts with UTF-16's.
-_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
-              (codecs.BOM_UTF16_BE, "utf-16"))
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 def _error_row(path: Path, line: int, reason: str, detail: str, raw: str) -> dict:
@@ -52,17 +56,20 @@ def _utf8_bytes(path: Path) -> bytes:
     """The file's bytes as UTF-8 without a BOM; bytes that are not UTF-8 stay as they are, for the caller to place."""
     data = path.read_bytes()
     if data.startswith(codecs.BOM_UTF8):
-        return data[len(codecs.BOM_UTF8):]
+        return data[len(codecs.BOM_UTF8) :]
     for bom, codec in _WIDE_BOMS:
         if data.startswith(bom):
             try:
                 return data.decode(codec).encode("utf-8")
             except UnicodeError as err:
-                raise _Undecodable(f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
-                                   f"({err.reason} at byte {getattr(err, 'start', '?')})") from None
+                raise _Undecodable(
+                    f"starts with a {codec.upper()} byte-order mark but is not {codec.upper()} "
+                    f"({err.reason} at byte {getattr(err, 'start', '?')})"
+                ) from None
     if _looks_wide(data):
-        raise _Undecodable("has NUL bytes: UTF-16 or UTF-32 without a byte-order mark? "
-                           "Save it as UTF-8, or with its BOM")
+        raise _Undecodable(
+            "has NUL bytes: UTF-16 or UTF-32 without a byte-order mark? Save it as UTF-8, or with its BOM"
+        )
     return data
 
 
@@ -88,8 +95,15 @@ def _read_jsonl(path: Path) -> list[dict]:
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
-            rows.append(_error_row(path, lineno, "encoding", f"not UTF-8 ({err.reason} at byte {err.start})",
-                                   raw.decode("utf-8", "replace")))
+            rows.append(
+                _error_row(
+                    path,
+                    lineno,
+                    "encoding",
+                    f"not UTF-8 ({err.reason} at byte {err.start})",
+                    raw.decode("utf-8", "replace"),
+                )
+            )
             continue
         try:
             obj = json.loads(text)
@@ -99,7 +113,9 @@ def _read_jsonl(path: Path) -> list[dict]:
             rows.append(_error_row(path, lineno, "unparseable", detail, text))
             continue
         if not isinstance(obj, dict):
-            rows.append(_error_row(path, lineno, "unparseable", f"expected a JSON object, got {type(obj).__name__}", text))
+            rows.append(
+                _error_row(path, lineno, "unparseable", f"expected a JSON object, got {type(obj).__name__}", text)
+            )
             continue
         rows.append({**obj, "_file": str(path), "_line": lineno})
     return rows
@@ -116,7 +132,7 @@ def _read_json(path: Path) -> list[dict]:
     if isinstance(doc, dict) and isinstance(doc.get("data"), list):
         doc = doc["data"]
     if not isinstance(doc, list):
-        raise FileError(f"{path}: expected a JSON array of objects (or {{\"data\": [...]}})")
+        raise FileError(f'{path}: expected a JSON array of objects (or {{"data": [...]}})')
     return [
         {**item, "_file": str(path), "_line": i}
         if isinstance(item, dict)

@@ -37,8 +37,11 @@ def experiment_id(model_name: str, create: bool = False, artifact_location: str 
         return found.experiment_id
     if not create:
         return None
-    return client.create_experiment(requests_experiment(model_name), artifact_location=artifact_location,
-                                    tags={"mlflow.experimentKind": "genai_development"})
+    return client.create_experiment(
+        requests_experiment(model_name),
+        artifact_location=artifact_location,
+        tags={"mlflow.experimentKind": "genai_development"},
+    )
 
 
 def digest(text: str) -> dict:
@@ -48,12 +51,16 @@ def digest(text: str) -> dict:
 
 def _redacted_result(row: dict) -> dict:
     kept = {k: v for k, v in row.items() if k not in ("text", "answer", "fields")}
-    return kept | {"text": digest(row["text"]), "answer": digest(row["answer"]),
-                   "fields": sorted(row["fields"]) if row.get("fields") else None}
+    return kept | {
+        "text": digest(row["text"]),
+        "answer": digest(row["answer"]),
+        "fields": sorted(row["fields"]) if row.get("fields") else None,
+    }
 
 
-def record_request(response: dict, model_name: str, version: str, mode: str, start_ns: int, end_ns: int,
-                   experiment: str) -> str | None:
+def record_request(
+    response: dict, model_name: str, version: str, mode: str, start_ns: int, end_ns: int, experiment: str
+) -> str | None:
     """Trace one answered request (`Extractor.answer`'s response) after it was answered, with its real start and
     end; MLflow exports it in a background thread (MLFLOW_ENABLE_ASYNC_TRACE_LOGGING). Returns the trace id."""
     if mode == "off":
@@ -65,17 +72,27 @@ def record_request(response: dict, model_name: str, version: str, mode: str, sta
         results = [_redacted_result(r) for r in results]
     texts = [r["text"] for r in results]
     client = MlflowClient()
-    root = client.start_trace(TRACE_NAME, span_type="LLM", inputs={"texts": texts}, experiment_id=experiment,
-                              tags={TAG_MODEL: model_name, TAG_VERSION: str(version), TAG_RECORD: mode},
-                              start_time_ns=start_ns,
-                              attributes={"model": response["model"], "device": response["device"],
-                                          "latency_ms": (end_ns - start_ns) / 1e6, "threshold": response["threshold"]})
+    root = client.start_trace(
+        TRACE_NAME,
+        span_type="LLM",
+        inputs={"texts": texts},
+        experiment_id=experiment,
+        tags={TAG_MODEL: model_name, TAG_VERSION: str(version), TAG_RECORD: mode},
+        start_time_ns=start_ns,
+        attributes={
+            "model": response["model"],
+            "device": response["device"],
+            "latency_ms": (end_ns - start_ns) / 1e6,
+            "threshold": response["threshold"],
+        },
+    )
     client.end_trace(root.trace_id, outputs={"results": results}, end_time_ns=end_ns)
     return root.trace_id
 
 
-def recorder(model_name: str, mode: str, artifact_location: str | None = None
-             ) -> Callable[[dict, int, int], str | None] | None:
+def recorder(
+    model_name: str, mode: str, artifact_location: str | None = None
+) -> Callable[[dict, int, int], str | None] | None:
     """What the server calls per answered request (response, start ns, end ns) to trace it, or None when `mode` is
     off; the experiment is made now, not on the first request."""
     if mode == "off":
@@ -115,8 +132,9 @@ def log_correction(trace_id: str, answer: str, task: str, index: int = 0, source
         fields = readable_fields(task, answer)
         value = digest(answer) | {"act": fields[0] if fields else None, "fields": sorted(fields[1]) if fields else None}
     who = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=source or "feedback")
-    return mlflow.log_expectation(trace_id=trace_id, name=CORRECTION, value=value, source=who,
-                                  metadata={"index": str(index)}).assessment_id
+    return mlflow.log_expectation(
+        trace_id=trace_id, name=CORRECTION, value=value, source=who, metadata={"index": str(index)}
+    ).assessment_id
 
 
 @dataclass(frozen=True)
@@ -152,17 +170,28 @@ def _records(trace) -> list[dict]:
     for i, r in enumerate(_root_outputs(trace).get("results", [])):
         text, answer = r.get("text"), r.get("answer")
         fields = r.get("fields")
-        out.append({
-            "trace_id": info.trace_id, "index": i, "timestamp_ms": info.request_time, "redacted": redacted,
-            "model": tags.get(TAG_MODEL), "version": tags.get(TAG_VERSION), "device": attributes.get("device"),
-            "text": None if redacted else text, "text_chars": text["chars"] if redacted else len(text),
-            "answer": None if redacted else answer,
-            "answer_sha256": answer["sha256"] if redacted else digest(answer)["sha256"],
-            "parsed": r.get("parsed", False), "act": r.get("act"),
-            "field_names": sorted(fields) if fields else [],
-            "confidence": r.get("confidence"), "needs_review": r.get("needs_review", False),
-            "latency_ms": attributes.get("latency_ms"), "correction": corrections.get(i),
-        })
+        out.append(
+            {
+                "trace_id": info.trace_id,
+                "index": i,
+                "timestamp_ms": info.request_time,
+                "redacted": redacted,
+                "model": tags.get(TAG_MODEL),
+                "version": tags.get(TAG_VERSION),
+                "device": attributes.get("device"),
+                "text": None if redacted else text,
+                "text_chars": text["chars"] if redacted else len(text),
+                "answer": None if redacted else answer,
+                "answer_sha256": answer["sha256"] if redacted else digest(answer)["sha256"],
+                "parsed": r.get("parsed", False),
+                "act": r.get("act"),
+                "field_names": sorted(fields) if fields else [],
+                "confidence": r.get("confidence"),
+                "needs_review": r.get("needs_review", False),
+                "latency_ms": attributes.get("latency_ms"),
+                "correction": corrections.get(i),
+            }
+        )
     return out
 
 
@@ -174,8 +203,12 @@ def read_requests(model_name: str, window: Window, max_results: int | None = Non
     found = experiment_id(model_name)
     if found is None:
         return []
-    traces = mlflow.search_traces(locations=[found], return_type="list", flush=True, max_results=max_results,
-                                  filter_string=f"trace.timestamp_ms >= {window.start_ms} AND "
-                                                f"trace.timestamp_ms < {window.end_ms}")
+    traces = mlflow.search_traces(
+        locations=[found],
+        return_type="list",
+        flush=True,
+        max_results=max_results,
+        filter_string=f"trace.timestamp_ms >= {window.start_ms} AND trace.timestamp_ms < {window.end_ms}",
+    )
     records = [r for t in traces if t.info.tags.get(TAG_MODEL) == model_name for r in _records(t)]
     return sorted(records, key=lambda r: (r["timestamp_ms"], r["index"]))

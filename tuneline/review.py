@@ -35,9 +35,17 @@ def least_confident_rows(predictions: list[dict], n: int, model: str, version: s
 
 def _rows(predictions: list[dict], picked: list[int], model: str, version: str) -> list[dict]:
     return [
-        {"id": i, "model": model, "version": version, "input": predictions[i]["input"],
-         "reference": predictions[i]["reference"], "prediction": predictions[i]["prediction"],
-         "confidence": predictions[i].get("confidence", ""), **dict.fromkeys(RUBRIC, ""), "notes": ""}
+        {
+            "id": i,
+            "model": model,
+            "version": version,
+            "input": predictions[i]["input"],
+            "reference": predictions[i]["reference"],
+            "prediction": predictions[i]["prediction"],
+            "confidence": predictions[i].get("confidence", ""),
+            **dict.fromkeys(RUBRIC, ""),
+            "notes": "",
+        }
         for i in picked
     ]
 

@@ -60,15 +60,25 @@ def review_rule(serving: ServingConfig, recorded: dict | None, label: str) -> Re
     if serving.min_confidence != "auto":
         return ReviewRule(float(serving.min_confidence), "serving.min_confidence")
     if recorded is None:
-        log.warning("%s recorded no confidence_threshold (trained before confidences were): every answer is marked "
-                    "needs_review; evaluate it again or set serving.min_confidence", label)
+        log.warning(
+            "%s recorded no confidence_threshold (trained before confidences were): every answer is marked "
+            "needs_review; evaluate it again or set serving.min_confidence",
+            label,
+        )
         return ReviewRule(None, "auto: the model version recorded no threshold")
     if recorded["min_confidence"] is None:
-        log.warning("%s: no confidence threshold reached exact match %s on its test set: every answer is marked "
-                    "needs_review", label, recorded["target_precision"])
+        log.warning(
+            "%s: no confidence threshold reached exact match %s on its test set: every answer is marked needs_review",
+            label,
+            recorded["target_precision"],
+        )
     if recorded["target_precision"] != serving.target_precision:
-        log.warning("%s recorded its threshold for target_precision %s, not the configured %s: serving the recorded "
-                    "one", label, recorded["target_precision"], serving.target_precision)
+        log.warning(
+            "%s recorded its threshold for target_precision %s, not the configured %s: serving the recorded one",
+            label,
+            recorded["target_precision"],
+            serving.target_precision,
+        )
     return ReviewRule(recorded["min_confidence"], "auto: the model version's confidence_threshold", recorded)
 
 
@@ -119,19 +129,24 @@ class Extractor:
         if not texts:
             raise RequestError("texts is empty: send one text or a list of texts")
         if len(texts) > self.serving.max_texts:
-            raise RequestError(f"texts has {len(texts)} texts; at most {self.serving.max_texts} per request "
-                               "(serving.max_texts)")
+            raise RequestError(
+                f"texts has {len(texts)} texts; at most {self.serving.max_texts} per request (serving.max_texts)"
+            )
         limit, counts = self.max_input_tokens(), []
         for i, text in enumerate(texts):
             if not text.strip():
                 raise RequestError(f"texts[{i}] is empty")
             if len(text) > limit * CHARS_PER_TOKEN:
-                raise RequestError(f"texts[{i}] is {len(text)} characters; the model reads at most {limit} tokens, "
-                                   f"and no text has over {CHARS_PER_TOKEN} characters per token")
+                raise RequestError(
+                    f"texts[{i}] is {len(text)} characters; the model reads at most {limit} tokens, "
+                    f"and no text has over {CHARS_PER_TOKEN} characters per token"
+                )
             n = len(self.checker(text, add_special_tokens=False)["input_ids"])
             if n > limit:
-                raise RequestError(f"texts[{i}] is {n} tokens; the model reads at most {limit} "
-                                   "(its context less the prompt template and evaluation.max_new_tokens)")
+                raise RequestError(
+                    f"texts[{i}] is {n} tokens; the model reads at most {limit} "
+                    "(its context less the prompt template and evaluation.max_new_tokens)"
+                )
             counts.append(n)
         return counts
 
@@ -155,9 +170,15 @@ class Extractor:
         """Checked texts' answers, in the evaluator's batches (what `extract` and the batcher run)."""
         constraint = self.constraint(grammar)
         with self.lock:
-            return generate_greedy(self.model, self.tokenizer, [self.prompt(t) for t in texts],
-                                   self.evaluation.batch_size, self.evaluation.max_new_tokens,
-                                   max_batch_tokens=self.evaluation.max_batch_tokens, constraint=constraint)
+            return generate_greedy(
+                self.model,
+                self.tokenizer,
+                [self.prompt(t) for t in texts],
+                self.evaluation.batch_size,
+                self.evaluation.max_new_tokens,
+                max_batch_tokens=self.evaluation.max_batch_tokens,
+                constraint=constraint,
+            )
 
     def extract(self, texts: list[str], grammar: str | None = None) -> dict:
         """One request generated on its own (the deployment goes through tuneline/batcher.py)."""
@@ -172,22 +193,45 @@ class Extractor:
         for text, n, answer, spans, logprobs in zip(texts, counts, gen.texts, gen.spans, gen.logprobs):
             fields = readable_fields(self.task, answer)
             confidence = answer_confidence(self.task, answer, spans, logprobs, self.evaluation.json_match)
-            results.append({
-                "text": text, "answer": answer, "parsed": fields is not None,
-                "act": fields[0] if fields else None, "fields": fields[1] if fields else None,
-                **confidence.as_row(), "needs_review": self.review.needs_review(confidence.answer),
-                "input_tokens": n, "new_tokens": len(spans),
-                "truncated": len(logprobs) == len(spans) == self.evaluation.max_new_tokens,
-                "seconds": gen.seconds / len(texts),
-            })
-        return {"model": self.label, "version": self.version, "device": self.device, "seconds": gen.seconds,
-                "threshold": self.review.as_dict(), "results": results}
+            results.append(
+                {
+                    "text": text,
+                    "answer": answer,
+                    "parsed": fields is not None,
+                    "act": fields[0] if fields else None,
+                    "fields": fields[1] if fields else None,
+                    **confidence.as_row(),
+                    "needs_review": self.review.needs_review(confidence.answer),
+                    "input_tokens": n,
+                    "new_tokens": len(spans),
+                    "truncated": len(logprobs) == len(spans) == self.evaluation.max_new_tokens,
+                    "seconds": gen.seconds / len(texts),
+                }
+            )
+        return {
+            "model": self.label,
+            "version": self.version,
+            "device": self.device,
+            "seconds": gen.seconds,
+            "threshold": self.review.as_dict(),
+            "results": results,
+        }
 
 
-def load_extractor(label: str, task: str, base_dir: Path, adapter_dir: Path, data: DataConfig,
-                   evaluation: EvaluationConfig, serving: ServingConfig, dtype: str = "float32",
-                   device: str = "auto", threshold: dict | None = None, name: str = "",
-                   version: str = "") -> Extractor:
+def load_extractor(
+    label: str,
+    task: str,
+    base_dir: Path,
+    adapter_dir: Path,
+    data: DataConfig,
+    evaluation: EvaluationConfig,
+    serving: ServingConfig,
+    dtype: str = "float32",
+    device: str = "auto",
+    threshold: dict | None = None,
+    name: str = "",
+    version: str = "",
+) -> Extractor:
     """Base and adapter merged once, on the GPU when there is one; the tokenizer (and its chat template) is the
     one saved with the adapter, so prompts render as in training. `threshold`: the version's
     `confidence_threshold` metadata, None when it has none; `name` and `version`: the registered model's."""
@@ -195,8 +239,19 @@ def load_extractor(label: str, task: str, base_dir: Path, adapter_dir: Path, dat
 
     device, dtype = placement(device, dtype)
     model = load_merged(base_dir, adapter_dir, dtype, device).eval()
-    return Extractor(label, task, model, load_tokenizer(adapter_dir), data, evaluation, serving, device,
-                     review_rule(serving, threshold, label), name, version)
+    return Extractor(
+        label,
+        task,
+        model,
+        load_tokenizer(adapter_dir),
+        data,
+        evaluation,
+        serving,
+        device,
+        review_rule(serving, threshold, label),
+        name,
+        version,
+    )
 
 
 class ModelSlot:
@@ -205,8 +260,9 @@ class ModelSlot:
     waits for a load or fails during one. Requests go through `batcher`, which generates each batch on the
     extractor current when the batch starts."""
 
-    def __init__(self, extractor: Extractor, version: str,
-                 record: Callable[[dict, int, int], str | None] | None = None):
+    def __init__(
+        self, extractor: Extractor, version: str, record: Callable[[dict, int, int], str | None] | None = None
+    ):
         self.record = record  # tuneline/recording.py `recorder`: traces each answered request
         self._lock = threading.Lock()
         self._current = (extractor, version)

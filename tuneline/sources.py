@@ -44,8 +44,9 @@ def _input_key(cfg: DataConfig) -> Callable[[dict], object]:
     return key
 
 
-def _complete(splits: dict[str, list[dict]], seed: int, key: Callable[[dict], object] | None = None
-              ) -> dict[str, list[dict]]:
+def _complete(
+    splits: dict[str, list[dict]], seed: int, key: Callable[[dict], object] | None = None
+) -> dict[str, list[dict]]:
     """Splits the source gives are used as given; a missing test (10%) or validation (5%) split is carved from
     train by a seeded shuffle, so its rows are fixed across runs. Rows with the same input (`key`: several
     references for one input, as data-to-text corpora have) move together, so an input is never in two splits.
@@ -96,7 +97,9 @@ def _read(path: Path) -> list[dict]:
 def _from_folder(folder: Path) -> dict[str, list[dict]]:
     found = _split_files(folder)
     if "train" not in found:
-        raise DataError(f"{folder}: no train file (expected train.*, validation.*, test.* with suffix {'/'.join(SUFFIXES)})")
+        raise DataError(
+            f"{folder}: no train file (expected train.*, validation.*, test.* with suffix {'/'.join(SUFFIXES)})"
+        )
     return {s: _read(found[s]) for s in SPLITS if s in found}
 
 
@@ -120,8 +123,7 @@ def load_splits(cfg: DataConfig) -> dict[str, list[dict]]:
 
         data = synthetic_viggo(seed=cfg.seed)
         return {
-            s: [{**r, "_file": f"{source}/{s}", "_line": i + 1} for i, r in enumerate(rows)]
-            for s, rows in data.items()
+            s: [{**r, "_file": f"{source}/{s}", "_line": i + 1} for i, r in enumerate(rows)] for s, rows in data.items()
         }
     path = Path(source).expanduser()
     if path.is_file():

@@ -121,8 +121,14 @@ def flatten(value, match: JsonMatch, path: str = "") -> dict[str, str]:
             out |= flatten(item, match, f"{path}[{i}]")
         return out
     if isinstance(value, list):
-        items = sorted({json.dumps(flatten(item, match), sort_keys=True) if isinstance(item, (dict, list))
-                        else _scalar(item, match) for item in value})
+        items = sorted(
+            {
+                json.dumps(flatten(item, match), sort_keys=True)
+                if isinstance(item, (dict, list))
+                else _scalar(item, match)
+                for item in value
+            }
+        )
         return {path or "[]": json.dumps(items)}
     return {path or "value": _scalar(value, match) if not isinstance(value, dict) else "{}"}
 
@@ -177,6 +183,7 @@ def reference_problem(task: str, text: str) -> str | None:
         except ValueError as err:
             why = f"; {err}"
     return f"does not parse as {_GRAMMARS[task]}{why}"
+
 
 _ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
 _FIELD_METRICS = {"parse_rate", "slot_accuracy", "slot_precision", "slot_recall", "micro_f1", "macro_f1"}

@@ -92,9 +92,18 @@ def log_training_result(result: TrainResult) -> None:
     curve's name: that would add a point at step 0 to the curve (the last `eval_loss` is the curve's last point)."""
     totals = {"mean_loss": result.train_loss, "resumed_from_step": result.resumed_from_step}
     log_metrics({k: v for k, v in totals.items() if v is not None}, prefix="train")
-    log_metrics({"rows_per_second": result.rows_per_second, "tokens_per_second": result.tokens_per_second,
-                 "steps_per_second": result.steps_per_second, "seconds": result.seconds, "rows": result.rows,
-                 "tokens": result.tokens, "steps": result.steps}, prefix="throughput")
+    log_metrics(
+        {
+            "rows_per_second": result.rows_per_second,
+            "tokens_per_second": result.tokens_per_second,
+            "steps_per_second": result.steps_per_second,
+            "seconds": result.seconds,
+            "rows": result.rows,
+            "tokens": result.tokens,
+            "steps": result.steps,
+        },
+        prefix="throughput",
+    )
 
 
 def log_dir(path: Path | str, artifact_path: str) -> None:
@@ -181,5 +190,6 @@ def mirror_registry(model_name: str, zenml_version: str, run_id: str) -> None:
     except MlflowException:
         pass  # already registered
     if _registry_version(client, model_name, zenml_version) is None:
-        client.create_model_version(model_name, source=f"runs:/{run_id}/adapter", run_id=run_id,
-                                    tags={"zenml_version": zenml_version})
+        client.create_model_version(
+            model_name, source=f"runs:/{run_id}/adapter", run_id=run_id, tags={"zenml_version": zenml_version}
+        )

@@ -44,18 +44,30 @@ class TrainJob:
 
     def settings(self) -> dict:
         """Everything but the records, as JSON-able values (the distributed job file)."""
-        return {"model_dir": str(self.model_dir), "output_dir": str(self.output_dir),
-                "checkpoint_dir": str(self.checkpoint_dir), "resume": self.resume, "task": self.task,
-                "model": self.model.model_dump(),
-                "lora": self.lora.model_dump(), "training": self.training.model_dump()}
+        return {
+            "model_dir": str(self.model_dir),
+            "output_dir": str(self.output_dir),
+            "checkpoint_dir": str(self.checkpoint_dir),
+            "resume": self.resume,
+            "task": self.task,
+            "model": self.model.model_dump(),
+            "lora": self.lora.model_dump(),
+            "training": self.training.model_dump(),
+        }
 
     @classmethod
     def from_settings(cls, settings: dict, train: list[dict], validation: list[dict]) -> "TrainJob":
         return cls(
-            model_dir=settings["model_dir"], train=train, validation=validation, output_dir=settings["output_dir"],
-            model=ModelConfig(**settings["model"]), lora=LoraConfig(**settings["lora"]),
-            training=TrainingConfig(**settings["training"]), checkpoint_dir=settings["checkpoint_dir"],
-            resume=settings["resume"], task=settings["task"],
+            model_dir=settings["model_dir"],
+            train=train,
+            validation=validation,
+            output_dir=settings["output_dir"],
+            model=ModelConfig(**settings["model"]),
+            lora=LoraConfig(**settings["lora"]),
+            training=TrainingConfig(**settings["training"]),
+            checkpoint_dir=settings["checkpoint_dir"],
+            resume=settings["resume"],
+            task=settings["task"],
         )
 
 

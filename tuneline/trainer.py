@@ -21,8 +21,13 @@ log = logging.getLogger(__name__)
 
 # Liger's fused RMSNorm, SwiGLU and RoPE; not its fused cross-entropy heads: `answer_loss` already projects only
 # the answer positions, through the model's own forward.
-LIGER_KERNELS = {"rope": True, "rms_norm": True, "swiglu": True, "cross_entropy": False,
-                 "fused_linear_cross_entropy": False}
+LIGER_KERNELS = {
+    "rope": True,
+    "rms_norm": True,
+    "swiglu": True,
+    "cross_entropy": False,
+    "fused_linear_cross_entropy": False,
+}
 
 
 def answer_loss(model, inputs: dict, num_items: torch.Tensor | int | None = None) -> torch.Tensor:
@@ -62,12 +67,12 @@ def trainer_class():
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
 
-        def evaluation_loop(self, dataloader, description, prediction_loss_only=None, ignore_keys=None,
-                            metric_key_prefix="eval"):
+        def evaluation_loop(
+            self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+        ):
             """Our `compute_metrics`: it needs the model to generate, which the Trainer's hook never sees. Added
             here, before the Trainer logs the metrics and hands them to the callbacks and the best-model check."""
-            out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys,
-                                          metric_key_prefix)
+            out = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
             if self.score_validation:
                 scores = self.score_validation(self.model)
                 out.metrics.update({f"{metric_key_prefix}_{k}": v for k, v in scores.items()})
@@ -80,8 +85,16 @@ def trainer_class():
 # items as samples, and ours are prebuilt batches (so `train_samples_per_second` is batches/s); `TrainResult` has
 # rates named for what they count. `train_loss`, the run's mean loss, is in the run's summary. `epoch` comes with
 # every log: it goes to the hook with the training loss only, one point per logging step.
-NOT_CURVES = ("train_loss", "total_flos", "train_runtime", "train_samples_per_second", "train_steps_per_second",
-              "eval_runtime", "eval_samples_per_second", "eval_steps_per_second")
+NOT_CURVES = (
+    "train_loss",
+    "total_flos",
+    "train_runtime",
+    "train_samples_per_second",
+    "train_steps_per_second",
+    "eval_runtime",
+    "eval_samples_per_second",
+    "eval_steps_per_second",
+)
 
 
 def progress_callback(hook: MetricsHook | None, on_checkpoint: CheckpointHook | None):
@@ -105,7 +118,12 @@ def progress_callback(hook: MetricsHook | None, on_checkpoint: CheckpointHook | 
                 eta = elapsed / done * (state.max_steps - state.global_step)
                 log.info(
                     "step %d/%d  loss %.4f  lr %.2e  elapsed %.0fs  eta %.0fs",
-                    state.global_step, state.max_steps, logs["loss"], logs.get("learning_rate", 0.0), elapsed, eta,
+                    state.global_step,
+                    state.max_steps,
+                    logs["loss"],
+                    logs.get("learning_rate", 0.0),
+                    elapsed,
+                    eta,
                 )
             if "eval_loss" in logs:
                 log.info("step %d/%d  eval_loss %.4f", state.global_step, state.max_steps, logs["eval_loss"])
@@ -142,11 +160,11 @@ def trainer_arguments(job: TrainJob, max_steps: int, evaluate_during: bool):
         save_steps=save_steps or 500,
         save_total_limit=2 if save_steps else None,  # the best and the last
         # The best adapter can only be restored from a checkpoint written at an evaluation step.
-        load_best_model_at_end=select or bool(
-            cfg.early_stopping_patience and cfg.save_steps and cfg.save_steps % cfg.eval_steps == 0
+        load_best_model_at_end=select
+        or bool(cfg.early_stopping_patience and cfg.save_steps and cfg.save_steps % cfg.eval_steps == 0),
+        metric_for_best_model=(
+            PRIMARY_METRIC[job.task] if select else "eval_loss" if cfg.early_stopping_patience else None
         ),
-        metric_for_best_model=(PRIMARY_METRIC[job.task] if select
-                               else "eval_loss" if cfg.early_stopping_patience else None),
         greater_is_better=True if select else None,
         include_num_input_tokens_seen="all" if cfg.budget_minutes else "no",  # the budget's tokens per second
         prediction_loss_only=True,

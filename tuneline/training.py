@@ -23,6 +23,7 @@ from tuneline.trainer import progress_callback, trainer_arguments, trainer_class
 
 log = logging.getLogger(__name__)
 
+
 def last_checkpoint(job: TrainJob) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -35,8 +36,9 @@ def batches(job: TrainJob, records: list[dict]) -> list[list[dict]]:
     """The records' token ids (made once, by the data step) grouped into batches of like length."""
     examples = [{"input_ids": r["input_ids"], "labels": r["labels"]} for r in records]
     cfg = job.training
-    groups = length_grouped_batches([len(e["input_ids"]) for e in examples], cfg.batch_size, cfg.max_batch_tokens,
-                                    packed=cfg.packing)
+    groups = length_grouped_batches(
+        [len(e["input_ids"]) for e in examples], cfg.batch_size, cfg.max_batch_tokens, packed=cfg.packing
+    )
     return [[examples[i] for i in group] for group in groups]
 
 
@@ -54,8 +56,14 @@ def _budget(job: TrainJob, train_set: list[list[dict]], collate):
     as the Trainer counts the tokens it has seen."""
     tokens = sum(collate(b)["input_ids"].numel() for b in train_set)
     per_epoch = len(train_set) / _per_step(job)
-    return budget_callback(job.training.budget_minutes, tokens / per_epoch, per_epoch, len(job.train),
-                           _steps(job, len(train_set)), job.training.warmup_ratio)
+    return budget_callback(
+        job.training.budget_minutes,
+        tokens / per_epoch,
+        per_epoch,
+        len(job.train),
+        _steps(job, len(train_set)),
+        job.training.warmup_ratio,
+    )
 
 
 def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_checkpoint: CheckpointHook | None):
@@ -68,16 +76,23 @@ def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_c
     model = load_trainable_model(job)
     steps = _steps(job, len(train_set), MAX_EPOCHS if cfg.budget_minutes else None)  # a budget's upper bound
     args = trainer_arguments(job, steps, bool(cfg.eval_steps and val_set))
-    collate = (PackCollator(tokenizer.pad_token_id, padding_free=job.model.attn_implementation in FLASH)
-               if cfg.packing else PadCollator(tokenizer.pad_token_id))
+    collate = (
+        PackCollator(tokenizer.pad_token_id, padding_free=job.model.attn_implementation in FLASH)
+        if cfg.packing
+        else PadCollator(tokenizer.pad_token_id)
+    )
     callbacks = [progress_callback(on_metrics, on_checkpoint)]
     budget = _budget(job, train_set, collate) if cfg.budget_minutes else None
     callbacks += [budget] if budget else []
     if cfg.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(cfg.early_stopping_patience))
     trainer = trainer_class()(
-        model=model, args=args, train_dataset=train_set, eval_dataset=val_set or None,
-        data_collator=BatchCollator(collate), callbacks=callbacks,
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=val_set or None,
+        data_collator=BatchCollator(collate),
+        callbacks=callbacks,
     )
     trainer.remove_callback(PrinterCallback)  # our progress callback reports the same values, with ETA
     trainer.budget = budget
@@ -92,8 +107,12 @@ def choices(trainer) -> dict:
     if trainer.budget:
         out["budget"] = trainer.budget.summary(state)
     if trainer.args.load_best_model_at_end and state.best_global_step:
-        out["selected"] = {"metric": trainer.args.metric_for_best_model, "value": state.best_metric,
-                           "step": state.best_global_step, "of_steps": state.global_step}
+        out["selected"] = {
+            "metric": trainer.args.metric_for_best_model,
+            "value": state.best_metric,
+            "step": state.best_global_step,
+            "of_steps": state.global_step,
+        }
     return out
 
 
@@ -109,8 +128,9 @@ def final_eval_loss(trainer) -> float | None:
     return trainer.evaluate()["eval_loss"]
 
 
-def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None, resumed_from: str | None,
-            tokenizer) -> TrainResult:
+def _result(
+    job: TrainJob, trainer, out, seconds: float, eval_loss: float | None, resumed_from: str | None, tokenizer
+) -> TrainResult:
     adapter_dir = job.output_dir / "adapter"
     trainer.model.save_pretrained(adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
@@ -137,8 +157,9 @@ def _result(job: TrainJob, trainer, out, seconds: float, eval_loss: float | None
     )
 
 
-def train_lora(job: TrainJob, on_metrics: MetricsHook | None = None,
-               on_checkpoint: CheckpointHook | None = None) -> TrainResult:
+def train_lora(
+    job: TrainJob, on_metrics: MetricsHook | None = None, on_checkpoint: CheckpointHook | None = None
+) -> TrainResult:
     """Train an adapter into `job.output_dir/adapter`. `on_metrics` gets the logged curves (e.g. for MLflow);
     with `training.save_steps`, each checkpoint is handed to `on_checkpoint` (e.g. to mirror it)."""
     from transformers import set_seed

@@ -81,8 +81,14 @@ class Prepared(BaseModel):
 
 def _quarantine(split: str, row: dict, reason: str, detail: str) -> dict:
     raw = row.get(RAW) if ERROR in row else {k: v for k, v in row.items() if not k.startswith("_")}
-    return {"split": split, "file": row.get("_file"), "line": row.get("_line"), "reason": reason, "detail": detail,
-            "raw": raw}
+    return {
+        "split": split,
+        "file": row.get("_file"),
+        "line": row.get("_line"),
+        "reason": reason,
+        "detail": detail,
+        "raw": raw,
+    }
 
 
 def _sample(rows: list, cap: int | None, seed: int) -> list:
@@ -105,8 +111,13 @@ def _length_stats(lengths: list[int]) -> dict[str, float]:
     if not lengths:
         return {}
     s = sorted(lengths)
-    return {"min": s[0], "mean": sum(s) / len(s), "p50": s[len(s) // 2], "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
-            "max": s[-1]}
+    return {
+        "min": s[0],
+        "mean": sum(s) / len(s),
+        "p50": s[len(s) // 2],
+        "p95": s[min(len(s) - 1, int(0.95 * len(s)))],
+        "max": s[-1],
+    }
 
 
 def _coverage(raw: dict[str, list[dict]]) -> dict[str, float]:
@@ -156,8 +167,10 @@ def _conflicts(accepted: dict[str, list[tuple[dict, dict]]], quarantine: bool) -
         found.append(", ".join(rec["source"] for _, _, rec in rows))
         if quarantine:
             dropped |= {id(rec) for _, _, rec in rows}
-            entries += [_quarantine(split, row, "conflict", f"{len(answers)} different answers for one input: "
-                                    f"{found[-1]}") for split, row, _ in rows]
+            entries += [
+                _quarantine(split, row, "conflict", f"{len(answers)} different answers for one input: {found[-1]}")
+                for split, row, _ in rows
+            ]
     for split in accepted if dropped else ():
         accepted[split] = [(row, rec) for row, rec in accepted[split] if id(rec) not in dropped]
     return found, entries
@@ -188,7 +201,9 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
             tokens = tokenize_segments(tokenizer, rendered["segments"], cfg.max_seq_len)
             n_tokens = tokens["n_tokens"]
             if n_tokens > cfg.max_seq_len and cfg.overlong == "quarantine":
-                quarantine.append(_quarantine(split, row, "too_long", f"{n_tokens} tokens > data.max_seq_len {cfg.max_seq_len}"))
+                quarantine.append(
+                    _quarantine(split, row, "too_long", f"{n_tokens} tokens > data.max_seq_len {cfg.max_seq_len}")
+                )
                 continue
             key = json.dumps(messages, sort_keys=True)
             if key in seen:
@@ -196,9 +211,19 @@ def prepare(raw: dict[str, list[dict]], cfg: DataConfig, tokenizer, template_fal
                 continue
             seen.add(key)
             # The ids are kept: training reads them instead of tokenizing every row again.
-            kept.append((row, {"messages": messages, **rendered, "n_tokens": n_tokens,
-                               "input_ids": tokens["input_ids"], "labels": tokens["labels"],
-                               "source": f"{row['_file']}:{row['_line']}"}))
+            kept.append(
+                (
+                    row,
+                    {
+                        "messages": messages,
+                        **rendered,
+                        "n_tokens": n_tokens,
+                        "input_ids": tokens["input_ids"],
+                        "labels": tokens["labels"],
+                        "source": f"{row['_file']}:{row['_line']}",
+                    },
+                )
+            )
         accepted[split] = kept
 
     quarantine += _drop_leakage(accepted)
@@ -259,8 +284,10 @@ def gate_message(report: DataReport, quarantine: list[dict], examples: int = 5) 
     for i, q in enumerate(quarantine):
         first.setdefault(q["reason"], i)
     firsts = set(first.values())
-    shown = sorted(firsts) + [i for i in range(len(quarantine)) if i not in firsts][:max(0, examples - len(firsts))]
-    lines += [f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in (quarantine[i] for i in sorted(shown))]
+    shown = sorted(firsts) + [i for i in range(len(quarantine)) if i not in firsts][: max(0, examples - len(firsts))]
+    lines += [
+        f"  {q['file']}:{q['line']}: {q['reason']}: {q['detail']}" for q in (quarantine[i] for i in sorted(shown))
+    ]
     if len(quarantine) > len(shown):
         lines.append(f"  ... and {len(quarantine) - len(shown)} more in the 'quarantine' artifact")
     return "\n".join(lines)

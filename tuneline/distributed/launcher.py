@@ -53,12 +53,23 @@ class DistributedTrainingError(RuntimeError):
 
 def launch_command(job_dir: Path, num_processes: int) -> list[str]:
     return [
-        sys.executable, "-m", "accelerate.commands.launch",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
         "--multi_gpu",  # the torchrun launcher, also on CPU (see the module docstring)
-        "--num_processes", str(num_processes), "--num_machines", "1",
-        "--main_process_port", "0",  # a free port, so runs side by side do not collide
-        "--mixed_precision", "no", "--dynamo_backend", "no",  # bf16/fp16 are set by the Trainer's arguments
-        "-m", "tuneline.distributed.worker", str(job_dir),
+        "--num_processes",
+        str(num_processes),
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        "0",  # a free port, so runs side by side do not collide
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",  # bf16/fp16 are set by the Trainer's arguments
+        "-m",
+        "tuneline.distributed.worker",
+        str(job_dir),
     ]
 
 
@@ -94,8 +105,9 @@ def _pump(stream, tail: collections.deque) -> None:
         tail.append(line)
 
 
-def train_distributed(job: TrainJob, on_metrics: MetricsHook | None = None,
-                      on_checkpoint: CheckpointHook | None = None) -> TrainResult:
+def train_distributed(
+    job: TrainJob, on_metrics: MetricsHook | None = None, on_checkpoint: CheckpointHook | None = None
+) -> TrainResult:
     """`train_lora` in `training.num_processes` data-parallel processes; same job, same result."""
     cfg = job.training
     cuda = torch.cuda.is_available()
@@ -112,13 +124,20 @@ def train_distributed(job: TrainJob, on_metrics: MetricsHook | None = None,
         (job_dir / sub).mkdir(parents=True)
     write_jsonl(job_dir / "train.jsonl", job.train)
     write_jsonl(job_dir / "validation.jsonl", job.validation)
-    write_json(job_dir / "job.json", {"job": job.settings(), "report_checkpoints": on_checkpoint is not None,
-                                      "parent_pid": os.getpid()})
+    write_json(
+        job_dir / "job.json",
+        {"job": job.settings(), "report_checkpoints": on_checkpoint is not None, "parent_pid": os.getpid()},
+    )
 
     cmd = launch_command(job_dir, cfg.num_processes)
     log.info("training in %d processes (%s): %s", cfg.num_processes, "GPU" if cuda else "CPU", " ".join(cmd))
     proc = subprocess.Popen(
-        cmd, env=_worker_env(cfg, cuda), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+        cmd,
+        env=_worker_env(cfg, cuda),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
         errors="replace",
     )
     tail: collections.deque = collections.deque(maxlen=TAIL_LINES)

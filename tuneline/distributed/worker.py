@@ -31,11 +31,13 @@ def _adapter_digest(adapter_dir: Path) -> str:
 
 def _work(job_dir: Path, rank: int, world: int) -> None:
     spec = json.loads((job_dir / "job.json").read_text())
-    job = TrainJob.from_settings(spec["job"], read_jsonl(job_dir / "train.jsonl"),
-                                 read_jsonl(job_dir / "validation.jsonl"))
+    job = TrainJob.from_settings(
+        spec["job"], read_jsonl(job_dir / "train.jsonl"), read_jsonl(job_dir / "validation.jsonl")
+    )
     if world != job.training.num_processes:
-        raise SystemExit(f"started as {world} process(es), the job asks for training.num_processes "
-                         f"{job.training.num_processes}")
+        raise SystemExit(
+            f"started as {world} process(es), the job asks for training.num_processes {job.training.num_processes}"
+        )
     if torch.cuda.is_available():
         # Before the model loads: a quantized (QLoRA) base is placed on the current device, which must be this rank's.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
@@ -47,10 +49,16 @@ def _work(job_dir: Path, rank: int, world: int) -> None:
         on_metrics=events.metrics if events else None,
         on_checkpoint=events.checkpoint if events and spec["report_checkpoints"] else None,
     )
-    write_json(job_dir / "ranks" / f"{rank}.json", {
-        "rank": rank, "world_size": world, "pid": os.getpid(), "steps": result.steps,
-        "adapter_sha256": _adapter_digest(result.adapter_dir),
-    })
+    write_json(
+        job_dir / "ranks" / f"{rank}.json",
+        {
+            "rank": rank,
+            "world_size": world,
+            "pid": os.getpid(),
+            "steps": result.steps,
+            "adapter_sha256": _adapter_digest(result.adapter_dir),
+        },
+    )
     if rank == 0:
         write_json(job_dir / "result.json", {**result.__dict__, "adapter_dir": str(result.adapter_dir)})
 
