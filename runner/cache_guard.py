@@ -20,7 +20,7 @@ def expire_damaged_cache() -> list[str]:
     """Check the step run ZenML would reuse for each cache key (the newest completed one; when it is damaged,
     the next newest), expire those with a damaged output, and return what was found (also logged)."""
     client = Client()
-    settled, found = set(), []
+    settled, found, damaged = set(), [], []
     for step in depaginate_stream(
         client.list_run_steps,
         project=client.active_project.id,
@@ -35,9 +35,12 @@ def expire_damaged_cache() -> list[str]:
         if not problems:
             settled.add(step.cache_key)
             continue
-        client.update_step_run(step.id, cache_expires_at=utc_now())
+        damaged.append(step.id)
         found.append(f"step '{step.name}' will run again instead of reusing its cached outputs: {'; '.join(problems)}")
         log.warning(found[-1])
+    # Expired only once every page has been read: expiring one mid-stream shifts the pages the filter returns.
+    for step_id in damaged:
+        client.update_step_run(step_id, cache_expires_at=utc_now())
     return found
 
 
