@@ -30,9 +30,9 @@ from tuneline.config import load_run_config
 # imported to look them up. Anything else is unexpected: exit 1 with its root cause (runner/failures.py).
 EXIT_CODES = [
     ("tuneline.config", "ConfigError", 2),
-    ("tuneline.sources", "DataError", 2),
-    ("tuneline.proposal", "ProposalError", 2),
-    ("tuneline.review", "ReviewError", 2),
+    ("tuneline.data.sources", "DataError", 2),
+    ("tuneline.data.proposal", "ProposalError", 2),
+    ("tuneline.evaluate.review", "ReviewError", 2),
     ("runner.schedule", "ScheduleError", 2),
     ("runner.launch", "RefusedAtStart", 2),
     ("builtins", "FileExistsError", 2),
@@ -78,7 +78,7 @@ def _version_arg(p: argparse.ArgumentParser, default: str | None = None, base: b
 
 
 def _window(text: str) -> str:
-    from tuneline.monitoring import window_ms
+    from tuneline.serve.monitoring import window_ms
 
     try:
         window_ms(text)
@@ -203,7 +203,7 @@ def _load(args: argparse.Namespace):
 
 def preflight(config) -> None:
     """Fail before ZenML starts on what can be checked without running a step."""
-    from tuneline.sources import DataError, looks_like_path
+    from tuneline.data.sources import DataError, looks_like_path
 
     source = config.data.source
     if looks_like_path(source) and not (path := Path(source).expanduser()).exists():
@@ -334,8 +334,8 @@ def cmd_review(args) -> int:
 def cmd_init(args) -> int:
     from runner.init_config import write_config
     from runner.paths import shown
-    from tuneline.proposal import ProposalError
-    from tuneline.sources import DataError
+    from tuneline.data.proposal import ProposalError
+    from tuneline.data.sources import DataError
 
     try:
         proposal, written = write_config(

@@ -25,10 +25,10 @@ sys.path.insert(0, str(ROOT))
 
 def _prompts(n: int, model_dir) -> list[str]:
     from tuneline.config import DataConfig, EvaluationConfig
-    from tuneline.evaluation import select_test
-    from tuneline.modeling import load_tokenizer
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.evaluate.evaluation import select_test
+    from tuneline.models.modeling import load_tokenizer
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(max_train_samples=1, max_validation_samples=1)
     prepared = prepare(load_splits(data), data, load_tokenizer(model_dir))
@@ -38,8 +38,8 @@ def _prompts(n: int, model_dir) -> list[str]:
 def worker(args) -> None:
     import torch
 
-    from tuneline.generation import generate_greedy
-    from tuneline.modeling import load_model, load_tokenizer, placement, resolve_base_model
+    from tuneline.generate.generation import generate_greedy
+    from tuneline.models.modeling import load_model, load_tokenizer, placement, resolve_base_model
 
     torch.manual_seed(0)
     model_dir = resolve_base_model(args.model)

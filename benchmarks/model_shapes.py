@@ -46,7 +46,7 @@ def build_random_model(shape: str, out: Path, dtype: str = "bfloat16", device: s
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    from tuneline.modeling import load_tokenizer, resolve_base_model
+    from tuneline.models.modeling import load_tokenizer, resolve_base_model
 
     if (out / "config.json").is_file():
         return out

@@ -44,10 +44,10 @@ def bootstrap_interval(values: list[float], samples: int = 2000, seed: int = 0) 
 
 
 def _prepared(cfg: TunelineConfig):
-    from tuneline.chat_format import ensure_chat_template
-    from tuneline.modeling import load_tokenizer, resolve_base_model
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.chat_format import ensure_chat_template
+    from tuneline.models.modeling import load_tokenizer, resolve_base_model
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     model_dir = resolve_base_model(cfg.model.base)
     tokenizer = load_tokenizer(model_dir)
@@ -57,7 +57,7 @@ def _prepared(cfg: TunelineConfig):
 
 def examples_hash(test: list[dict]) -> str:
     """The test examples themselves (user input, reference), not their rendering: recipes may change the prompt."""
-    from tuneline.formats import user_input
+    from tuneline.data.formats import user_input
 
     payload = json.dumps([[user_input(r["messages"]), r["messages"][-1]["content"]] for r in test])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
@@ -66,7 +66,7 @@ def examples_hash(test: list[dict]) -> str:
 def _scored(
     label: str, cfg: TunelineConfig, model_dir: Path, test: list[dict], adapter_dir: Path | None, grammar: str | None
 ) -> dict:
-    from tuneline.evaluation import evaluate_model
+    from tuneline.evaluate.evaluation import evaluate_model
 
     result = evaluate_model(
         label,
@@ -93,10 +93,10 @@ def _scored(
 
 
 def run_recipe(name: str, cfg: TunelineConfig, base: bool, also_constrained: bool) -> list[dict]:
-    from tuneline.evaluation import select_test
-    from tuneline.grammar import evaluation_grammar, task_grammar
-    from tuneline.train_job import TrainJob
-    from tuneline.training import train_lora
+    from tuneline.evaluate.evaluation import select_test
+    from tuneline.generate.grammar import evaluation_grammar, task_grammar
+    from tuneline.train.train_job import TrainJob
+    from tuneline.train.training import train_lora
 
     start = time.monotonic()
     model_dir, splits = _prepared(cfg)

@@ -139,8 +139,8 @@ def peak_rss_mb(pid: int | None) -> float | None:
 
 
 def test_inputs(config) -> list[str]:
-    from tuneline.formats import to_messages
-    from tuneline.sources import load_splits
+    from tuneline.data.formats import to_messages
+    from tuneline.data.sources import load_splits
 
     return [to_messages(row, config.data)[-2]["content"] for row in load_splits(config.data)["test"]]
 

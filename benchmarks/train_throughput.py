@@ -6,7 +6,7 @@
 Every setup trains SmolLM2-135M-Instruct with the same LoRA (r, alpha, targets), learning rate, schedule, batch
 size and seed for one pass over the same ViGGO training examples, so all see the same target tokens:
 
-  ours        tuneline.training.train_lora: length-grouped batches (on CUDA: padding-free packed rows, Liger
+  ours        tuneline.train.training.train_lora: length-grouped batches (on CUDA: padding-free packed rows, Liger
               kernels, bf16 adapters), answer-only logits
   trl_default TRL SFTTrainer, SFTConfig defaults (bf16 and gradient checkpointing on), prompt-completion data
   trl_tuned   the same, set up for a CPU as a careful user would (bf16=False, gradient_checkpointing=False)
@@ -65,9 +65,9 @@ def matmul_peak_gflops(threads: int, seconds: float = 3.0) -> float:
 
 def _data(n: int, n_val: int, model_dir: Path, max_seq_len: int):
     from tuneline.config import DataConfig
-    from tuneline.modeling import load_tokenizer
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.models.modeling import load_tokenizer
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(max_train_samples=n, max_validation_samples=n_val, max_test_samples=1, max_seq_len=max_seq_len)
     splits = prepare(load_splits(data), data, load_tokenizer(model_dir)).splits
@@ -78,9 +78,9 @@ def _answer_eval_loss(model, tokenizer, records: list[dict]) -> float:
     """Mean cross-entropy per answer token, the same scorer for every setup."""
     import torch
 
-    from tuneline.batching import PadCollator
-    from tuneline.chat_format import IGNORE
-    from tuneline.trainer import answer_loss
+    from tuneline.train.batching import PadCollator
+    from tuneline.data.chat_format import IGNORE
+    from tuneline.train.trainer import answer_loss
 
     total, count = 0.0, 0
     model.eval()
@@ -131,8 +131,8 @@ QUANTIZATION = {"ours_qlora4": "4bit", "ours_qlora8": "8bit", "trl_qlora4": "4bi
 
 def run_ours(args, model_dir, train, out_dir):
     from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
-    from tuneline.modeling import load_tokenizer
-    from tuneline.training import TrainJob, train_lora
+    from tuneline.models.modeling import load_tokenizer
+    from tuneline.train.training import TrainJob, train_lora
 
     cuda = args.device == "cuda"
     model_cfg = ModelConfig(
@@ -200,7 +200,7 @@ def run_pad512(args, model_dir, train, out_dir):
     from peft import get_peft_model
     from transformers import AutoModelForCausalLM, DataCollatorForLanguageModeling, Trainer, TrainingArguments
 
-    from tuneline.modeling import load_tokenizer
+    from tuneline.models.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     texts = [tokenizer.apply_chat_template(r["messages"], tokenize=False) for r in train]
@@ -229,7 +229,7 @@ def _peak_memory_gib(device: str) -> float:
 def worker(args) -> None:
     import torch
 
-    from tuneline.modeling import resolve_base_model
+    from tuneline.models.modeling import resolve_base_model
 
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model_dir) if args.model_dir else resolve_base_model(args.model)

@@ -11,7 +11,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 from materializers.integrity import require_intact
 from materializers.jsonl import read_jsonl, write_html, write_jsonl
 from tuneline.artifacts import ChatDataset
-from tuneline.report import dataset_html
+from tuneline.evaluate.report import dataset_html
 
 
 class ChatDatasetMaterializer(BaseMaterializer):

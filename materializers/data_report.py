@@ -3,8 +3,8 @@
 from typing import Any, Dict
 
 from materializers.html_report import HtmlReportMaterializer
-from tuneline.report import data_report_html
-from tuneline.validation import DataReport
+from tuneline.evaluate.report import data_report_html
+from tuneline.data.validation import DataReport
 
 
 class DataReportMaterializer(HtmlReportMaterializer):

@@ -3,8 +3,8 @@
 from typing import Any, Dict
 
 from materializers.html_report import HtmlReportMaterializer
-from tuneline.evaluation import EvalResult
-from tuneline.report import eval_html
+from tuneline.evaluate.evaluation import EvalResult
+from tuneline.evaluate.report import eval_html
 
 
 class EvalResultMaterializer(HtmlReportMaterializer):

@@ -3,8 +3,8 @@
 from typing import Any, Dict
 
 from materializers.html_report import HtmlReportMaterializer
-from tuneline.monitoring import MonitorReport
-from tuneline.report import monitor_html
+from tuneline.serve.monitoring import MonitorReport
+from tuneline.evaluate.report import monitor_html
 
 
 class MonitorReportMaterializer(HtmlReportMaterializer):

@@ -9,7 +9,7 @@ from zenml.materializers.base_materializer import BaseMaterializer
 
 from materializers.jsonl import read_jsonl, write_html, write_jsonl
 from tuneline.artifacts import Quarantine
-from tuneline.report import quarantine_html
+from tuneline.evaluate.report import quarantine_html
 
 
 class QuarantineMaterializer(BaseMaterializer):

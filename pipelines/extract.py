@@ -5,7 +5,7 @@ POST /invoke {"parameters": {"texts": "one text" | ["a", "b", ...]}}. Before a r
 loop, and the body is validated against this pipeline's signature: an empty text, too many texts, a text over the
 model's context or a wrong type is a 422 that names the text, and the server keeps serving. The default text
 below is only for ZenML's deploy, which compiles the pipeline: a request without texts is a 422 too. The step
-generates through the deployment's batcher (tuneline/batcher.py), with concurrent requests' texts.
+generates through the deployment's batcher (tuneline/serve/batcher.py), with concurrent requests' texts.
 """
 
 from typing import Annotated, Union

@@ -1,4 +1,4 @@
-"""`run.py init --data FILE`: a config for the user's own data, from the default recipe and `tuneline.proposal`.
+"""`run.py init --data FILE`: a config for the user's own data, from the default recipe and `tuneline.data.proposal`.
 
 The default config's recipe is kept, but for how long it trains: instead of ViGGO's rows and epochs, a time
 budget proposed from the data's size and this machine (`propose_budget`), which the train step fills at the rate
@@ -20,9 +20,9 @@ import yaml
 
 from runner.paths import shown
 from tuneline.config import DataConfig, load_run_config
-from tuneline.proposal import Proposal, propose
-from tuneline.selection import PRIMARY_METRIC
-from tuneline.sources import load_splits
+from tuneline.data.proposal import Proposal, propose
+from tuneline.train.selection import PRIMARY_METRIC
+from tuneline.data.sources import load_splits
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs" / "finetune.yaml"
@@ -90,7 +90,7 @@ def render(config: dict, proposal: Proposal, data: Path, out: Path, budget_why: 
 
 def _source_text(data: Path) -> str:
     """`data` as the config should name it: relative to the folder run.py runs in when it is below it (with "./":
-    a relative folder without it would read as a hub id, see tuneline.sources.looks_like_path), else absolute."""
+    a relative folder without it would read as a hub id, see tuneline.data.sources.looks_like_path), else absolute."""
     if not data.is_absolute():
         return str(data) if str(data).startswith(".") else f"./{data}"
     here = Path.cwd().resolve()

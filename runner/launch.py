@@ -20,9 +20,9 @@ from runner.summary import RunSummary
 from runner.versions import adapter_of, model_name_of, with_model_name
 from steps.registry import lineage_problem
 from tuneline.config import ModelConfig, TunelineConfig
-from tuneline.evaluation import EvalResult
-from tuneline.modeling import DeviceError, pick_device
-from tuneline.validation import DataReport
+from tuneline.evaluate.evaluation import EvalResult
+from tuneline.models.modeling import DeviceError, pick_device
+from tuneline.data.validation import DataReport
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from runner.launch import _run, launch
 from runner.summary import RunSummary
 from runner.versions import model_name_of
 from tuneline.config import TunelineConfig
-from tuneline.monitoring import MonitorReport, should_retrain
+from tuneline.serve.monitoring import MonitorReport, should_retrain
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from zenml import log_metadata
 from zenml.client import Client
 
-from tuneline.review import ReviewError, least_confident_rows, read_scores, sample_rows, write_sheet
+from tuneline.evaluate.review import ReviewError, least_confident_rows, read_scores, sample_rows, write_sheet
 
 
 def _version(model_name: str, version: str):

@@ -6,15 +6,15 @@ from zenml.client import Client
 from materializers.chat_dataset import ChatDatasetMaterializer
 from steps.caching import CACHE_POLICY
 
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.artifacts import ChatDataset, Quarantine
-from tuneline.chat_format import ensure_chat_template
+from tuneline.data.chat_format import ensure_chat_template
 from tuneline.config import DataConfig, ModelConfig
-from tuneline.feedback import FEEDBACK, load_feedback
-from tuneline.modeling import load_tokenizer, resolve_base_model
-from tuneline.report import data_report_html
-from tuneline.sources import DataError, load_splits
-from tuneline.validation import DataReport, gate_message, prepare
+from tuneline.data.feedback import FEEDBACK, load_feedback
+from tuneline.models.modeling import load_tokenizer, resolve_base_model
+from tuneline.evaluate.report import data_report_html
+from tuneline.data.sources import DataError, load_splits
+from tuneline.data.validation import DataReport, gate_message, prepare
 
 
 def _record(key: str, dataset: ChatDataset, **extra) -> None:

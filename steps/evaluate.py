@@ -6,15 +6,15 @@ from zenml import log_metadata, step
 
 from steps.caching import CACHE_POLICY
 
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
-from tuneline.baseline import pick_shots
-from tuneline.calibration import scored, serving_threshold
+from tuneline.evaluate.baseline import pick_shots
+from tuneline.evaluate.calibration import scored, serving_threshold
 from tuneline.config import EvaluationConfig, ModelConfig, ServingConfig
-from tuneline.evaluation import EvalResult, eval_examples, evaluate_model
-from tuneline.grammar import evaluation_grammar
-from tuneline.modeling import resolve_base_model
-from tuneline.report import calibration_svg, eval_html
+from tuneline.evaluate.evaluation import EvalResult, eval_examples, evaluate_model
+from tuneline.generate.grammar import evaluation_grammar
+from tuneline.models.modeling import resolve_base_model
+from tuneline.evaluate.report import calibration_svg, eval_html
 
 
 @step(cache_policy=CACHE_POLICY)

@@ -7,8 +7,8 @@ from zenml import step
 from steps.caching import CACHE_POLICY
 from tuneline.artifacts import LoraAdapter, ModelFolder
 from tuneline.config import ModelConfig
-from tuneline.export import export_merged
-from tuneline.modeling import resolve_base_model
+from tuneline.models.export import export_merged
+from tuneline.models.modeling import resolve_base_model
 
 
 @step(cache_policy=CACHE_POLICY)

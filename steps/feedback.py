@@ -1,14 +1,14 @@
 """`POST /feedback` on the `extract` deployment (a ZenML custom endpoint, registered in runner/serve.py behind the
 same key as /invoke): a person's corrected answer for a recorded request, stored on its trace as an MLflow
-expectation (tuneline/recording.py), from which the next finetune run learns."""
+expectation (tuneline/serve/recording.py), from which the next finetune run learns."""
 
 import anyio
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from zenml.steps.step_context import get_or_create_run_context
 
-from tuneline.recording import CorrectionError, UnknownTrace, log_correction
-from tuneline.serving import ModelSlot
+from tuneline.serve.recording import CorrectionError, UnknownTrace, log_correction
+from tuneline.serve.serving import ModelSlot
 
 
 class Correction(BaseModel):

@@ -7,11 +7,11 @@ from typing import Annotated, Optional, Tuple
 from zenml import step
 
 from steps.registry import in_stage
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.config import DataConfig, MonitoringConfig
-from tuneline.monitoring import MonitorReport, monitor, window_ms
-from tuneline.recording import Window, read_requests
-from tuneline.report import monitor_html
+from tuneline.serve.monitoring import MonitorReport, monitor, window_ms
+from tuneline.serve.recording import Window, read_requests
+from tuneline.evaluate.report import monitor_html
 
 
 def _training_rows(version) -> list[tuple[str, str]]:

@@ -15,8 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from zenml.steps.step_context import get_or_create_run_context
 
-from tuneline.grammar import JSON, json_schema_grammar
-from tuneline.serving import ModelSlot, RequestError
+from tuneline.generate.grammar import JSON, json_schema_grammar
+from tuneline.serve.serving import ModelSlot, RequestError
 
 PREFIX = "/v1/"
 

@@ -1,5 +1,5 @@
 """The promote step: wiring between the registry (steps/registry.py), scoring (steps/evaluate.py) and the
-decision rule (tuneline/promotion.py)."""
+decision rule (tuneline/registry/promotion.py)."""
 
 import logging
 from typing import Annotated, Optional, Tuple
@@ -12,12 +12,12 @@ from zenml.types import HTMLString
 from materializers.integrity import damage
 from steps import registry
 from steps.evaluate import score
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.artifacts import ChatDataset
 from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
-from tuneline.evaluation import EvalResult, select_test
-from tuneline.promotion import PromotionDecision, decide
-from tuneline.report import comparison_html
+from tuneline.evaluate.evaluation import EvalResult, select_test
+from tuneline.registry.promotion import PromotionDecision, decide
+from tuneline.evaluate.report import comparison_html
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from zenml import log_metadata
 from zenml.client import Client
 from zenml.models import ModelVersionResponse
 
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.file_lock import file_lock
-from tuneline.promotion import PromotionDecision, lineage_conflict
+from tuneline.registry.promotion import PromotionDecision, lineage_conflict
 
 log = logging.getLogger(__name__)
 

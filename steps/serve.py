@@ -17,9 +17,9 @@ from zenml.steps.step_context import get_or_create_run_context
 
 from tuneline.artifacts import LoraAdapter
 from tuneline.config import parse_config
-from tuneline.modeling import resolve_base_model
-from tuneline.recording import recorder
-from tuneline.serving import Extractor, ModelSlot, RequestError, load_extractor
+from tuneline.models.modeling import resolve_base_model
+from tuneline.serve.recording import recorder
+from tuneline.serve.serving import Extractor, ModelSlot, RequestError, load_extractor
 
 if TYPE_CHECKING:  # the server's modules, imported by the server, not by every `run.py` command
     from fastapi.exceptions import RequestValidationError

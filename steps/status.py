@@ -7,7 +7,7 @@ import html
 from fastapi.responses import HTMLResponse, JSONResponse
 from zenml.steps.step_context import get_or_create_run_context
 
-from tuneline.serving import ModelSlot
+from tuneline.serve.serving import ModelSlot
 
 
 def health() -> JSONResponse:

@@ -7,14 +7,14 @@ from zenml import get_step_context, step
 from steps.caching import CACHE_POLICY
 from steps.checkpoints import CheckpointMirror, training_key
 
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.artifacts import ChatDataset, LoraAdapter
 from tuneline.config import DataConfig, LoraConfig, ModelConfig, TrainingConfig
-from tuneline.distributed import train_distributed
-from tuneline.lora_model import TrainingSetupError
-from tuneline.modeling import resolve_base_model
-from tuneline.train_job import TrainJob
-from tuneline.training import train_lora as train_in_process
+from tuneline.train.distributed import train_distributed
+from tuneline.train.lora_model import TrainingSetupError
+from tuneline.models.modeling import resolve_base_model
+from tuneline.train.train_job import TrainJob
+from tuneline.train.training import train_lora as train_in_process
 
 
 def _work_dir() -> Path:

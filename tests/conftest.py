@@ -22,13 +22,13 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def tiny_model_dir():
-    from tuneline.modeling import TINY_RANDOM, resolve_base_model
+    from tuneline.models.modeling import TINY_RANDOM, resolve_base_model
 
     return resolve_base_model(TINY_RANDOM)
 
 
 @pytest.fixture(scope="session")
 def tiny_tokenizer(tiny_model_dir):
-    from tuneline.modeling import load_tokenizer
+    from tuneline.models.modeling import load_tokenizer
 
     return load_tokenizer(tiny_model_dir)

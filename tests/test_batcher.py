@@ -11,10 +11,10 @@ from dataclasses import replace
 import pytest
 
 from test_serving import adapter_dir, extractor  # noqa: F401 (fixtures)
-from tuneline.batcher import Batcher
+from tuneline.serve.batcher import Batcher
 from tuneline.config import EvaluationConfig
-from tuneline.grammar import json_schema_grammar
-from tuneline.serving import RequestError
+from tuneline.generate.grammar import json_schema_grammar
+from tuneline.serve.serving import RequestError
 
 TEXTS = [
     "I like Tetris.",

@@ -7,18 +7,18 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tuneline.budget import MAX_EPOCHS, MEASURE_STEPS, plan, retarget_schedule
+from tuneline.train.budget import MAX_EPOCHS, MEASURE_STEPS, plan, retarget_schedule
 from tuneline.config import LoraConfig, TrainingConfig
-from tuneline.selection import primary_score
-from tuneline.train_job import TrainJob
-from tuneline.trainer import trainer_arguments
+from tuneline.train.selection import primary_score
+from tuneline.train.train_job import TrainJob
+from tuneline.train.trainer import trainer_arguments
 
 
 @pytest.fixture(scope="module")
 def splits(tiny_tokenizer):
     from tuneline.config import DataConfig
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     return prepare(load_splits(data), data, tiny_tokenizer).splits
@@ -80,7 +80,7 @@ def test_budget_config():
 
 @pytest.mark.slow
 def test_a_budgeted_run_plans_from_its_rate_and_stops_within_the_budget(tiny_model_dir, splits, tmp_path):
-    from tuneline.training import train_lora
+    from tuneline.train.training import train_lora
 
     budget_s = 2.0
     job = TrainJob(
@@ -130,11 +130,13 @@ def test_select_by_config_checks():
 def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model_dir, splits, tmp_path, monkeypatch):
     """Scores scripted per evaluation (0.6 at step 10, then worse): patience 2 stops at step 20, and the adapter
     returned is step 10's checkpoint, not the last one."""
-    import tuneline.training
+    import tuneline.train.training
 
     scores = itertools.chain([0.2, 0.6, 0.4, 0.1], itertools.repeat(0.0))
     monkeypatch.setattr(
-        tuneline.training, "validation_scorer", lambda task, tok, records: lambda model: {"exact_match": next(scores)}
+        tuneline.train.training,
+        "validation_scorer",
+        lambda task, tok, records: lambda model: {"exact_match": next(scores)},
     )
     cfg = TrainingConfig(
         max_steps=40,
@@ -153,7 +155,7 @@ def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model
         training=cfg,
     )
     logged = []
-    result = tuneline.training.train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
+    result = tuneline.train.training.train_lora(job, on_metrics=lambda step, values: logged.append((step, values)))
     assert [(s, v["eval_exact_match"]) for s, v in logged if "eval_exact_match" in v][:4] == [
         (5, 0.2),
         (10, 0.6),
@@ -171,7 +173,7 @@ def test_the_best_scoring_checkpoint_is_kept_and_early_stopping_stops(tiny_model
 
 @pytest.mark.slow
 def test_select_by_primary_metric_generates_during_training(tiny_model_dir, splits, tmp_path):
-    from tuneline.training import train_lora
+    from tuneline.train.training import train_lora
 
     cfg = TrainingConfig(max_steps=10, batch_size=8, eval_steps=5, select_by="primary_metric")
     job = TrainJob(

@@ -1,6 +1,6 @@
 import pytest
 
-from tuneline.calibration import (
+from tuneline.evaluate.calibration import (
     Threshold,
     accuracy_at_coverage,
     auroc,

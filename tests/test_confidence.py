@@ -8,8 +8,8 @@ import torch
 from transformers import LogitsProcessor
 
 from tuneline.config import JsonMatch
-from tuneline.confidence import answer_confidence, field_spans, token_spans
-from tuneline.generation import generate_greedy
+from tuneline.generate.confidence import answer_confidence, field_spans, token_spans
+from tuneline.generate.generation import generate_greedy
 from tuneline.tasks import flatten, json_value
 
 PROMPT = "<|im_start|>user\nI think Halo is poor.<|im_end|>\n<|im_start|>assistant\n"
@@ -33,7 +33,7 @@ class Force(LogitsProcessor):
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     return load_model(tiny_model_dir)
 
@@ -150,8 +150,8 @@ def test_viggo_slot_written_twice_takes_its_least_confident_and_unparsed_has_no_
 
 def test_evaluation_carries_confidences_calibration_and_its_plot(tiny_model_dir):
     from tuneline.config import EvaluationConfig
-    from tuneline.evaluation import evaluate_model
-    from tuneline.report import eval_html
+    from tuneline.evaluate.evaluation import evaluate_model
+    from tuneline.evaluate.report import eval_html
 
     records = [
         {

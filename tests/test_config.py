@@ -1,6 +1,6 @@
 import pytest
 
-from tuneline.config import ConfigError, TunelineConfig, apply_overrides, flatten, load_run_config
+from tuneline.config import ConfigError, TunelineConfig, apply_overrides, as_params, load_run_config
 
 ROOT_CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
 
@@ -64,7 +64,7 @@ def test_overrides_keep_types_and_validate(tmp_path):
         apply_overrides({}, ["training.max_steps"])
 
 
-def test_flatten():
-    flat = flatten(TunelineConfig())
+def test_as_params():
+    flat = as_params(TunelineConfig())
     assert flat["training.learning_rate"] == TunelineConfig().training.learning_rate
     assert "lora.target_modules" in flat

@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from tuneline.chat_format import FALLBACK_TEMPLATE, ensure_chat_template, render
+from tuneline.data.chat_format import FALLBACK_TEMPLATE, ensure_chat_template, render
 from tuneline.config import DataConfig
-from tuneline.formats import RowError, detect_format, to_messages
-from tuneline.readers import FileError, read_file
-from tuneline.sources import DataError, load_splits
-from tuneline.validation import gate_message, prepare
+from tuneline.data.formats import RowError, detect_format, to_messages
+from tuneline.data.readers import FileError, read_file
+from tuneline.data.sources import DataError, load_splits
+from tuneline.data.validation import gate_message, prepare
 
 ROW = {"target": "I think Doom is good.", "meaning_representation": "give_opinion(name[Doom], rating[good])"}
 PLAIN = DataConfig(system_prompt=None)
@@ -158,7 +158,7 @@ def test_bad_rows_name_their_reason(raw, reason):
 
 
 def test_multi_turn_trains_on_every_assistant_turn(tiny_tokenizer):
-    from tuneline.chat_format import IGNORE, tokenize_segments
+    from tuneline.data.chat_format import IGNORE, tokenize_segments
 
     messages = [
         {"role": "system", "content": "S"},
@@ -180,7 +180,7 @@ def test_multi_turn_trains_on_every_assistant_turn(tiny_tokenizer):
 
 
 def test_tokenizer_without_template_gets_fallback(tiny_model_dir):
-    from tuneline.modeling import load_tokenizer
+    from tuneline.models.modeling import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     tok.chat_template = None
@@ -281,7 +281,7 @@ def test_caps_sample_after_validation(tiny_tokenizer):
 
 def test_eval_selection_spreads_over_test_split():
     from tuneline.config import EvaluationConfig
-    from tuneline.evaluation import select_test
+    from tuneline.evaluate.evaluation import select_test
 
     records = [{"prompt": f"p{i}", "messages": [{"role": "assistant", "content": f"a{i}"}]} for i in range(30)]
     assert select_test(records, EvaluationConfig(max_samples=3)) == [records[0], records[10], records[20]]

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
-from tuneline.chat_format import tokenize_segments
+from tuneline.data.chat_format import tokenize_segments
 from tuneline.config import DataConfig
-from tuneline.formats import RowError, to_messages
-from tuneline.readers import read_file
-from tuneline.sources import load_splits
-from tuneline.validation import prepare
+from tuneline.data.formats import RowError, to_messages
+from tuneline.data.readers import read_file
+from tuneline.data.sources import load_splits
+from tuneline.data.validation import prepare
 
 
 def row(i, **extra):

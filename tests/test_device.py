@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from tuneline.config import EvaluationConfig
-from tuneline.generation import generate_greedy, length_batches
-from tuneline.modeling import DeviceError, pick_device, placement
+from tuneline.generate.generation import generate_greedy, length_batches
+from tuneline.models.modeling import DeviceError, pick_device, placement
 
 
 @pytest.mark.parametrize(
@@ -48,10 +48,11 @@ def test_auto_follows_cuda_availability(monkeypatch):
 def test_evaluate_model_loads_where_placement_says(monkeypatch, tiny_model_dir, cuda, loaded):
     """With CUDA reported, evaluation asks the loader for cuda and the config's dtype; without, the CPU in float32
     as before. The load itself is the only thing faked, since this machine has no GPU."""
-    from tuneline import evaluation, modeling
+    from tuneline.evaluate import evaluation
+    from tuneline.models import modeling
     from tuneline.config import DataConfig
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     records = prepare(load_splits(data), data, modeling.load_tokenizer(tiny_model_dir)).splits["test"][:2]
@@ -80,7 +81,7 @@ def test_export_merges_where_model_device_says_in_model_dtype(
     """The merged folder keeps model.dtype on either device: its users load it in that dtype."""
     from peft import LoraConfig, get_peft_model
 
-    from tuneline import export, modeling
+    from tuneline.models import export, modeling
 
     adapter_dir = tmp_path / "adapter"
     get_peft_model(modeling.load_model(tiny_model_dir), LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(
@@ -113,7 +114,7 @@ def test_length_batches_respect_both_caps():
 
 def test_token_budget_does_not_change_outputs(tiny_model_dir, tiny_tokenizer):
     """Greedy, left-padded, float32: the same texts, in input order, whichever prompts share a batch."""
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     model = load_model(tiny_model_dir)
     prompts = [f"<|im_start|>user\n{'word ' * n}<|im_end|>\n<|im_start|>assistant\n" for n in (1, 9, 3, 14, 6, 2)]

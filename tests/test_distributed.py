@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from tuneline.config import DataConfig, EvaluationConfig, LoraConfig, TrainingConfig
-from tuneline.distributed import DistributedTrainingError, train_distributed
-from tuneline.train_job import TrainJob
+from tuneline.train.distributed import DistributedTrainingError, train_distributed
+from tuneline.train.train_job import TrainJob
 
 pytestmark = pytest.mark.slow  # real pipelines, processes or deployments: minutes
 
@@ -18,8 +18,8 @@ LORA = LoraConfig(r=8, alpha=16, dropout=0.0)
 
 @pytest.fixture(scope="module")
 def splits(tiny_tokenizer):
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     return prepare(load_splits(data), data, tiny_tokenizer).splits
@@ -27,9 +27,9 @@ def splits(tiny_tokenizer):
 
 def _base_answer_loss(model_dir, tokenizer, records) -> float:
     """Mean loss per answer token of the untrained base over `records`: what a first training step must log."""
-    from tuneline.batching import PadCollator
-    from tuneline.modeling import load_model
-    from tuneline.trainer import answer_loss
+    from tuneline.train.batching import PadCollator
+    from tuneline.models.modeling import load_model
+    from tuneline.train.trainer import answer_loss
 
     model = load_model(model_dir).eval()
     batch = PadCollator(tokenizer.pad_token_id)(records)
@@ -38,7 +38,7 @@ def _base_answer_loss(model_dir, tokenizer, records) -> float:
 
 
 def test_two_processes_train_one_synchronized_adapter_and_resume(tiny_model_dir, tiny_tokenizer, splits, tmp_path):
-    from tuneline.evaluation import evaluate_model
+    from tuneline.evaluate.evaluation import evaluate_model
 
     cfg = TrainingConfig(
         num_processes=2, threads=1, epochs=3, batch_size=4, learning_rate=1e-2, logging_steps=1, save_steps=12

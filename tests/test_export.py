@@ -1,13 +1,13 @@
 import torch
 
-from tuneline.export import export_merged
+from tuneline.models.export import export_merged
 
 
 def test_merged_model_logits_match_base_plus_adapter(tiny_model_dir, tmp_path):
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     torch.manual_seed(0)
     peft_model = get_peft_model(
@@ -19,7 +19,7 @@ def test_merged_model_logits_match_base_plus_adapter(tiny_model_dir, tmp_path):
                 param.normal_(0, 0.5)
     adapter_dir = tmp_path / "adapter"
     peft_model.save_pretrained(adapter_dir)
-    from tuneline.modeling import load_tokenizer
+    from tuneline.models.modeling import load_tokenizer
 
     load_tokenizer(tiny_model_dir).save_pretrained(adapter_dir)
 

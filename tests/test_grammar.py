@@ -5,10 +5,10 @@ different test-set hash, so they are never compared with unconstrained ones."""
 import pytest
 
 from tuneline.config import DataConfig, EvaluationConfig
-from tuneline.evaluation import evaluate_model
-from tuneline.grammar import JSON, task_grammar, viggo_grammar
-from tuneline.sources import load_splits
-from tuneline.validation import prepare
+from tuneline.evaluate.evaluation import evaluate_model
+from tuneline.generate.grammar import JSON, task_grammar, viggo_grammar
+from tuneline.data.sources import load_splits
+from tuneline.data.validation import prepare
 
 
 @pytest.fixture(scope="module")

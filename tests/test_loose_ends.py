@@ -16,8 +16,8 @@ DATA = DataConfig(source="synthetic:viggo", system_prompt=None)
 @pytest.fixture(scope="module")
 def dataset(tiny_tokenizer):
     from tuneline.artifacts import ChatDataset
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     splits = prepare(load_splits(DATA), DATA.model_copy(update={"max_train_samples": 16}), tiny_tokenizer).splits
     return ChatDataset(splits={"train": splits["train"], "validation": splits["validation"][:4]})

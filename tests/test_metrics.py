@@ -1,6 +1,6 @@
 import pytest
 
-from tuneline.metrics import compare, field_table, invented_fields, metric_value, score, taxonomy
+from tuneline.evaluate.metrics import compare, field_table, invented_fields, metric_value, score, taxonomy
 from tuneline.tasks import parse_json, parse_viggo
 
 REF = "give_opinion(name[SpellForce 3], rating[poor])"
@@ -168,7 +168,7 @@ def test_json_duplicate_key_is_an_error_not_the_last_value():
 
 def test_rare_fields_are_not_guarded_and_guards_show_support():
     from tuneline.config import PromotionConfig
-    from tuneline.promotion import decide
+    from tuneline.registry.promotion import decide
 
     refs = ['{"a": "x", "rare": "y"}'] + ['{"a": "x"}'] * 39
     reference = score("json", refs, refs)[1]  # production got everything right

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tuneline.config import DataConfig, MonitoringConfig
-from tuneline.monitoring import monitor, psi, should_retrain, window_ms
+from tuneline.serve.monitoring import monitor, psi, should_retrain, window_ms
 
 DAY = 86_400_000
 ACTS = ["inform", "give_opinion", "request", "confirm"]
@@ -167,7 +167,7 @@ def response(texts: list[str], acts: list[str]) -> dict:
 
 
 def record(model: str, texts: list[str], acts: list[str], at_ms: int, mode: str = "full") -> str:
-    from tuneline import recording
+    from tuneline.serve import recording
 
     experiment = recording.experiment_id(model, create=True)
     return recording.record_request(
@@ -176,7 +176,7 @@ def record(model: str, texts: list[str], acts: list[str], at_ms: int, mode: str 
 
 
 def test_traces_read_back_as_records_with_corrections_and_parser_checked(store):
-    from tuneline.recording import CorrectionError, Window, log_correction, read_requests
+    from tuneline.serve.recording import CorrectionError, Window, log_correction, read_requests
 
     now = int(time.time() * 1000)
     trace = record("m", ["I like Doom.", "Halo is bad."], ["inform", "give_opinion"], now - 1000)
@@ -195,7 +195,7 @@ def test_traces_read_back_as_records_with_corrections_and_parser_checked(store):
 
 
 def test_redacted_requests_and_their_corrections_store_no_text(store):
-    from tuneline.recording import Window, log_correction, read_requests
+    from tuneline.serve.recording import Window, log_correction, read_requests
 
     now = int(time.time() * 1000)
     secret = "Zanzibar Quokka Saga is a bad game."
@@ -209,7 +209,7 @@ def test_redacted_requests_and_their_corrections_store_no_text(store):
 
 
 def test_monitor_over_recorded_traces_says_drift_naming_the_act_and_ok_when_unshifted(store):
-    from tuneline.recording import Window, read_requests
+    from tuneline.serve.recording import Window, read_requests
 
     end = int(time.time() * 1000)
     rng = random.Random(0)
@@ -237,10 +237,10 @@ def test_monitor_over_recorded_traces_says_drift_naming_the_act_and_ok_when_unsh
 
 
 def test_corrections_become_feedback_rows_screened_for_leakage(store):
-    from tuneline.feedback import FEEDBACK, load_feedback
-    from tuneline.recording import log_correction
-    from tuneline.tiny import build_tiny_tokenizer
-    from tuneline.validation import prepare
+    from tuneline.data.feedback import FEEDBACK, load_feedback
+    from tuneline.serve.recording import log_correction
+    from tuneline.models.tiny import build_tiny_tokenizer
+    from tuneline.data.validation import prepare
 
     now = int(time.time() * 1000)
     corrected = {

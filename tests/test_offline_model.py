@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tuneline.modeling import OFFLINE_GGUF, ModelNotFound, load_model, load_tokenizer, resolve_base_model
+from tuneline.models.modeling import OFFLINE_GGUF, ModelNotFound, load_model, load_tokenizer, resolve_base_model
 
 SMOL = "HuggingFaceTB/SmolLM2-135M-Instruct"
 

@@ -14,11 +14,11 @@ import pytest
 
 from runner.init_config import write_config
 from tuneline.config import DataConfig, load_run_config
-from tuneline.formats import RowError, to_messages
-from tuneline.promotion import lineage_conflict
-from tuneline.proposal import ProposalError, propose
-from tuneline.sources import load_splits
-from tuneline.validation import gate_message, prepare
+from tuneline.data.formats import RowError, to_messages
+from tuneline.registry.promotion import lineage_conflict
+from tuneline.data.proposal import ProposalError, propose
+from tuneline.data.sources import load_splits
+from tuneline.data.validation import gate_message, prepare
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -236,7 +236,7 @@ def test_init_reads_paths_from_where_they_were_typed(tmp_path):
 
 def test_empty_json_answers_have_no_fields():
     """Issue 27: `{}` was scored as a made-up field named `value`."""
-    from tuneline.metrics import score
+    from tuneline.evaluate.metrics import score
 
     _, rows = score("json", ["{}", '{"a": 1}', "{}", "[]"], ["{}", "{}", '{"a": 1}', "[]"])
     assert [r["exact"] for r in rows] == [True, False, False, True]

@@ -71,7 +71,7 @@ def test_artifacts_named_and_loadable(runs):
     from zenml.client import Client
 
     from tuneline.artifacts import ChatDataset, LoraAdapter
-    from tuneline.evaluation import EvalResult
+    from tuneline.evaluate.evaluation import EvalResult
 
     run = Client().get_pipeline_run(runs[0]["zenml_run_id"])
     for step, name in ARTIFACTS.items():
@@ -123,7 +123,7 @@ def test_model_version_stage_and_metadata(runs):
 def test_mlflow_has_params_curve_metrics_and_artifacts(runs):
     from mlflow.tracking import MlflowClient
 
-    from tuneline.tracking import metric_key
+    from tuneline.registry.tracking import metric_key
 
     first = runs[0]
     client = MlflowClient(tracking_uri=first["mlflow_tracking_uri"])

@@ -3,8 +3,8 @@
 import pytest
 
 from tuneline.config import PromotionConfig
-from tuneline.metrics import score
-from tuneline.promotion import decide, paired_bootstrap
+from tuneline.evaluate.metrics import score
+from tuneline.registry.promotion import decide, paired_bootstrap
 
 REF = "give_opinion(name[Doom], rating[good])"
 RIGHT, WRONG = REF, "garbage"
@@ -70,7 +70,7 @@ def test_mlflow_alias_follows_zenml_stage_and_is_repaired(tmp_path, monkeypatch)
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from tuneline import tracking
+    from tuneline.registry import tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     client = MlflowClient()

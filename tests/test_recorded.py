@@ -20,7 +20,7 @@ def test_monitor_pipeline_says_drift_naming_the_act_and_logs_its_figures(tmp_pat
     from runner.first_use import set_up
     from runner.monitor import launch_monitor, retrain
     from tuneline.config import parse_config
-    from tuneline.tracking import metric_key
+    from tuneline.registry.tracking import metric_key
 
     monkeypatch.chdir(tmp_path)
     set_up()
@@ -48,8 +48,8 @@ def test_corrections_reach_the_next_finetune_runs_raw_data_with_their_lineage(tm
 
     from runner.first_use import set_up
     from steps import load_data
-    from tuneline.feedback import FEEDBACK
-    from tuneline.recording import log_correction
+    from tuneline.data.feedback import FEEDBACK
+    from tuneline.serve.recording import log_correction
 
     @pipeline(model=Model(name="learned"))
     def load_only(data: DataConfig) -> None:

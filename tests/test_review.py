@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from tuneline.review import RUBRIC, ReviewError, read_scores, sample_rows, write_sheet
+from tuneline.evaluate.review import RUBRIC, ReviewError, read_scores, sample_rows, write_sheet
 
 PREDS = [{"input": f"in {i}", "reference": f"ref {i}", "prediction": f"pred {i}"} for i in range(30)]
 
@@ -55,7 +55,7 @@ def test_sheet_for_several_versions_is_refused(tmp_path):
 
 def test_lowest_confidence_export_picks_the_least_confident_first(tmp_path):
     from run import parse_review_args
-    from tuneline.review import least_confident_rows
+    from tuneline.evaluate.review import least_confident_rows
 
     preds = [p | {"confidence": c} for p, c in zip(PREDS, [0.5, 0.1, 0.9, 0.05, 0.3] + [0.99] * 25)]
     rows = least_confident_rows(preds, 3, "m", "3")

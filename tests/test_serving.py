@@ -13,10 +13,10 @@ import time
 import pytest
 
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
-from tuneline.evaluation import evaluate_model
-from tuneline.serving import ModelSlot, RequestError, load_extractor, review_rule
-from tuneline.sources import load_splits
-from tuneline.validation import prepare
+from tuneline.evaluate.evaluation import evaluate_model
+from tuneline.serve.serving import ModelSlot, RequestError, load_extractor, review_rule
+from tuneline.data.sources import load_splits
+from tuneline.data.validation import prepare
 
 DATA = DataConfig(source="synthetic:viggo")
 EVAL = EvaluationConfig(batch_size=4, max_new_tokens=16)

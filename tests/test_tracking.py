@@ -3,9 +3,9 @@ points, rates that count what their names say, and sections in reading order. No
 
 import pytest
 
-from tuneline import tracking
+from tuneline.registry import tracking
 from tuneline.config import LoraConfig, TrainingConfig
-from tuneline.train_job import TrainJob
+from tuneline.train.train_job import TrainJob
 
 CURVES = ("loss", "eval_loss", "learning_rate", "grad_norm", "epoch")
 
@@ -58,9 +58,9 @@ def test_training_logs_curves_from_step_one_and_rates_named_for_what_they_count(
     mlflow_run, tiny_model_dir, tiny_tokenizer, tmp_path
 ):
     from tuneline.config import DataConfig
-    from tuneline.sources import load_splits
-    from tuneline.training import train_lora
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.train.training import train_lora
+    from tuneline.data.validation import prepare
 
     client, run = mlflow_run
     data = DataConfig(source="synthetic:viggo")

@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from tuneline.batching import PackCollator, PadCollator, pack
-from tuneline.chat_format import IGNORE, tokenize_segments
+from tuneline.train.batching import PackCollator, PadCollator, pack
+from tuneline.data.chat_format import IGNORE, tokenize_segments
 from tuneline.config import EvaluationConfig, LoraConfig, ModelConfig, TrainingConfig
-from tuneline.lora_model import TrainingSetupError, check_hardware
-from tuneline.trainer import answer_loss
-from tuneline.train_job import TrainJob
+from tuneline.train.lora_model import TrainingSetupError, check_hardware
+from tuneline.train.trainer import answer_loss
+from tuneline.train.train_job import TrainJob
 
 PROMPT = {"text": "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n", "train": False}
 ANSWER = {"text": "request(genres[puzzle])<|im_end|>", "train": True}
@@ -33,10 +33,10 @@ def test_truncation_keeps_answer(tiny_tokenizer):
 def test_lora_training_learns_and_adapter_generates(tiny_model_dir, tiny_tokenizer, tmp_path):
     """Real peft + Trainer on the tiny model: loss falls, and the saved adapter loads for evaluation."""
     from tuneline.config import DataConfig
-    from tuneline.evaluation import evaluate_model
-    from tuneline.sources import load_splits
-    from tuneline.training import train_lora
-    from tuneline.validation import prepare
+    from tuneline.evaluate.evaluation import evaluate_model
+    from tuneline.data.sources import load_splits
+    from tuneline.train.training import train_lora
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits
@@ -92,7 +92,7 @@ def test_pack_fills_bins_without_overflow():
 
 def test_packed_rows_never_attend_across_examples(tiny_model_dir, tiny_tokenizer):
     """Same loss packed or padded: a token that saw its neighbour example would change it."""
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     model = load_model(tiny_model_dir).eval()
     batch = _examples(tiny_tokenizer, 5)
@@ -114,7 +114,7 @@ def test_packed_rows_never_attend_across_examples(tiny_model_dir, tiny_tokenizer
 
 
 def test_answer_loss_matches_the_models_own_loss(tiny_model_dir, tiny_tokenizer):
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     model = load_model(tiny_model_dir).eval()
     batch = PadCollator(tiny_tokenizer.pad_token_id)(_examples(tiny_tokenizer, 3))
@@ -143,9 +143,9 @@ def test_gpu_only_settings_fail_clearly_without_cuda(setting, key):
 def test_eval_loss_during_training_and_early_stopping(tiny_model_dir, tiny_tokenizer, tmp_path):
     """A learning rate that blows training up: validation loss rises, and patience 1 stops the run early."""
     from tuneline.config import DataConfig
-    from tuneline.sources import load_splits
-    from tuneline.training import train_lora
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.train.training import train_lora
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     splits = prepare(load_splits(data), data, tiny_tokenizer).splits

@@ -4,27 +4,27 @@ dtype, QLoRA without upcasts; the CUDA-only ones (Liger, flash attention) fail c
 import pytest
 import torch
 
-from tuneline.batching import BatchCollator, PackCollator, PadCollator, length_grouped_batches
-from tuneline.chat_format import IGNORE
+from tuneline.train.batching import BatchCollator, PackCollator, PadCollator, length_grouped_batches
+from tuneline.data.chat_format import IGNORE
 from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
-from tuneline.lora_model import TrainingSetupError, check_hardware, load_trainable_model
-from tuneline.train_job import TrainJob
-from tuneline.trainer import LIGER_KERNELS, answer_loss, trainer_arguments
-from tuneline.training import batches
+from tuneline.train.lora_model import TrainingSetupError, check_hardware, load_trainable_model
+from tuneline.train.train_job import TrainJob
+from tuneline.train.trainer import LIGER_KERNELS, answer_loss, trainer_arguments
+from tuneline.train.training import batches
 
 
 @pytest.fixture(scope="module")
 def records(tiny_tokenizer):
     from tuneline.config import DataConfig
-    from tuneline.sources import load_splits
-    from tuneline.validation import prepare
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
 
     data = DataConfig(source="synthetic:viggo")
     return prepare(load_splits(data), data, tiny_tokenizer).splits["train"]
 
 
 def test_padding_free_row_keeps_the_padded_loss(tiny_model_dir, tiny_tokenizer, records):
-    from tuneline.modeling import load_model
+    from tuneline.models.modeling import load_model
 
     model = load_model(tiny_model_dir).eval()
     batch = records[:6]

@@ -72,7 +72,7 @@ def test_registry_lookup_takes_any_name(tmp_path):
     """The MLflow registry is queried without the user's name in a filter string."""
     import mlflow
 
-    from tuneline import tracking
+    from tuneline.registry import tracking
 
     before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -163,7 +163,7 @@ def test_a_promotion_killed_before_its_stage_moved_does_not_claim_it():
 
     from runner.first_use import set_up
     from steps.registry import pending, reconcile
-    from tuneline.promotion import PromotionDecision
+    from tuneline.registry.promotion import PromotionDecision
 
     set_up()
     client = Client()

@@ -15,6 +15,8 @@ from typing import Any, Collection, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tuneline.tasks import JsonMatch, can_be_tested, metric_names
+
 TaskName = Literal["viggo", "json", "text"]
 DataFormat = Literal["auto", "chat", "instruction", "prompt_completion", "fields"]
 
@@ -196,20 +198,6 @@ class TrainingConfig(_Section):
         return self
 
 
-class JsonMatch(_Section):
-    """How task `json` answers compare. Fields are flattened paths (`slots.date`, `items[0]`); these options say
-    when two leaf values are equal. A duplicated key makes an answer unparseable (a reference: `bad_reference`)."""
-
-    case_sensitive: bool = Field(False, description="'Paris' and 'paris' differ only when true.")
-    collapse_whitespace: bool = Field(True, description="Runs of whitespace in strings count as one space.")
-    numbers_as_strings: bool = Field(True, description='3 and "3" are equal (and 3.5 and "3.5").')
-    lists_as_sets: bool = Field(
-        True,
-        description="A list is one field whose items compare as a set (order and "
-        "repeats ignored); false: each item is its own field, `path[i]`.",
-    )
-
-
 class PromptedBaseline(_Section):
     """The base model prompted instead of tuned: an instruction and a few training examples before each test
     input. What fine-tuning must beat to be worth it; with no production version, promotion compares against the
@@ -220,7 +208,7 @@ class PromptedBaseline(_Section):
     )
     shots: int = Field(3, ge=0, le=32, description="Training examples shown before each test input.")
     instruction: str | None = Field(
-        None, description="The system turn; None: one derived from the task (tuneline/baseline.py)."
+        None, description="The system turn; None: one derived from the task (tuneline/evaluate/baseline.py)."
     )
     seed: int = Field(0, description="Which training examples are shown (the same ones for every test input).")
 
@@ -407,8 +395,6 @@ class TunelineConfig(_Section):
 
     @model_validator(mode="after")
     def _promotion_metrics_exist(self) -> "TunelineConfig":
-        from tuneline.tasks import can_be_tested, metric_names
-
         task = self.data.task
         for key, names in (
             ("primary_metric", [self.promotion.primary_metric]),
@@ -541,9 +527,7 @@ def load_run_config(
         raise ConfigError(f"{path}: 'parameters' must be a mapping of config sections")
     config = parse_config(apply_overrides(params, list(overrides)), str(path))
     return config, raw
-
-
-def flatten(config: BaseModel) -> dict[str, Any]:
+def as_params(config: BaseModel) -> dict[str, Any]:
     """`{'training.learning_rate': 0.001, ...}`: the shape experiment trackers want for params."""
     flat: dict[str, Any] = {}
 

@@ -10,10 +10,27 @@ import json
 import re
 from dataclasses import dataclass
 
-from tuneline.config import JsonMatch
+from pydantic import BaseModel, ConfigDict, Field
 
 _VIGGO_MR = re.compile(r"\s*(\w+)\((.*)\)\s*", re.DOTALL)
 _VIGGO_SLOT = re.compile(r"(\w+)\[([^\[\]]*)\]")
+
+
+class JsonMatch(BaseModel):
+    """How task `json` answers compare. Fields are flattened paths (`slots.date`, `items[0]`); these options say
+    when two leaf values are equal. A duplicated key makes an answer unparseable (a reference: `bad_reference`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    case_sensitive: bool = Field(False, description="'Paris' and 'paris' differ only when true.")
+    collapse_whitespace: bool = Field(True, description="Runs of whitespace in strings count as one space.")
+    numbers_as_strings: bool = Field(True, description='3 and "3" are equal (and 3.5 and "3.5").')
+    lists_as_sets: bool = Field(
+        True,
+        description="A list is one field whose items compare as a set (order and "
+        "repeats ignored); false: each item is its own field, `path[i]`.",
+    )
+
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Scoring models on the test split: metrics, calibration, the prompted baseline, reports, review."""

@@ -1,0 +1,1 @@
+"""Greedy generation, grammar-constrained decoding, and the confidence of what was generated."""

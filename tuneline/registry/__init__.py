@@ -1,0 +1,1 @@
+"""Which version is in production, and the MLflow mirror of every run."""

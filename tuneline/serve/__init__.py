@@ -1,0 +1,1 @@
+"""The served model: requests, batching across them, their recording, and monitoring it."""

@@ -1,0 +1,1 @@
+"""LoRA / QLoRA training: the recipe, its batches, its budget, its checkpoint choice, its processes."""
