@@ -5,11 +5,12 @@
     python run.py evaluate --config configs/finetune.yaml --model-version 3|production|base
     python run.py export --config configs/finetune.yaml --model-version production [--out merged/]
     python run.py schedule --config configs/gpu-qwen2.5-lora.yaml --cron "0 3 * * 0"   # weekly retraining
-    python run.py serve --config configs/finetune.yaml [--model-version production] [--stop]
-    python run.py review export --config configs/finetune.yaml [--n 20 | --lowest-confidence 20]
+    python run.py serve --config configs/finetune.yaml [--model-version production] [--shadow staging] [--stop]
+    python run.py review export --config configs/finetune.yaml [--n 20 | --lowest-confidence 20] [--from-serving]
     python run.py review import reviews/review-tuneline-viggo-v3.csv
     python run.py monitor --config configs/finetune.yaml [--since 7d]   # drift and decline of served requests
     python run.py init --data my_data.jsonl [--task json] [--input FIELD --answer FIELD]
+    python run.py tune --config configs/finetune.yaml --budget-minutes 30   # search a recipe, then train it
 
 `python run.py --config FILE` (with --prepare-only, --evaluate-only, --export or --schedule CRON) still works: it
 is `train` (or the subcommand the flag names). Exit codes: 0 done, 1 the work failed, 2 the input cannot run
@@ -116,12 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(serve, cache=False)
     _version_arg(serve, default="production")
     serve.add_argument("--stop", action="store_true", help="remove the deployment")
+    serve.add_argument(
+        "--shadow", metavar="VERSION", help="also load this version (e.g. staging, 4) and record its answers beside"
+    )
     monitor = sub.add_parser("monitor", help="judge the served model's recorded requests: ok, drift or decline")
     _config_args(monitor, cache=False)
     monitor.add_argument("--since", type=_window, help="the window, e.g. 7d, 12h, 30m; default: monitoring.window")
     monitor.add_argument("--cron", help="instead of running now, register it on this schedule, e.g. '0 * * * *'")
     review_parser(sub.add_parser("review", help="human review sheets for a model version"))
     init_parser(sub.add_parser("init", help="write a config for your own data file or folder"))
+    tune = sub.add_parser("tune", help="search a recipe within a time budget, write it as a config, train it")
+    _config_args(tune)
+    tune.add_argument(
+        "--budget-minutes", type=float, help="search and training together; default: tuning.budget_minutes"
+    )
+    tune.add_argument("--out", type=from_user, help="the tuned config; default: <config stem>.tuned.yaml beside it")
     return p
 
 
@@ -140,6 +150,11 @@ def review_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     ex.add_argument("--seed", type=int, default=0)
     ex.add_argument("--out", type=from_user, default="reviews")
+    ex.add_argument(
+        "--from-serving",
+        action="store_true",
+        help="instead: the requests the version served (monitoring.window) it was least sure of, to correct",
+    )
     im = sub.add_parser("import", help="validate a scored sheet and log its mean scores")
     im.add_argument("file", type=from_user)
     return p
@@ -269,8 +284,14 @@ def cmd_serve(args, config, zenml_config) -> int:
     if args.stop:
         print(f"removed deployment '{serving.stop(config, zenml_config)}'")
         return 0
-    print(serving.describe(serving.serve(config, zenml_config, args.model_version)))
+    print(serving.describe(serving.serve(config, zenml_config, args.model_version, args.shadow)))
     return 0
+
+
+def cmd_tune(args, config, zenml_config) -> int:
+    from runner import tune
+
+    return tune.main(args, zenml_config)
 
 
 def cmd_monitor(args, config, zenml_config) -> int:
@@ -301,21 +322,28 @@ PIPELINE_COMMANDS = {
     "schedule": cmd_schedule,
     "serve": cmd_serve,
     "monitor": cmd_monitor,
+    "tune": cmd_tune,
 }
 
 
 def cmd_review(args) -> int:
     if args.action == "import":
-        from runner.review import import_scores
+        from runner.review import import_sheet
 
-        model_name, version, means, n = import_scores(args.file)
-        scores = ", ".join(f"{k} {v:.2f}" for k, v in means.items())
-        print(f"imported {n} reviewed rows for {model_name} version {version}: {scores}")
+        print(import_sheet(args.file))
         return 0
-    from runner.review import export
+    from runner.review import export, export_served
     from runner.versions import model_name_of
 
     config, zenml_config = load_run_config(args.config)
+    if args.from_serving:
+        n, since = args.lowest_confidence or args.n, config.monitoring.window
+        csv_path, html_path = export_served(model_name_of(config, zenml_config), args.model_version, n, since, args.out)
+        print(
+            f"review sheet: {csv_path} ({html_path}); write the right answers in 'reference', then: "
+            f"python run.py review import {csv_path}"
+        )
+        return 0
     csv_path, html_path = export(
         model_name_of(config, zenml_config),
         args.model_version,
@@ -358,6 +386,20 @@ def cmd_init(args) -> int:
 
 
 def _run_pipeline_command(args) -> int:
+    from runner import interrupt, supervise
+
+    if not supervise.in_child():
+        return supervise.supervise()  # this command again, in a child process that Ctrl-C or `kill` surely stops
+    interrupt.install()
+    try:
+        return _pipeline_command(args)
+    except (KeyboardInterrupt, Exception):
+        if interrupt.requested():
+            interrupt.exit_now()  # however it ended, the supervising process marks the run failed and says so
+        raise
+
+
+def _pipeline_command(args) -> int:
     from runner.schedule import ScheduleError, requested_cron
 
     config, zenml_config = _load(args)
@@ -370,17 +412,11 @@ def _run_pipeline_command(args) -> int:
         if cron is None:
             raise ScheduleError("schedule: give --cron '0 3 * * 0' or a `schedule: cron_expression:` in the config")
         args.cron = cron
-    from runner import interrupt
     from runner.console import hide_tracebacks
 
     if not args.debug:
         hide_tracebacks()
-    interrupt.install()
-    try:
-        return PIPELINE_COMMANDS[args.command](args, config, zenml_config)
-    except KeyboardInterrupt:
-        print(f"error: {interrupt.stopped()}", file=sys.stderr)
-        return 130
+    return PIPELINE_COMMANDS[args.command](args, config, zenml_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,10 +1,13 @@
 """Evaluation throughput: our batched greedy generation against one example at a time, same model, same prompts.
 
     python benchmarks/eval_throughput.py [--n 200] [--batch-size 16] [--max-new-tokens 80] [--json]
+    python benchmarks/eval_throughput.py --modes batched,no-confidence     # what confidence costs an evaluation
     python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --batch-size 256 --max-batch-tokens 131072
 
-Each mode runs in its own process so peak memory (max RSS) is its own. Prints examples/s, generated tokens/s,
-peak memory and the share of examples whose greedy outputs are identical in both modes.
+Modes: `batched` is the evaluator (batched greedy generation, token log-probs recorded, each answer's confidence
+computed); `no-confidence` the same without log-probs or confidences; `sequential` one example at a time. Each mode
+runs in its own process so peak memory (max RSS) is its own. Prints examples/s, generated tokens/s, peak memory,
+time relative to the first mode, and the share of examples whose greedy outputs are identical to the first mode's.
 """
 
 from __future__ import annotations
@@ -25,19 +28,27 @@ sys.path.insert(0, str(ROOT))
 
 def _prompts(n: int, model_dir) -> list[str]:
     from tuneline.config import DataConfig, EvaluationConfig
-    from tuneline.evaluate.evaluation import select_test
-    from tuneline.models.modeling import load_tokenizer
     from tuneline.data.sources import load_splits
     from tuneline.data.validation import prepare
+    from tuneline.evaluate.evaluation import select_test
+    from tuneline.models.modeling import load_tokenizer
 
     data = DataConfig(max_train_samples=1, max_validation_samples=1)
     prepared = prepare(load_splits(data), data, load_tokenizer(model_dir))
     return [r["prompt"] for r in select_test(prepared.splits["test"], EvaluationConfig(max_samples=n))]
 
 
+MODES = {
+    "batched": "ours (batched, KV cache, confidence)",
+    "no-confidence": "ours without log-probs or confidence",
+    "sequential": "one at a time (same model, KV cache)",
+}
+
+
 def worker(args) -> None:
     import torch
 
+    from tuneline.generate.confidence import answer_confidence
     from tuneline.generate.generation import generate_greedy
     from tuneline.models.modeling import load_model, load_tokenizer, placement, resolve_base_model
 
@@ -46,7 +57,8 @@ def worker(args) -> None:
     prompts = _prompts(args.n, model_dir)
     device, dtype = placement(args.device, args.dtype)
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, dtype, device)
-    batch = args.batch_size if args.worker == "batched" else 1
+    batch = 1 if args.worker == "sequential" else args.batch_size
+    confidence = args.worker != "no-confidence"
     start = time.monotonic()
     gen = generate_greedy(
         model,
@@ -55,7 +67,11 @@ def worker(args) -> None:
         batch,
         args.max_new_tokens,
         max_batch_tokens=args.max_batch_tokens if batch > 1 else None,
+        confidence=confidence,
     )
+    if confidence:  # as the evaluator does for every answer
+        for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs):
+            answer_confidence(args.task, text, spans, lps)
     seconds = time.monotonic() - start
     Path(args.out).write_text(
         json.dumps(
@@ -74,6 +90,15 @@ def worker(args) -> None:
     )
 
 
+def _run_mode(mode: str, args, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--worker", mode, "--out", str(out), "--model", args.model, "--n", str(args.n)]
+    cmd += ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
+    cmd += ["--device", args.device, "--dtype", args.dtype, "--task", args.task]
+    cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
+    subprocess.run(cmd, check=True, env=os.environ.copy())
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="HuggingFaceTB/SmolLM2-135M-Instruct")
@@ -83,80 +108,60 @@ def main() -> None:
     p.add_argument("--max-batch-tokens", type=int, help="token budget per batch (evaluation.max_batch_tokens)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="as model.device")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="as model.dtype")
+    p.add_argument("--task", default="viggo", help="whose fields the confidences are computed for")
+    p.add_argument("--modes", default="batched,sequential", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    p.add_argument("--worker", choices=["batched", "sequential"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return worker(args)
+    modes = args.modes.split(",")
+    if unknown := set(modes) - set(MODES):
+        p.error(f"--modes: unknown {sorted(unknown)}; choose from {list(MODES)}")
 
-    results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("batched", "sequential"):
-            out = Path(tmp) / f"{mode}.json"
-            cmd = [
-                sys.executable,
-                __file__,
-                "--worker",
-                mode,
-                "--out",
-                str(out),
-                "--model",
-                args.model,
-                "--n",
-                str(args.n),
-                "--batch-size",
-                str(args.batch_size),
-                "--max-new-tokens",
-                str(args.max_new_tokens),
-                "--device",
-                args.device,
-                "--dtype",
-                args.dtype,
-            ]
-            cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
-            subprocess.run(cmd, check=True, env=os.environ.copy())
-            results[mode] = json.loads(out.read_text())
-    ours, one = results["batched"], results["sequential"]
-    same = sum(a == b for a, b in zip(ours["texts"], one["texts"], strict=True)) / len(ours["texts"])
-    rows = []
-    for r in (ours, one):
-        rows.append(
-            {
-                "mode": "ours (batched, left-padded, KV cache)"
-                if r is ours
-                else "one at a time (same model, KV cache)",
-                "batch": r["batch_size"],
-                "examples": r["examples"],
-                "seconds": r["seconds"],
-                "examples_per_s": r["examples"] / r["seconds"],
-                "new_tokens_per_s": r["new_tokens"] / r["seconds"],
-                "peak_rss_mb": r["peak_rss_mb"],
-            }
-        )
+        results = [_run_mode(mode, args, Path(tmp) / f"{mode}.json") for mode in modes]
+    first = results[0]
+    rows = [
+        {
+            "mode": MODES[r["mode"]],
+            "batch": r["batch_size"],
+            "examples": r["examples"],
+            "seconds": r["seconds"],
+            "examples_per_s": r["examples"] / r["seconds"],
+            "new_tokens_per_s": r["new_tokens"] / r["seconds"],
+            "peak_rss_mb": r["peak_rss_mb"],
+            "time_vs_first": r["seconds"] / first["seconds"],
+            "identical_to_first": sum(a == b for a, b in zip(first["texts"], r["texts"], strict=True))
+            / len(first["texts"]),
+        }
+        for r in results
+    ]
     summary = {
         "rows": rows,
-        "speedup": one["seconds"] / ours["seconds"],
-        "identical_outputs": same,
         "max_new_tokens": args.max_new_tokens,
         "model": args.model,
         "threads": os.cpu_count(),
-        "device": ours["device"],
-        "dtype": ours["dtype"],
+        "device": first["device"],
+        "dtype": first["dtype"],
     }
     if args.json:
         print(json.dumps(summary, indent=2))
         return
-    print(f"{'mode':<40} {'batch':>5} {'examples':>8} {'seconds':>8} {'ex/s':>7} {'new tok/s':>10} {'peak RSS MB':>12}")
+    print(
+        f"{'mode':<40} {'batch':>5} {'examples':>8} {'seconds':>8} {'ex/s':>7} {'new tok/s':>10} "
+        f"{'peak RSS MB':>12} {'time vs 1st':>11} {'same text':>9}"
+    )
     for r in rows:
         print(
             f"{r['mode']:<40} {r['batch']:>5} {r['examples']:>8} {r['seconds']:>8.1f} {r['examples_per_s']:>7.2f} "
-            f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f}"
+            f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f} {r['time_vs_first']:>10.2f}x "
+            f"{r['identical_to_first']:>9.1%}"
         )
     print(
-        f"\nspeedup: {summary['speedup']:.2f}x   identical greedy outputs: {same:.1%}   "
-        f"({args.model} on {ours['device']} in {ours['dtype']}, max_new_tokens {args.max_new_tokens}, "
-        f"{os.cpu_count()} CPU threads)"
+        f"\n{args.model} on {first['device']} in {first['dtype']}, max_new_tokens {args.max_new_tokens}, "
+        f"{os.cpu_count()} CPU threads"
     )
 
 

@@ -1,8 +1,8 @@
 """Load on the `extract` deployment: concurrent clients on loopback, one text per request against batches.
 
     python benchmarks/serve_load.py [--config configs/finetune.yaml] [--model-version production]
-        [--clients 4] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--record-cost]
-        [--json]
+        [--clients 8] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--record-cost]
+        [--compare batching,recording] [--json]
 
 Deploys the config's model (`run.py serve`'s own code) unless `--url` (and `--key`) name a running deployment,
 then for each mode runs `--clients` threads that send requests back to back for `--seconds`, with ViGGO test
@@ -15,8 +15,14 @@ and then on (the config's serving.*), runs the modes on each, and prints the two
 failed requests, and whether every text answered under both got the same answer. `--url` measures the
 deployment as it is.
 
+`--compare batching,recording` measures only one-text requests, on one deployment per setup: batching across
+requests off and on, times serving.record off and full (`--compare batching`: the config's recording;
+`--compare recording`: batching on). One table: texts/s, p50, p95, failed requests, and how many of the texts
+answered under both a setup and the first one got the same answer (greedy decoding: all of them); below it, what
+batching changes (texts/s, p50) and what recording adds to the p50 (the target is under 5%).
+
 `--record-cost` then deploys twice more, with serving.record off and full, runs the one-text mode on each and
-prints what recording each request as an MLflow trace adds to the p50 latency.
+prints the same table for them (`--compare recording` after the modes).
 
 `--switch-to V` runs the one-text mode once more while version V is promoted to production mid-run (the
 deployment, serving the production stage, swaps it in); production goes back to the old version afterwards.
@@ -25,6 +31,7 @@ deployment, serving the production stage, swaps it in); production goes back to 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
@@ -76,6 +83,40 @@ class ModeResult:
             "models": self.models,
             "errors": self.errors[:3],
         }
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What a deployment is started with: batching across requests on (the config's serving.*) or off (a budget of
+    one token: each request is a batch of its own), and serving.record."""
+
+    batching: str
+    record: str
+
+    def __str__(self) -> str:
+        return f"batching {self.batching}, record {self.record}"
+
+    def configure(self, config):
+        serving = {"record": self.record} | ({"max_batch_tokens": 1} if self.batching == "off" else {})
+        return config.model_copy(update={"serving": config.serving.model_copy(update=serving)})
+
+
+AXES = {"batching": ("off", "on"), "recording": ("off", "full")}
+RECORDING_TARGET = 0.05  # what recording may add to the one-text p50
+
+
+def axes(value: str) -> list[str]:
+    names = [a.strip() for a in value.split(",") if a.strip()]
+    if not names or set(names) - AXES.keys():
+        raise argparse.ArgumentTypeError(f"a comma list of {', '.join(AXES)}, got {value!r}")
+    return names
+
+
+def setups(compared: list[str], record: str) -> list[Setup]:
+    """Every combination of the compared axes; an axis not compared stays as configured (batching on)."""
+    batching = AXES["batching"] if "batching" in compared else ("on",)
+    recording = AXES["recording"] if "recording" in compared else (record,)
+    return [Setup(b, r) for b, r in itertools.product(batching, recording)]
 
 
 def invoke(url: str, key: str | None, texts: list[str]) -> tuple[int, dict]:
@@ -199,13 +240,12 @@ def side_by_side(off: list[ModeResult], on: list[ModeResult], clients: int) -> s
     ]
     for a, b in zip(off, on):
         ra, rb = a.row(), b.row()
-        shared = a.answers.keys() & b.answers.keys()
-        same = sum(a.answers[t] == b.answers[t] for t in shared)
+        same, shared = same_answers(a, b)
         faster, quicker = rb["texts/s"] / max(ra["texts/s"], 1e-9), rb["p50 s"] / max(ra["p50 s"], 1e-9)
         lines.append(
             f"{a.mode.removesuffix(', batching off'):<30}{ra['texts/s']:>8.2f}{rb['texts/s']:>9.2f}"
             f"{ra['p50 s']:>8.2f}{rb['p50 s']:>9.2f}{ra['failed']:>6}{rb['failed']:>7}"
-            f"{f'{same}/{len(shared)}':>14}   on/off: texts/s {faster:.1f}x, p50 {quicker:.2f}x"
+            f"{f'{same}/{shared}':>14}   on/off: texts/s {faster:.1f}x, p50 {quicker:.2f}x"
         )
     return "\n".join(lines)
 
@@ -216,8 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-version", default="production")
     p.add_argument("--url", help="a running deployment (skips deploying)")
     p.add_argument("--key")
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=60, help="per mode and setup")
     p.add_argument("--batch", type=int, default=16, help="texts per request in the batched mode")
     p.add_argument(
         "--batching",
@@ -227,15 +267,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--switch-to", metavar="VERSION", help="also run across a promotion of this version")
     p.add_argument("--record-cost", action="store_true", help="also compare serving.record off and full")
+    p.add_argument(
+        "--compare",
+        type=axes,
+        metavar="AXES",
+        help="only one-text requests, one deployment per setup of these axes: batching, recording or both",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.compare and (args.url or args.switch_to):
+        p.error("--compare deploys each setup itself: it goes without --url and --switch-to")
 
     config, zenml_config = load_run_config(args.config)
     inputs = test_inputs(config)
+    if args.compare:
+        results = compare(args, config, zenml_config, inputs, args.compare)
+        print(json.dumps(compare_rows(results), indent=1) if args.json else compare_table(results, args.clients))
+        return 0
     settings = [None] if args.url else {"both": ["off", "on"], "on": ["on"], "off": ["off"]}[args.batching]
     runs: dict[str | None, list[ModeResult]] = {}
     for batching in settings:
-        url, key, pid = deploy(args, config, zenml_config, batching)
+        setup = Setup(batching, config.serving.record) if batching else None
+        url, key, pid = deploy(args, config, zenml_config, setup)
         invoke(url, key, inputs[:1])  # warm-up: the first request pays for lazy imports
         suffix = f", batching {batching}" if batching else ""
         runs[batching] = [
@@ -260,35 +313,75 @@ def main(argv: list[str] | None = None) -> int:
     if not args.json and {"off", "on"} <= runs.keys():
         print(side_by_side(runs["off"], runs["on"], args.clients))
     if args.record_cost:
-        print(record_cost(args, config, zenml_config, inputs))
+        print(compare_table(compare(args, config, zenml_config, inputs, ["recording"]), args.clients))
     return 0
 
 
-def record_cost(args, config, zenml_config, inputs: list[str]) -> str:
-    """One text per request with serving.record off, then full (the batching the config says): p50 of each."""
-    p50 = {}
-    for mode in ("off", "full"):
-        recorded = config.model_copy(update={"serving": config.serving.model_copy(update={"record": mode})})
-        url, key, _ = deploy(args, recorded, zenml_config, "on")
+def compare(args, config, zenml_config, inputs: list[str], compared: list[str]) -> dict[Setup, ModeResult]:
+    """One-text requests at `--clients` on a fresh deployment of each setup."""
+    results = {}
+    for setup in setups(compared, config.serving.record):
+        url, key, _ = deploy(args, config, zenml_config, setup)
         invoke(url, key, inputs[:1])
-        p50[mode] = drive(url, key, inputs, f"record {mode}", 1, args.clients, args.seconds).row()["p50 s"]
-    return (
-        f"\nrecording (serving.record full vs off), one text per request at {args.clients} clients: p50 "
-        f"{p50['full']:.3f} s vs {p50['off']:.3f} s, {p50['full'] / p50['off'] - 1:+.1%}"
-    )
+        results[setup] = drive(url, key, inputs, str(setup), 1, args.clients, args.seconds)
+    return results
 
 
-def deploy(args, config, zenml_config, batching: str | None) -> tuple[str, str | None, int | None]:
-    """`--url`, or the config's model deployed with batching across requests off (a budget of one token: every
-    request is a batch of its own) or on (the config's serving.*)."""
-    if batching is None:
+def same_answers(a: ModeResult, b: ModeResult) -> tuple[int, int]:
+    """Of the texts both runs answered, how many got the same answer."""
+    shared = a.answers.keys() & b.answers.keys()
+    return sum(a.answers[t] == b.answers[t] for t in shared), len(shared)
+
+
+def compare_rows(results: dict[Setup, ModeResult]) -> list[dict]:
+    first = next(iter(results.values()))
+    return [
+        {"batching": s.batching, "record": s.record} | r.row() | dict(zip(("same", "shared"), same_answers(first, r)))
+        for s, r in results.items()
+    ]
+
+
+def compare_table(results: dict[Setup, ModeResult], clients: int) -> str:
+    """The setups' rows; then each pair that differs in batching alone, or in recording alone."""
+    rows = compare_rows(results)
+    lines = [
+        f"\none text per request at {clients} clients",
+        f"{'setup':<28}{'requests':>9}{'failed':>7}{'texts/s':>9}{'p50 s':>8}{'p95 s':>8}{'same answers':>14}",
+    ]
+    for s, r in zip(results, rows):
+        same = f"{r['same']}/{r['shared']}"
+        lines.append(
+            f"{str(s):<28}{r['requests']:>9}{r['failed']:>7}{r['texts/s']:>9.2f}{r['p50 s']:>8.3f}"
+            f"{r['p95 s']:>8.3f}{same:>14}"
+        )
+    by, costs = {(r["batching"], r["record"]): r for r in rows}, []
+    for (batching, record), r in by.items():
+        if batching == "on" and (off := by.get(("off", record))):
+            lines.append(
+                f"batching on/off (record {record}): texts/s {r['texts/s'] / max(off['texts/s'], 1e-9):.2f}x, "
+                f"p50 {r['p50 s'] / max(off['p50 s'], 1e-9):.2f}x"
+            )
+        if record != "off" and (bare := by.get((batching, "off"))):
+            cost = r["p50 s"] / max(bare["p50 s"], 1e-9) - 1
+            verdict = "under" if cost < RECORDING_TARGET else "OVER"
+            costs.append(
+                f"recording {record} vs off (batching {batching}): p50 {r['p50 s']:.3f} s vs {bare['p50 s']:.3f} s, "
+                f"{cost:+.1%} ({verdict} the {RECORDING_TARGET:.0%} target)"
+            )
+    agree = all(r["same"] == r["shared"] for r in rows)
+    lines += costs
+    lines.append(f"answers identical across setups: {'yes' if agree else 'NO'} (on the texts both answered)")
+    return "\n".join(lines)
+
+
+def deploy(args, config, zenml_config, setup: Setup | None) -> tuple[str, str | None, int | None]:
+    """`--url`, or the config's model deployed as `setup` says."""
+    if setup is None:
         return args.url, args.key, None
     from runner import serve
 
-    if batching == "off":
-        config = config.model_copy(update={"serving": config.serving.model_copy(update={"max_batch_tokens": 1})})
-    deployment = serve.serve(config, zenml_config, args.model_version)
-    print(serve.describe(deployment), file=sys.stderr)
+    deployment = serve.serve(setup.configure(config), zenml_config, args.model_version)
+    print(f"{setup}: " + serve.describe(deployment), file=sys.stderr)
     return deployment.url, deployment.auth_key, deployment.deployment_metadata.get("pid")
 
 

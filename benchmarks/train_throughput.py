@@ -2,6 +2,7 @@
 
     python benchmarks/train_throughput.py [--n 128] [--batch-size 8] [--setups ours,trl_tuned,...] [--json]
     python benchmarks/train_throughput.py --device cuda --shape llama-3.1-8b|smollm2-135m [--setups ...]
+    python benchmarks/train_throughput.py ... --batch-tokens 2048|8192|16384
 
 Every setup trains SmolLM2-135M-Instruct with the same LoRA (r, alpha, targets), learning rate, schedule, batch
 size and seed for one pass over the same ViGGO training examples, so all see the same target tokens:
@@ -18,9 +19,15 @@ its defaults (bf16 weights, gradient checkpointing on), TRL tuned (checkpointing
 4-bit; the share is of the bf16 matmul peak measured in the same run, and memory is peak GPU memory. TRL comes
 from the `bench` extra, bitsandbytes and liger-kernel from the `gpu` extra.
 
-Each runs in its own process so its peak memory (max RSS) is its own. Columns: non-pad tokens per second of
-training time, seconds per step, peak memory, the validation loss on answer tokens afterwards (scored the same way
-for every setup), and the share of this machine's matrix-multiply peak, measured in the same run, that training
+`--batch-tokens N` sizes batches by tokens per step instead of rows: ours by its token budget
+(`training.max_batch_tokens`), the others, whose batches are rows, with the row count whose mean length fills N
+(pad512: N / 512 rows).
+
+Each runs in its own process, in three phases: load (model, adapter, Trainer), training, evaluation. Columns:
+non-pad tokens per second of training time, seconds per step, peak memory of each phase with the peak reset
+between phases (`benchmarks/phase_memory.py`: GPU allocator on CUDA, resident set on CPU), the validation loss on
+answer tokens of the model each setup trained, as it trained it (QLoRA's quantized base included), scored the same
+way for every setup, and the share of this machine's matrix-multiply peak, measured in the same run, that training
 reaches at ~4 flops per frozen parameter per token (forward, and backward to the inputs) plus 6 per adapter one.
 """
 
@@ -29,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -40,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.model_shapes import SHAPES, bf16_matmul_peak_tflops, build_random_model  # noqa: E402
+from benchmarks.phase_memory import PhaseMemory  # noqa: E402
 
 SETUPS = ("ours", "trl_default", "trl_tuned", "pad512")
 GPU_SETUPS = ("ours", "ours_qlora4", "ours_qlora8", "trl_default", "trl_tuned", "trl_qlora4")
@@ -63,13 +70,14 @@ def matmul_peak_gflops(threads: int, seconds: float = 3.0) -> float:
     return best
 
 
-def _data(n: int, n_val: int, model_dir: Path, max_seq_len: int):
+def _data(n: int, n_val: int, model_dir: Path, max_seq_len: int, source: str | None):
     from tuneline.config import DataConfig
     from tuneline.models.modeling import load_tokenizer
     from tuneline.data.sources import load_splits
     from tuneline.data.validation import prepare
 
     data = DataConfig(max_train_samples=n, max_validation_samples=n_val, max_test_samples=1, max_seq_len=max_seq_len)
+    data = data.model_copy(update={"source": source}) if source else data
     splits = prepare(load_splits(data), data, load_tokenizer(model_dir)).splits
     return splits["train"][:n], splits["validation"][:n_val]
 
@@ -94,11 +102,16 @@ def _answer_eval_loss(model, tokenizer, records: list[dict]) -> float:
     return total / count
 
 
-def _common_args(args, out_dir: Path) -> dict:
+def _rows_per_batch(args, row_tokens: float) -> int:
+    """Rows per batch: --batch-size, or with --batch-tokens the rows of `row_tokens` each that fill it."""
+    return max(1, round(args.batch_tokens / row_tokens)) if args.batch_tokens else args.batch_size
+
+
+def _common_args(args, out_dir: Path, row_tokens: float) -> dict:
     """Hyperparameters every setup shares, as TrainingArguments keywords."""
     return dict(
         output_dir=str(out_dir),
-        per_device_train_batch_size=args.batch_size,
+        per_device_train_batch_size=_rows_per_batch(args, row_tokens),
         num_train_epochs=1,
         learning_rate=args.lr,
         warmup_steps=0,
@@ -129,10 +142,14 @@ def _peft_config():
 QUANTIZATION = {"ours_qlora4": "4bit", "ours_qlora8": "8bit", "trl_qlora4": "4bit"}
 
 
-def run_ours(args, model_dir, train, out_dir):
+def load_ours(args, model_dir, train, out_dir):
+    """What `train_lora` sets up before it trains, as `train_lora` does it."""
+    from transformers import set_seed
+
     from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
+    from tuneline.data.chat_format import ensure_chat_template
     from tuneline.models.modeling import load_tokenizer
-    from tuneline.train.training import TrainJob, train_lora
+    from tuneline.train.training import TrainJob, build_trainer
 
     cuda = args.device == "cuda"
     model_cfg = ModelConfig(
@@ -141,24 +158,23 @@ def run_ours(args, model_dir, train, out_dir):
     cfg = TrainingConfig(
         epochs=1,
         learning_rate=args.lr,
-        batch_size=args.batch_size,
+        batch_size=args.batch_tokens or args.batch_size,  # with a token budget, the budget decides
+        max_batch_tokens=args.batch_tokens,
         warmup_ratio=0.0,
         logging_steps=1,
         seed=0,
         packing=cuda,
         liger_kernel=cuda and args.liger,
     )
-    result = train_lora(TrainJob(model_dir, train, [], out_dir, model=model_cfg, lora=LoraConfig(**LORA), training=cfg))
+    job = TrainJob(model_dir, train, [], out_dir, model=model_cfg, lora=LoraConfig(**LORA), training=cfg)
+    set_seed(cfg.seed)
     tokenizer = load_tokenizer(model_dir)
-    from peft import AutoPeftModelForCausalLM
-
-    model = AutoPeftModelForCausalLM.from_pretrained(
-        result.adapter_dir, dtype=getattr(__import__("torch"), model_cfg.dtype), device_map=args.device
-    )
-    return result.seconds, result.tokens, result.steps, model, tokenizer
+    ensure_chat_template(tokenizer)
+    tokens = sum(len(r["input_ids"]) for r in train)
+    return build_trainer(job, tokenizer, None, None), tokens, tokenizer
 
 
-def _trl(args, model_dir, train, out_dir, setup: str):
+def load_trl(args, model_dir, train, out_dir, setup: str):
     """TRL's SFTTrainer on prompt-completion rows (answer-only loss, as ours).
 
     On CUDA every TRL setup loads bf16 weights (TRL's own default would load float32); `trl_tuned` turns
@@ -184,17 +200,16 @@ def _trl(args, model_dir, train, out_dir, setup: str):
         )
     # TRL refuses max_length with padding-free rows unless it packs; the rows are already under max_seq_len.
     max_length = None if extra.get("padding_free") else args.max_seq_len
-    config = SFTConfig(**_common_args(args, out_dir), max_length=max_length, **extra)
+    row_tokens = sum(len(r["input_ids"]) for r in train) / len(train)
+    config = SFTConfig(**_common_args(args, out_dir, row_tokens), max_length=max_length, **extra)
     trainer = SFTTrainer(
         model=str(model_dir), args=config, train_dataset=Dataset.from_list(rows), peft_config=_peft_config()
     )
     tokens = sum(len(x) for x in trainer.train_dataset["input_ids"])
-    start = time.monotonic()
-    trainer.train()
-    return time.monotonic() - start, tokens, trainer.state.global_step, trainer.model, trainer.processing_class
+    return trainer, tokens, trainer.processing_class
 
 
-def run_pad512(args, model_dir, train, out_dir):
+def load_pad512(args, model_dir, train, out_dir):
     """As ZenML's LLM LoRA project does: the whole chat as text, padded to a fixed 512, causal-LM collator."""
     from datasets import Dataset
     from peft import get_peft_model
@@ -209,21 +224,20 @@ def run_pad512(args, model_dir, train, out_dir):
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(model_dir), _peft_config())
     trainer = Trainer(
         model=model,
-        args=TrainingArguments(**_common_args(args, out_dir)),
+        args=TrainingArguments(**_common_args(args, out_dir, 512)),
         train_dataset=Dataset.from_dict(dict(enc)),
         data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
     )
-    start = time.monotonic()
-    trainer.train()
-    return time.monotonic() - start, tokens, trainer.state.global_step, model, tokenizer
+    return trainer, tokens, tokenizer
 
 
-def _peak_memory_gib(device: str) -> float:
-    import torch
-
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+def load(args, model_dir, train, out_dir):
+    """The setup's Trainer, ready to train, the non-pad tokens of its pass, and its tokenizer."""
+    if args.worker.startswith("ours"):
+        return load_ours(args, model_dir, train, out_dir)
+    if args.worker == "pad512":
+        return load_pad512(args, model_dir, train, out_dir)
+    return load_trl(args, model_dir, train, out_dir, args.worker)
 
 
 def worker(args) -> None:
@@ -233,18 +247,19 @@ def worker(args) -> None:
 
     torch.set_num_threads(args.threads)
     model_dir = Path(args.model_dir) if args.model_dir else resolve_base_model(args.model)
-    train, val = _data(args.n, args.n_val, model_dir, args.max_seq_len)
+    train, val = _data(args.n, args.n_val, model_dir, args.max_seq_len, args.source)
+    memory = PhaseMemory(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        out_dir = Path(tmp)
-        if args.worker.startswith("ours"):
-            seconds, tokens, steps, model, tokenizer = run_ours(args, model_dir, train, out_dir)
-        elif args.worker == "pad512":
-            seconds, tokens, steps, model, tokenizer = run_pad512(args, model_dir, train, out_dir)
-        else:
-            seconds, tokens, steps, model, tokenizer = _trl(args, model_dir, train, out_dir, args.worker)
-        peak = _peak_memory_gib(args.device)  # training's peak, before the scorer below loads anything
+        with memory.phase("load"):
+            trainer, tokens, tokenizer = load(args, model_dir, train, Path(tmp))
+        with memory.phase("training"):
+            start = time.monotonic()
+            trainer.train()
+            seconds = time.monotonic() - start
+        model, steps = trainer.model, trainer.state.global_step  # scored as trained: its base, dtype, adapter
         trainable, total = model.get_nb_trainable_parameters()
-        eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val)
+        with memory.phase("evaluation"):
+            eval_loss = _answer_eval_loss(model if args.device == "cuda" else model.float(), tokenizer, val)
     Path(args.out).write_text(
         json.dumps(
             {
@@ -255,12 +270,16 @@ def worker(args) -> None:
                 "tokens": tokens,
                 "tokens_per_second": tokens / seconds,
                 "seconds_per_step": seconds / steps,
-                "peak_memory_gib": peak,
+                "batch_tokens": args.batch_tokens,
+                "peak_memory_gib": memory.peaks,
                 "eval_loss": eval_loss,
                 "flops_per_token": 4 * (total - trainable) + 6 * trainable,
             }
         )
     )
+
+
+PHASES = {"load": "load", "training": "train", "evaluation": "eval"}  # PhaseMemory's phases: column heads
 
 
 def table(results: dict, peak: float, device: str) -> str:
@@ -271,13 +290,14 @@ def table(results: dict, peak: float, device: str) -> str:
         if cuda
         else "matmul peak (float32 GEMM, same run): {:.1f} GFLOP/s"
     )
-    head = f"{'setup':<13}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}{memory:>14}{'eval loss':>11}{'% of peak':>11}"
-    lines = [head]
+    head = f"{'setup':<13}{'steps':>6}{'non-pad tok/s':>15}{'s/step':>9}"
+    head += "".join(f"{column:>8}" for column in PHASES.values()) + f"{'eval loss':>11}{'% of peak':>11}"
+    lines = [f"{memory + ' per phase':>{len(head) - 22}}", head]
     for r in results.values():
+        peaks = "".join(f"{r['peak_memory_gib'][phase] * scale:>8.{2 if cuda else 0}f}" for phase in PHASES)
         lines.append(
             f"{r['setup']:<13}{r['steps']:>6}{r['tokens_per_second']:>15.1f}{r['seconds_per_step']:>9.2f}"
-            f"{r['peak_memory_gib'] * scale:>14.{2 if cuda else 0}f}{r['eval_loss']:>11.4f}"
-            f"{100 * r['share_of_peak']:>10.1f}%"
+            f"{peaks}{r['eval_loss']:>11.4f}{100 * r['share_of_peak']:>10.1f}%"
         )
     lines.append(unit.format(peak))
     for name in [n for n in results if n.startswith("ours")]:
@@ -303,9 +323,17 @@ def main() -> None:
         help="with --device cuda: the shape of the randomly initialized bf16 model",
     )
     p.add_argument("--no-liger", dest="liger", action="store_false", help="with --device cuda: ours without Liger")
+    p.add_argument(
+        "--source", help="data.source of the examples (default: ViGGO from the hub); synthetic:viggo offline"
+    )
     p.add_argument("--n", type=int, default=128, help="training examples (one pass)")
     p.add_argument("--n-val", type=int, default=64, help="validation examples for the eval loss")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-tokens",
+        type=int,
+        help="tokens per step instead of --batch-size rows (e.g. 2048, 8192, 16384); see the description",
+    )
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=os.cpu_count())
@@ -355,6 +383,7 @@ def main() -> None:
                     "shape": args.shape if args.device == "cuda" else args.model,
                     "matmul_peak_gflops": peak,
                     "threads": args.threads,
+                    "batch_tokens": args.batch_tokens,
                     "results": results,
                 },
                 indent=2,

@@ -66,4 +66,4 @@ def finetune(
             examples, model, evaluation, task=data.task, label="prompted", shots=shots, id="evaluate_prompted"
         )
     confidence_threshold(tuned_eval, serving)
-    promote(base_eval, tuned_eval, dataset, model, evaluation, promotion, prompted=prompted_eval)
+    promote(base_eval, tuned_eval, dataset, model, evaluation, promotion, prompted=prompted_eval, data=data)

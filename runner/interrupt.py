@@ -1,21 +1,17 @@
-"""A run stopped by Ctrl-C or SIGTERM stops for sure, is marked failed in ZenML's store, and exits 130.
+"""The child's side of an interrupt (runner/supervise.py runs each pipeline command in a child process): which run
+it stops, and how that run is marked failed.
 
-The local orchestrator runs steps in this process, so the only way to stop a step mid-work is an exception raised
-wherever the main thread is, and that goes wrong in two places. Raised inside a database call, it can leave a
-SQLite write transaction open that the next store call (ZenML recording the failed step) then waits on forever;
-so the interrupt is held back while the main thread is inside SQLAlchemy or ZenML's store, and raised again half
-a second later. Raised inside a weakref callback (SQLAlchemy's, during a step), Python drops it and the run goes
-on to finish with exit 0; so a watchdog raises it again every half second until the main thread has caught one.
-A process still alive `GRACE_S` seconds after the signal is ended, and a helper process marks its run failed once
-it is gone (its store connections gone with it).
+The first SIGINT or SIGTERM raises KeyboardInterrupt, which unwinds the run; later ones are the run already
+stopping (a Ctrl-C reaches the child from the terminal and again from its supervisor), except that a SIGTERM after
+the first signal is the supervisor ending a child that did not stop in time, and ends it at once. Python drops an
+exception raised in a weakref callback or `__del__` (SQLAlchemy's run during steps) and reports it to
+`sys.unraisablehook`: an interrupt dropped there ends the child at once, as the supervisor would.
 """
 
 from __future__ import annotations
 
-import _thread
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -23,68 +19,61 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-GRACE_S = 30.0
-EVERY_S = 0.5
-# Where an exception would leave the store's connection mid-transaction: wait for the main thread to leave.
-HOLD_BACK_IN = (f"{os.sep}sqlalchemy{os.sep}", f"{os.sep}zen_stores{os.sep}", f"{os.sep}sqlite3{os.sep}")
-# Run by the helper: wait for the ended process (argv[1]) to be gone (a minute at most: a parent that never reaps
-# it leaves a zombie, whose connections are closed all the same), then mark its run failed.
-MARK = """
-import os, sys, time
-for _ in range(300):
-    try:
-        os.kill(int(sys.argv[1]), 0)
-    except ProcessLookupError:
-        break
-    time.sleep(0.2)
-from runner.interrupt import mark_failed
-mark_failed(sys.argv[2])
-"""
+# Set in the child by its supervisor: the file the child names each run it starts in, one `pipeline token` a line.
+REPORT_ENV = "TUNELINE_SUPERVISOR_REPORT"
 
-_requested_at: float | None = None
-_caught = threading.Event()
+_requested = False  # a signal came: whatever the run ends with, it ends as interrupted
 _current: tuple[str, str] | None = None  # the pipeline run this process started: (pipeline name, its token)
 
 
 def install() -> None:
-    """`kill` (SIGTERM) stops a run the way Ctrl-C does."""
+    """Stop on the first SIGINT or SIGTERM, and die with the supervising process (nobody would stop this one)."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _on_signal)
+    sys.unraisablehook = _on_unraisable
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), name="tuneline-parent", daemon=True).start()
 
 
 def _on_signal(signum, frame) -> None:
-    global _requested_at
-    if _requested_at is None:
-        _requested_at = time.monotonic()
-        threading.Thread(target=_watch, name="tuneline-interrupt", daemon=True).start()
-    if not _in_store(frame):
+    global _requested
+    if _requested:
+        if signum == signal.SIGTERM:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.raise_signal(signal.SIGTERM)
+        return
+    _requested = True
+    raise KeyboardInterrupt
+
+
+def _on_unraisable(info) -> None:
+    if _requested and issubclass(info.exc_type, KeyboardInterrupt):
+        exit_now()
+    sys.__unraisablehook__(info)
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os.kill(os.getpid(), signal.SIGKILL)  # the run is left for the next run's sweep (runner/orphans.py)
+
+
+def requested() -> bool:
+    """Whether a signal came, so that the run, however it ended, ends as interrupted."""
+    return _requested
+
+
+def check() -> None:
+    """Called when a pipeline returned or failed: after a signal, that is the interrupt taking effect (or a step
+    that did not hear it finishing), and the run stops as interrupted."""
+    if _requested:
         raise KeyboardInterrupt
 
 
-def _in_store(frame) -> bool:
-    while frame is not None:
-        if any(part in frame.f_code.co_filename for part in HOLD_BACK_IN):
-            return True
-        frame = frame.f_back
-    return False
-
-
-def _watch() -> None:
-    deadline = _requested_at + GRACE_S
-    while time.monotonic() < deadline:
-        if _caught.wait(EVERY_S):
-            time.sleep(max(0.0, deadline - time.monotonic()))  # caught: the main thread marks and exits
-        else:
-            _thread.interrupt_main(signal.SIGINT)
-    said = f"error: interrupted; the run did not stop within {GRACE_S:.0f} s of the signal, so this process ended it"
-    if _current is not None:
-        helper = subprocess.Popen(
-            [sys.executable, "-c", MARK, str(os.getpid()), _current[1]],
-            cwd=Path(__file__).resolve().parent.parent,
-            start_new_session=True,
-        )
-        said += f"; process {helper.pid} marks its run of '{_current[0]}' failed once it is gone"
-    print(said, file=sys.stderr, flush=True)
+def exit_now() -> None:
+    """How an interrupted child ends: at once, with 130. Its supervisor marks the run; finalizing an interpreter
+    that has loaded torch, pandas and ZenML takes seconds (many on a busy machine) that would use up the grace."""
+    sys.stdout.flush()
+    sys.stderr.flush()
     os._exit(130)
 
 
@@ -95,11 +84,14 @@ def now() -> datetime:
 
 def starting(pipeline_name: str, run_name: str | None = None) -> str:
     """Called just before a pipeline run starts: returns its run-name template (the user's, or ZenML's default)
-    with a token unique to this run appended. The run holding that token is what an interrupt from now on marks
-    failed, and nothing else: other runs of the pipeline on the same store go on."""
+    with a token unique to this run appended, and tells the supervisor. The run holding that token is what an
+    interrupt from now on marks failed, and nothing else: other runs of the pipeline on the same store go on."""
     global _current
     token = uuid.uuid4().hex[:12]
     _current = (pipeline_name, token)
+    if report := os.environ.get(REPORT_ENV):
+        with open(report, "a") as fh:
+            fh.write(f"{pipeline_name} {token}\n")
     return f"{run_name or pipeline_name + '-{date}-{time}'}-{token}"
 
 
@@ -108,29 +100,16 @@ def token() -> str | None:
     return _current[1] if _current else None
 
 
-def check() -> None:
-    """Called when a pipeline returned or failed: after a signal, that is the interrupt taking effect (or a step
-    that did not hear it, see above, finishing), and the run stops as interrupted."""
-    if _requested_at is not None:
-        raise KeyboardInterrupt
-
-
-def stopped() -> str:
-    """Called where the KeyboardInterrupt is caught: stops the watchdog's repeats, marks the run failed and says
-    what became of it."""
-    _caught.set()
-    marked, finished = mark_failed(_current[1]) if _current else ([], [])
-    said = ([f"run {', '.join(marked)} stopped and marked failed"] if marked else []) + (
-        [f"run {', '.join(finished)} had finished before the interrupt took effect"] if finished else []
-    )
-    return "interrupted; " + "; ".join(said) if said else "interrupted before the run started"
+def last_started(report: Path) -> tuple[str, str] | None:
+    """The (pipeline name, token) of the run a child named last in `report`, if it started one."""
+    lines = report.read_text().split()
+    return (lines[-2], lines[-1]) if lines else None
 
 
 def mark_failed(token: str, reason: str = "interrupted by the user") -> tuple[list[str], list[str]]:
     """Mark the run whose name holds `token`, if it exists and is unfinished, failed with its unfinished steps.
-    Returns the
-    names of the runs stopped (ZenML has already failed one whose step took the interrupt) and of those that
-    succeeded."""
+    Returns the names of the runs stopped (ZenML has already failed one whose step took the interrupt) and of
+    those that succeeded."""
     from zenml.client import Client
     from zenml.enums import ExecutionStatus
     from zenml.models import PipelineRunUpdate, StepRunUpdate

@@ -79,7 +79,7 @@ def _run(pipeline, zenml_config: dict, enable_cache: bool, params: dict, schedul
             interrupt.check()  # a step that took the signal in ZenML's own handler fails with ZenML's exception
             raise PipelineFailed(_failure_message(pipeline.name, token, err)) from None
         finally:
-            orphans.release(token)  # interrupted, the run is marked failed by this process or its helper
+            orphans.release(token)  # interrupted, the run is marked failed by the supervising process
         interrupt.check()
         return result
 
@@ -113,8 +113,8 @@ def check_lineage(model_name: str, config: TunelineConfig) -> None:
 
 def finetune_params(config: TunelineConfig) -> dict:
     """The finetune pipeline's parameters: one per config section, so each step's cache key holds only the
-    sections it reads (`monitoring` is the monitor pipeline's)."""
-    return {name: getattr(config, name) for name in TunelineConfig.model_fields if name != "monitoring"}
+    sections it reads (`monitoring` is the monitor pipeline's, `tuning` the tune pipeline's)."""
+    return {name: getattr(config, name) for name in TunelineConfig.model_fields if name not in ("monitoring", "tuning")}
 
 
 def launch(

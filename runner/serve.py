@@ -26,7 +26,7 @@ from runner.versions import adapter_of, model_name_of
 from runner.stack import ensure_deployer
 from steps import feedback, openai_api, status
 from steps.serve import guard_requests, start_serving, stop_serving
-from tuneline.config import ServingConfig, TunelineConfig
+from tuneline.config import ConfigError, ServingConfig, TunelineConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +69,17 @@ def deployer_settings(flavor: str, serving: ServingConfig, secret_key: str | Non
     return settings
 
 
-def serve(config: TunelineConfig, zenml_config: dict, version: str) -> DeploymentResponse:
-    """Deploy (or replace) the model's `extract` deployment. A version that does not exist or has no adapter
-    fails here, before anything is deployed."""
+def serve(config: TunelineConfig, zenml_config: dict, version: str, shadow: str | None = None) -> DeploymentResponse:
+    """Deploy (or replace) the model's `extract` deployment, with `shadow` a candidate version answering beside it
+    (docs/monitoring.md). A version that does not exist or has no adapter fails here, before anything is deployed."""
     set_up()
     deployer, flavor = ensure_deployer()
     model_name = model_name_of(config, zenml_config)
     adapter_of(model_name, version)
+    if shadow is not None:
+        if config.serving.record == "off":
+            raise ConfigError("--shadow records the candidate's answers on the requests' traces: serving.record is off")
+        shadow = adapter_of(model_name, shadow)[0]  # pinned: a later promotion does not move the shadow
     settings = {
         "deployer": deployer_settings(flavor, config.serving, _secret_key()),
         "deployment": DeploymentSettings(
@@ -94,7 +98,12 @@ def serve(config: TunelineConfig, zenml_config: dict, version: str) -> Deploymen
         settings=settings,
         on_init=start_serving,
         on_cleanup=stop_serving,
-        on_init_kwargs={"model_name": model_name, "version": version, "parameters": config.model_dump(mode="json")},
+        on_init_kwargs={
+            "model_name": model_name,
+            "version": version,
+            "parameters": config.model_dump(mode="json"),
+            "shadow": shadow,
+        },
         # Each request is a pipeline run; what ZenML lets us turn off, we turn off (README, "Serving").
         enable_artifact_metadata=False,
         enable_artifact_visualization=False,

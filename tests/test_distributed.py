@@ -134,3 +134,73 @@ def test_a_failing_worker_fails_the_step_with_its_error(tiny_model_dir, splits, 
     assert "2 processes" in message and "exited with code" in message
     # Each rank's own exception, not just the launcher's summary (which has no traceback).
     assert "rank-0: peft" in message and "no_such_proj" in message
+
+
+def test_fsdp_shards_the_model_trains_like_one_process_and_resumes(tiny_model_dir, splits, tmp_path):
+    """training.strategy fsdp: FSDP2 (accelerate's plugin, torch's fully_shard) in two CPU processes over gloo."""
+    from tuneline.train.training import train_lora
+
+    shape = dict(threads=1, epochs=2, batch_size=4, learning_rate=1e-2, logging_steps=1, save_steps=12)
+    cfg = TrainingConfig(num_processes=2, strategy="fsdp", **shape)
+    saved = tmp_path / "saved"
+
+    def push(checkpoint):
+        if checkpoint.name == "checkpoint-12":
+            shutil.copytree(checkpoint, saved / checkpoint.name)
+
+    result = train_distributed(
+        TrainJob(tiny_model_dir, splits["train"], splits["validation"], tmp_path, lora=LORA, training=cfg),
+        on_checkpoint=push,
+    )
+    ranks = [json.loads((tmp_path / "distributed" / "ranks" / f"{r}.json").read_text()) for r in (0, 1)]
+    # One process, the same rows per optimizer step: its two accumulated batches are the two ranks' batches.
+    single = train_lora(
+        TrainJob(
+            tiny_model_dir,
+            splits["train"],
+            splits["validation"],
+            tmp_path / "single",
+            lora=LORA,
+            training=TrainingConfig(gradient_accumulation_steps=2, **shape),
+        )
+    )
+    print(f"ranks {ranks}; eval_loss fsdp {result.eval_loss:.4f} one process {single.eval_loss:.4f}")
+
+    # accelerate ran FSDP (its checkpoints are the plugin's), and both ranks ended with the same whole adapter.
+    assert [r["distributed_type"] for r in ranks] == ["FSDP", "FSDP"]
+    assert (saved / "checkpoint-12" / "pytorch_model_fsdp.bin").is_file()
+    assert ranks[0]["adapter_sha256"] == ranks[1]["adapter_sha256"]
+    assert result.steps == single.steps == math.ceil(len(splits["train"]) * 2 / (4 * 2)) == 24
+    # It trained as one process does on the same batches (rank r takes every other one; the process accumulates
+    # them in pairs), to within the order of the sums.
+    assert result.eval_loss == pytest.approx(single.eval_loss, rel=1e-2)
+    assert result.history[-1]["loss"] < 0.7 * result.history[0]["loss"]
+
+    from tuneline.evaluate.evaluation import evaluate_model  # the gathered adapter loads without FSDP
+
+    res = evaluate_model(
+        "tuned",
+        "viggo",
+        tiny_model_dir,
+        splits["test"][:2],
+        EvaluationConfig(batch_size=2, max_new_tokens=4),
+        adapter_dir=result.adapter_dir,
+    )
+    assert res.n_examples == 2
+
+    resumed = train_distributed(
+        TrainJob(
+            tiny_model_dir,
+            splits["train"],
+            splits["validation"],
+            tmp_path / "resumed",
+            lora=LORA,
+            training=cfg,
+            checkpoint_dir=saved,
+            resume=True,
+        )
+    )
+    assert resumed.resumed_from.endswith("checkpoint-12") and resumed.steps == 24
+    assert [h["step"] for h in resumed.history][-12:] == list(range(13, 25))
+    assert resumed.history[-1]["loss"] == pytest.approx(result.history[-1]["loss"], rel=1e-3)
+    assert resumed.eval_loss == pytest.approx(result.eval_loss, rel=1e-3)

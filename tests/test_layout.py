@@ -10,7 +10,14 @@ def _module(path: Path) -> str:
     return ".".join(path.relative_to(CORE.parent).with_suffix("").parts).removesuffix(".__init__")
 
 
+def _exists(module: str) -> bool:
+    path = CORE.parent.joinpath(*module.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
 def _runtime_imports(path: Path) -> set[str]:
+    """Modules imported when the file runs; `from package import module` imports the module, not the package's
+    other contents."""
     tree = ast.parse(path.read_text())
     type_only = {
         id(node)
@@ -24,7 +31,8 @@ def _runtime_imports(path: Path) -> set[str]:
         if id(node) in type_only:
             continue
         if isinstance(node, ast.ImportFrom) and node.module:
-            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+            submodules = {f"{node.module}.{alias.name}" for alias in node.names}
+            found |= {s for s in submodules if _exists(s)} or {node.module}
         elif isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
     return found

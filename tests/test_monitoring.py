@@ -6,6 +6,7 @@ import time
 import pytest
 
 from tuneline.config import DataConfig, MonitoringConfig
+from tests.test_serving import adapter_dir, extractor  # noqa: F401 (fixtures: a tiny model with an adapter)
 from tuneline.serve.monitoring import monitor, psi, should_retrain, window_ms
 
 DAY = 86_400_000
@@ -277,3 +278,42 @@ def test_corrections_become_feedback_rows_screened_for_leakage(store):
 
 
 # --- the monitor pipeline on the stack's own MLflow store ----------------------------------------------------
+
+
+# --- shadow: a candidate answers beside production, off the request path -------------------------------------
+
+
+def test_a_shadow_answers_after_the_request_and_the_monitor_compares_it(store, extractor):  # noqa: F811
+    import dataclasses
+
+    from tuneline.serve.monitoring import shadow_figures
+    from tuneline.serve.recording import log_correction, recorder
+    from tuneline.serve.shadow import Shadow
+
+    candidate = dataclasses.replace(extractor, version="2")
+    shadow = Shadow(candidate, "full")
+    record_and_shadow = shadow.wrap(recorder("m", "full"))
+    now = time.time_ns()
+    same = candidate.extract(["Doom is fun."]) | {"version": "1"}  # production happened to answer as the candidate
+    other = response(["Halo is bad."], ["inform"]) | {"version": "1"}
+    with candidate.lock:  # the candidate is busy: production's requests are recorded and returned all the same
+        traces = [record_and_shadow(r, now + i * 10**6, now + (i + 1) * 10**6) for i, r in enumerate((same, other))]
+        assert all(traces) and shadow._queue.qsize() >= 1
+    shadow.join()
+    log_correction(traces[1], other["results"][0]["answer"], "viggo")  # production was right, the shadow was not
+    records = read_requests_now("m")
+    assert [r["shadow"]["version"] for r in records] == ["2", "2"]
+    assert records[0]["shadow"]["answer"] == records[0]["answer"]
+    assert records[1]["shadow"]["answer"] != records[1]["answer"]
+    figures = shadow_figures(records, "viggo")
+    assert (figures.answers, figures.agreement, figures.corrected) == (2, 0.5, 1)
+    assert (figures.accuracy, figures.production_accuracy, figures.versions) == (0.0, 1.0, {"2": 2})
+    report = monitor("m", "1", "viggo", records, [], (0, DAY, 2 * DAY), [], CFG)
+    assert report.metrics()["shadow.agreement"] == 0.5 and report.current.shadow == figures
+    shadow.close()
+
+
+def read_requests_now(model: str) -> list[dict]:
+    from tuneline.serve.recording import Window, read_requests
+
+    return read_requests(model, Window(0, int(time.time() * 1000) + 1))

@@ -166,6 +166,14 @@ class TrainingConfig(_Section):
         "`run.py --resume` continues from the last one.",
     )
     num_processes: int = Field(1, ge=1, description="Data-parallel processes (GPUs); > 1 runs train under accelerate.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="How num_processes > 1 share the work. 'ddp': each process holds the whole model and the "
+        "gradients are all-reduced; fastest while the model, its gradients and activations fit one GPU. 'fsdp': "
+        "FSDP2 through accelerate shards the weights across the processes (all-gathered layer by layer), for a "
+        "base that does not fit one GPU; with QLoRA the 4-bit weights are stored in model.dtype so they can be "
+        "sharded (docs/gpu.md).",
+    )
     max_batch_tokens: int | None = Field(
         None,
         ge=16,
@@ -195,6 +203,8 @@ class TrainingConfig(_Section):
             )
         if self.budget_minutes and self.max_steps:
             raise ValueError("budget_minutes and max_steps both set how long training runs; set one")
+        if self.strategy == "fsdp" and self.num_processes < 2:
+            raise ValueError("strategy fsdp shards the model across processes: it needs num_processes > 1")
         return self
 
 
@@ -373,6 +383,73 @@ class MonitoringConfig(_Section):
     )
 
 
+class TuningSpace(_Section):
+    """The recipes `run.py tune` draws its trials from: each trial takes one value of every list; an empty list
+    keeps the config's own value."""
+
+    learning_rate: list[float] = Field([5e-4, 1e-3, 2e-3, 5e-3], description="training.learning_rate values.")
+    epochs: list[float] = Field(
+        [1.0, 2.0, 3.0], description="training.epochs values: passes over the rows a trial, and the winner, trains on."
+    )
+    r: list[int] = Field(
+        [8, 16, 32], description="lora.r values; lora.alpha follows r, keeping the config's alpha / r."
+    )
+    target_modules: list[list[str]] = Field(
+        [
+            ["q_proj", "v_proj"],
+            ["q_proj", "k_proj", "v_proj", "o_proj"],
+            LoraConfig.model_fields["target_modules"].default,
+        ],
+        description="lora.target_modules values: which projections are adapted.",
+    )
+    last_layers: list[int | None] = Field(
+        [], description="lora.last_layers values (null: every layer); empty: the config's."
+    )
+
+    @model_validator(mode="after")
+    def _values_are_valid(self) -> "TuningSpace":
+        bad = [f"learning_rate {v}" for v in self.learning_rate if v <= 0]
+        bad += [f"epochs {v}" for v in self.epochs if v <= 0]
+        bad += [f"r {v}" for v in self.r if v < 1]
+        bad += [f"last_layers {v}" for v in self.last_layers if v is not None and v < 1]
+        bad += ["target_modules []" for v in self.target_modules if not v]
+        if bad:
+            raise ValueError(f"tuning.space: {', '.join(bad)} cannot train (rates and epochs > 0, r and layers >= 1)")
+        return self
+
+
+class TuningConfig(_Section):
+    """`run.py tune`: a seeded search over the space by successive halving. Every trial of a rung trains on the
+    same sample of training rows and is scored on the validation rows; the best 1/eta go on to the next rung with
+    eta times the rows. The winner is written as a config and trained on all rows within what is left of the
+    budget (docs/tuning.md)."""
+
+    budget_minutes: float | None = Field(
+        None,
+        gt=0,
+        description="The search and the winner's training together; `run.py tune --budget-minutes` overrides it, "
+        "and one of them is needed.",
+    )
+    search_share: float = Field(
+        0.5,
+        gt=0.0,
+        lt=1.0,
+        description="The most of the budget the search may spend; the winner's training gets the rest.",
+    )
+    trials: int = Field(8, ge=2, description="Recipes drawn from the space for the first rung.")
+    eta: int = Field(
+        2, ge=2, description="Each rung keeps the best 1/eta of its trials and gives them eta times the rows."
+    )
+    min_rows: int = Field(64, ge=1, description="Training rows each trial of the first rung trains on.")
+    seed: int = Field(0, description="Seed of the recipes drawn and of the rows sampled for the trials.")
+    metric: str | None = Field(
+        None,
+        description="The validation metric that ranks trials; null: the task's primary metric (exact_match for "
+        "viggo and json, rougeL for text).",
+    )
+    space: TuningSpace = Field(default_factory=TuningSpace, description="The values the trials draw from.")
+
+
 class TunelineConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
@@ -392,6 +469,7 @@ class TunelineConfig(_Section):
         description="`run.py monitor`: drift and decline of the served model's recorded "
         "requests, and when they retrain it.",
     )
+    tuning: TuningConfig = Field(TuningConfig(), description="`run.py tune`: the recipe search and its budget.")
 
     @model_validator(mode="after")
     def _promotion_metrics_exist(self) -> "TunelineConfig":
@@ -408,6 +486,16 @@ class TunelineConfig(_Section):
                     raise ValueError(
                         f"promotion.{key}: '{name}' is not a testable metric of task '{task}'; choose from {choices}"
                     )
+        return self
+
+    @model_validator(mode="after")
+    def _tuning_metric_exists(self) -> "TunelineConfig":
+        if self.tuning.metric is not None and self.tuning.metric not in metric_names(self.data.task):
+            choices = sorted(metric_names(self.data.task))
+            raise ValueError(
+                f"tuning.metric: '{self.tuning.metric}' is not a metric of task '{self.data.task}'; "
+                f"choose from {choices}"
+            )
         return self
 
 
@@ -527,6 +615,8 @@ def load_run_config(
         raise ConfigError(f"{path}: 'parameters' must be a mapping of config sections")
     config = parse_config(apply_overrides(params, list(overrides)), str(path))
     return config, raw
+
+
 def as_params(config: BaseModel) -> dict[str, Any]:
     """`{'training.learning_rate': 0.001, ...}`: the shape experiment trackers want for params."""
     flat: dict[str, Any] = {}

@@ -32,7 +32,6 @@ class JsonMatch(BaseModel):
     )
 
 
-
 @dataclass(frozen=True)
 class Parsed:
     act: str | None
@@ -202,18 +201,23 @@ def reference_problem(task: str, text: str) -> str | None:
     return f"does not parse as {_GRAMMARS[task]}{why}"
 
 
-_ROUGE = {"rouge1", "rouge2", "rougeL", "rougeLsum"}
-_FIELD_METRICS = {"parse_rate", "slot_accuracy", "slot_precision", "slot_recall", "micro_f1", "macro_f1"}
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
+_FIELD_METRICS = ("parse_rate", "slot_precision", "slot_recall", "slot_accuracy", "micro_f1", "macro_f1")
+
+
+def metric_list(task: str) -> list[str]:
+    """The fixed metrics `metrics.aggregate` reports for a task, in report order; fields add `f1.<field>` per field
+    seen."""
+    return [
+        *ROUGE_TYPES,
+        "exact_match",
+        *(_FIELD_METRICS if task != "text" else ()),
+        *(("act_accuracy",) if task == "viggo" else ()),
+    ]
 
 
 def metric_names(task: str) -> set[str]:
-    """Fixed metric names `metrics.aggregate` reports for a task; fields add `f1.<field>` per field seen."""
-    names = _ROUGE | {"exact_match"}
-    if task != "text":
-        names |= _FIELD_METRICS
-    if task == "viggo":
-        names.add("act_accuracy")
-    return names
+    return set(metric_list(task))
 
 
 def can_be_tested(metric: str, task: str) -> bool:

@@ -121,9 +121,14 @@ def to_messages(row: dict, cfg: DataConfig) -> list[dict[str, str]]:
         user = _text(row, "prompt")
     else:
         user = _text(row, cfg.input_field, setting="data.input_field")
-    system = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
     answer = _answer(row, answer_field(row, cfg), cfg.task, setting="data.output_field" if fmt == "fields" else None)
-    return system + [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+    return question_messages(user, cfg) + [{"role": "assistant", "content": answer}]
+
+
+def question_messages(user: str, cfg: DataConfig) -> list[dict[str, str]]:
+    """The turns before the answer, as training rows and served requests both have them."""
+    system = [] if cfg.system_prompt is None else [{"role": "system", "content": cfg.system_prompt}]
+    return system + [{"role": "user", "content": user}]
 
 
 def check_reference(row: dict, messages: list[dict[str, str]], cfg: DataConfig) -> None:

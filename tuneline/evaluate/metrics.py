@@ -22,9 +22,8 @@ from collections import Counter
 import numpy as np
 
 from tuneline.config import JsonMatch
-from tuneline.tasks import PARSERS, DuplicateKey, json_value, parse_json
+from tuneline.tasks import PARSERS, ROUGE_TYPES, DuplicateKey, json_value, metric_list, parse_json
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 MEAN_METRICS = {"exact_match": "exact", "act_accuracy": "act_ok", "parse_rate": "parsed"} | {r: r for r in ROUGE_TYPES}
 ERROR_KINDS = ("unparseable", "duplicate_key", "wrong_act", "missing", "extra", "wrong_value")
 
@@ -142,12 +141,7 @@ def invented_fields(rows: list[dict]) -> dict[str, int]:
 
 
 def aggregate(task: str, rows: list[dict]) -> dict[str, float]:
-    names = list(ROUGE_TYPES) + ["exact_match"]
-    if task != "text":
-        names += ["parse_rate", "slot_precision", "slot_recall", "slot_accuracy", "micro_f1"]
-    if task == "viggo":
-        names.append("act_accuracy")
-    metrics = {name: metric_value(name, rows) for name in names}
+    metrics = {name: metric_value(name, rows) for name in metric_list(task) if name != "macro_f1"}
     if task != "text":
         per_field = {f"f1.{f}": metric_value(f"f1.{f}", rows) for f, n in field_support(rows).items() if n}
         metrics["macro_f1"] = sum(per_field.values()) / len(per_field) if per_field else 0.0

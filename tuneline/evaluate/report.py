@@ -123,10 +123,15 @@ def eval_html(result: EvalResult, max_rows: int = 50) -> str:
 
 
 def comparison_html(
-    base: EvalResult, tuned: EvalResult, decision, worst: int = 20, prompted: EvalResult | None = None
+    base: EvalResult,
+    tuned: EvalResult,
+    decision,
+    worst: int = 20,
+    prompted: EvalResult | None = None,
+    extra_html: str = "",
 ) -> str:
-    """Base (and prompted base) vs tuned on the same examples, the promotion decision, and the tuned model's worst
-    examples."""
+    """Base (and prompted base) vs tuned on the same examples, the promotion decision, `extra_html` (the corrected
+    slice, tuneline/evaluate/corrected.py), and the tuned model's worst examples."""
     names = [k for k in sorted(tuned.metrics) if not k.startswith("f1.")]
     extra = [prompted] if prompted else []
     headline = _table(
@@ -194,7 +199,7 @@ def comparison_html(
         f"<html><head>{_STYLE}</head><body><h2>Base vs tuned: {verdict}</h2>"
         f"<p>{escape(decision.reason)}</p><p>{tuned.n_examples} test examples (set {tuned.test_set_hash}); "
         f"compared with {escape(decision.reference)}: {escape(decision.metric)} difference {decision.difference:+.4f}, "
-        f"95% CI [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]</p>{headline}<h3>Per field</h3>{fields}"
+        f"95% CI [{decision.ci_low:+.4f}, {decision.ci_high:+.4f}]</p>{headline}{extra_html}<h3>Per field</h3>{fields}"
         f"{_invented(tuned)}<h3>Error taxonomy</h3>{errors}<h3>Guards</h3>{guards}"
         f"<h3>Worst {len(side)} tuned examples</h3>"
         f"{_table(['input', 'reference', 'base', *(['prompted base'] if prompted else []), 'tuned', 'errors'], side)}"

@@ -95,9 +95,11 @@ def generate_greedy(
     progress=None,
     max_batch_tokens: int | None = None,
     constraint: Callable[[], object] | None = None,
+    confidence: bool = True,
 ) -> Generated:
-    """`constraint` makes a fresh logits processor for each batch (tuneline/generate/grammar.py). Each answer comes with
-    its tokens' log-probabilities and characters, for `tuneline.generate.confidence.answer_confidence`."""
+    """`constraint` makes a fresh logits processor for each batch (tuneline/generate/grammar.py). With `confidence`,
+    each answer comes with its tokens' log-probabilities and characters, for
+    `tuneline.generate.confidence.answer_confidence`; without, only texts (checkpoint selection needs no more)."""
     tokenizer.padding_side = "left"
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
     texts: list[str] = [""] * len(prompts)
@@ -109,7 +111,8 @@ def generate_greedy(
     for idx in length_batches(lengths, batch_size, max_new_tokens, max_batch_tokens):
         enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(model.device)
-        recorder = _Logprobs()
+        recorder = _Logprobs() if confidence else None
+        processors = [constraint()] if constraint else []
         out = model.generate(
             **enc,
             do_sample=False,
@@ -117,16 +120,20 @@ def generate_greedy(
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             use_cache=True,
-            logits_processor=[recorder.before, *([constraint()] if constraint else []), recorder.after],
+            logits_processor=[recorder.before, *processors, recorder.after] if recorder else processors,
         )
         gen = out[:, enc["input_ids"].shape[1] :].tolist()  # one copy off the GPU per batch
-        for ids, lps, i in zip(gen, recorder.rows(), idx):
+        rows = recorder.rows() if recorder else None
+        for k, (ids, i) in enumerate(zip(gen, idx)):
             ended = tokenizer.eos_token_id in ids
             if ended:
                 ids = ids[: ids.index(tokenizer.eos_token_id)]
             new_tokens += len(ids)
-            texts[i], spans[i] = token_spans(tokenizer, ids)
-            logprobs[i] = lps[: len(ids) + ended]
+            if recorder:
+                texts[i], spans[i] = token_spans(tokenizer, ids)
+                logprobs[i] = rows[k][: len(ids) + ended]
+            else:
+                texts[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
         done += len(idx)
         if progress:
             progress(done, len(prompts), time.monotonic() - start)

@@ -108,13 +108,59 @@ def _percentile(values: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+def _equal(task: str, answer: str | None, sha256: str, value, match: JsonMatch) -> bool:
+    """Whether an answer equals a correction's `value`: as the metrics compare (act and fields); a redacted answer
+    (None) by the hash of its whitespace-collapsed text."""
+    if answer is None or not isinstance(value, str):
+        return isinstance(value, dict) and value.get("sha256") == sha256
+    return bool(compare(task, answer, value, match)["exact"])
+
+
 def is_right(record: dict, task: str, match: JsonMatch = JsonMatch()) -> bool:
-    """Whether the served answer equals its correction: compared as the metrics compare (act and fields); a
-    redacted record by the hash of its whitespace-collapsed text."""
-    value = record["correction"]["value"]
-    if record["redacted"] or not isinstance(value, str):
-        return isinstance(value, dict) and value.get("sha256") == record["answer_sha256"]
-    return bool(compare(task, record["answer"], value, match)["exact"])
+    """Whether the served answer equals its correction."""
+    return _equal(task, record["answer"], record["answer_sha256"], record["correction"]["value"], match)
+
+
+class ShadowFigures(BaseModel):
+    """A shadow candidate beside production (tuneline/serve/shadow.py), on the answers both gave."""
+
+    versions: dict[str, int]  # shadow version -> answers it gave
+    answers: int
+    agreement: float  # share of them equal to production's (as the metrics compare)
+    corrected: int  # of them corrected by a person
+    accuracy: float | None = None  # the shadow's exact match on those
+    production_accuracy: float | None = None  # production's on the same ones
+
+
+def _agrees(record: dict, task: str, match: JsonMatch) -> bool:
+    """The shadow's answer equals production's: the same text, or (both readable) as the metrics compare."""
+    shadow = record["shadow"]
+    if shadow["answer_sha256"] == record["answer_sha256"]:
+        return True
+    if record["answer"] is None or shadow["answer"] is None or not record["parsed"]:
+        return False
+    return bool(compare(task, shadow["answer"], record["answer"], match)["exact"])
+
+
+def shadow_figures(records: list[dict], task: str, match: JsonMatch = JsonMatch()) -> ShadowFigures | None:
+    """None when no answer in `records` was shadowed."""
+    both = [r for r in records if r.get("shadow")]
+    if not both:
+        return None
+    agree = [_agrees(r, task, match) for r in both]
+    corrected = [r for r in both if r["correction"]]
+    right = [
+        _equal(task, r["shadow"]["answer"], r["shadow"]["answer_sha256"], r["correction"]["value"], match)
+        for r in corrected
+    ]
+    return ShadowFigures(
+        versions=dict(Counter(str(r["shadow"]["version"]) for r in both)),
+        answers=len(both),
+        agreement=sum(agree) / len(both),
+        corrected=len(corrected),
+        accuracy=sum(right) / len(corrected) if corrected else None,
+        production_accuracy=sum(is_right(r, task, match) for r in corrected) / len(corrected) if corrected else None,
+    )
 
 
 class WindowFigures(BaseModel):
@@ -130,6 +176,7 @@ class WindowFigures(BaseModel):
     accuracy: float | None = None  # exact match on corrected answers
     versions: dict[str, int] = {}
     profile: Profile = Profile()
+    shadow: ShadowFigures | None = None
 
 
 def figures(records: list[dict], start_ms: int, end_ms: int, edges: list[int], task: str) -> WindowFigures:
@@ -149,6 +196,7 @@ def figures(records: list[dict], start_ms: int, end_ms: int, edges: list[int], t
         accuracy=sum(is_right(r, task) for r in corrected) / len(corrected) if corrected else None,
         versions=dict(Counter(str(r["version"]) for r in records)),
         profile=_records_profile(records, edges),
+        shadow=shadow_figures(records, task),
     )
 
 
@@ -184,6 +232,9 @@ class MonitorReport(BaseModel):
         for key in ("parse_rate", "review_share", "latency_p50_ms", "latency_p95_ms", "accuracy"):
             if getattr(c, key) is not None:
                 out[key] = getattr(c, key)
+        if c.shadow is not None:
+            shadow = c.shadow.model_dump(exclude={"versions"}, exclude_none=True)
+            out |= {f"shadow.{k}": v for k, v in shadow.items()}
         out |= {f"psi_training.{k}": v for k, v in self.drift_training.items()}
         return out | {f"psi_previous.{k}": v for k, v in self.drift_previous.items()}
 

@@ -1,5 +1,6 @@
-"""Served requests as MLflow traces, and corrections as MLflow expectations on them: the one schema the server
-writes (`record_request`, `log_correction`) and the monitor and the finetune data read back (`read_requests`).
+"""Served requests as MLflow traces, corrections as MLflow expectations and a shadow candidate's answers as MLflow
+feedback on them: the one schema the server writes (`record_request`, `log_correction`, `log_shadow`) and the
+monitor and the finetune data read back (`read_requests`).
 
 One trace per request, in the experiment `requests_experiment(model)`, tagged with the model name and version; its
 root span holds the texts, the answers with their parsed act and fields, confidences and review marks, the device
@@ -18,6 +19,7 @@ from tuneline.tasks import readable_fields, reference_problem
 
 TRACE_NAME = "extract"
 CORRECTION = "corrected_answer"
+SHADOW = "shadow_answer"
 TAG_MODEL, TAG_VERSION, TAG_RECORD = "tuneline.model", "tuneline.version", "tuneline.record"
 
 
@@ -113,14 +115,21 @@ class UnknownTrace(CorrectionError):
     """No recorded request has that trace id (HTTP 404)."""
 
 
+def check_correction(answer: str, task: str) -> None:
+    """CorrectionError naming why, when the task's parser cannot read `answer`: checked before anything is stored,
+    by `log_correction` and by a review sheet's import for all its rows at once."""
+    if problem := reference_problem(task, answer):
+        raise CorrectionError(f"the corrected answer {problem}")
+
+
 def log_correction(trace_id: str, answer: str, task: str, index: int = 0, source: str | None = None) -> str:
     """Store a person's corrected answer for text `index` of a traced request, once the task's parser reads it;
-    returns the expectation's id. A later correction of the same text supersedes an earlier one."""
+    returns the expectation's id. A later correction of the same text supersedes an earlier one. The one way a
+    correction is stored: `POST /feedback` and `run.py review import` of a served-requests sheet both call it."""
     import mlflow
     from mlflow.entities import AssessmentSource, AssessmentSourceType
 
-    if problem := reference_problem(task, answer):
-        raise CorrectionError(f"the corrected answer {problem}")
+    check_correction(answer, task)
     trace = mlflow.get_trace(trace_id, silent=True, flush=True)
     if trace is None:
         raise UnknownTrace(f"no recorded request has trace id {trace_id!r}")
@@ -135,6 +144,28 @@ def log_correction(trace_id: str, answer: str, task: str, index: int = 0, source
     return mlflow.log_expectation(
         trace_id=trace_id, name=CORRECTION, value=value, source=who, metadata={"index": str(index)}
     ).assessment_id
+
+
+def log_shadow(trace_id: str, response: dict, mode: str) -> None:
+    """A shadow candidate's answers (`Extractor.answer`'s response) to a recorded request, on its trace: per text
+    one MLflow feedback `shadow_answer` by code, `shadow:<version>`, holding the candidate's version, its answer (or,
+    redacted, the answer's digest), whether it parsed, its act and confidence."""
+    import mlflow
+    from mlflow.entities import AssessmentSource, AssessmentSourceType
+
+    if mlflow.get_trace(trace_id, silent=True, flush=True) is None:  # production's trace is exported in background
+        raise UnknownTrace(f"no recorded request has trace id {trace_id!r}")
+    who = AssessmentSource(source_type=AssessmentSourceType.CODE, source_id=f"shadow:{response['version']}")
+    for i, r in enumerate(response["results"]):
+        answer = digest(r["answer"]) if mode == "redacted" else {"answer": r["answer"]}
+        value = answer | {"version": str(response["version"]), "parsed": r["parsed"], "confidence": r["confidence"]}
+        mlflow.log_feedback(
+            trace_id=trace_id,
+            name=SHADOW,
+            value=value | ({"act": r["act"]} if r["act"] else {}),
+            source=who,
+            metadata={"index": str(i)},
+        )
 
 
 @dataclass(frozen=True)
@@ -159,12 +190,29 @@ def _corrections(trace) -> dict[int, dict]:
     return out
 
 
+def _shadows(trace) -> dict[int, dict]:
+    """Text index -> the shadow candidate's answer: its version, answer (None when redacted) and the answer's hash."""
+    out = {}
+    for a in trace.info.assessments:
+        if a.name == SHADOW and isinstance(a.value, dict):
+            v = a.value
+            out[int((a.metadata or {}).get("index", 0))] = {
+                "version": v.get("version"),
+                "answer": v.get("answer"),
+                "answer_sha256": v["sha256"] if "sha256" in v else digest(v.get("answer", ""))["sha256"],
+                "act": v.get("act"),
+                "parsed": v.get("parsed", False),
+                "confidence": v.get("confidence"),
+            }
+    return out
+
+
 def _records(trace) -> list[dict]:
     """One record per text of a traced request."""
     info, tags = trace.info, trace.info.tags
     root = next((s for s in trace.data.spans if s.parent_id is None), None)
     attributes = root.attributes if root is not None else {}
-    corrections = _corrections(trace)
+    corrections, shadows = _corrections(trace), _shadows(trace)
     redacted = tags.get(TAG_RECORD) == "redacted"
     out = []
     for i, r in enumerate(_root_outputs(trace).get("results", [])):
@@ -190,6 +238,7 @@ def _records(trace) -> list[dict]:
                 "needs_review": r.get("needs_review", False),
                 "latency_ms": attributes.get("latency_ms"),
                 "correction": corrections.get(i),
+                "shadow": shadows.get(i),
             }
         )
     return out
@@ -197,7 +246,8 @@ def _records(trace) -> list[dict]:
 
 def read_requests(model_name: str, window: Window, max_results: int | None = None) -> list[dict]:
     """The model's traced requests that started in `window`, one record per text, oldest first, each with its
-    latest correction (or None). The model name is matched here, not in the filter string, which has no quoting."""
+    latest correction and its shadow candidate's answer (or None). The model name is matched here, not in the
+    filter string, which has no quoting."""
     import mlflow
 
     found = experiment_id(model_name)

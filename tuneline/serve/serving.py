@@ -19,6 +19,8 @@ from pathlib import Path
 from tuneline.serve.batcher import Batcher
 from tuneline.generate.confidence import answer_confidence
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
+from tuneline.data.chat_format import generation_prompt
+from tuneline.data.formats import question_messages
 from tuneline.generate.generation import Generated, generate_greedy
 from tuneline.generate.grammar import processor_factory
 from tuneline.tasks import readable_fields
@@ -108,10 +110,8 @@ class Extractor:
             self.checker = copy.deepcopy(self.tokenizer)
 
     def prompt(self, text: str) -> str:
-        """The prompt the training and evaluation rows were rendered with (tuneline/data/formats.py, chat_format.py)."""
-        system = [] if self.data.system_prompt is None else [{"role": "system", "content": self.data.system_prompt}]
-        messages = system + [{"role": "user", "content": text}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        """The prompt the training and evaluation rows were rendered with."""
+        return generation_prompt(self.tokenizer, question_messages(text, self.data))
 
     def max_input_tokens(self) -> int:
         if self.serving.max_input_tokens is not None:

@@ -63,6 +63,9 @@ def _load_base(job: TrainJob):
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype,
+            # FSDP shards floating-point tensors only, and all of a layer's in one dtype: under training.strategy
+            # fsdp the packed 4-bit weights are stored in the compute dtype (the same bytes), else bnb's uint8.
+            bnb_4bit_quant_storage=dtype if job.training.strategy == "fsdp" else torch.uint8,
         )
     elif job.model.quantization == "8bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)

@@ -34,7 +34,7 @@ def validation_scorer(task: str, tokenizer, records: list[dict]) -> Callable[[ob
     max_new = max(sum(t != IGNORE for t in r["labels"]) for r in records) + ANSWER_MARGIN
 
     def scorer(model) -> dict[str, float]:
-        texts = generate_greedy(model, tokenizer, prompts, GENERATION_BATCH, max_new).texts
+        texts = generate_greedy(model, tokenizer, prompts, GENERATION_BATCH, max_new, confidence=False).texts
         return {PRIMARY_METRIC[task]: primary_score(task, texts, references)}
 
     return scorer

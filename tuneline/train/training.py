@@ -128,11 +128,23 @@ def final_eval_loss(trainer) -> float | None:
     return trainer.evaluate()["eval_loss"]
 
 
+def save_adapter(trainer, adapter_dir) -> None:
+    """Under FSDP the adapter's weights are shards (DTensors) that cannot be written as they are: every rank
+    gathers them whole, the frozen base left out, and writes the same adapter."""
+    state = None
+    if trainer.is_fsdp_enabled:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True)
+        state = get_model_state_dict(trainer.model, options=options)
+    trainer.model.save_pretrained(adapter_dir, state_dict=state)
+
+
 def _result(
     job: TrainJob, trainer, out, seconds: float, eval_loss: float | None, resumed_from: str | None, tokenizer
 ) -> TrainResult:
     adapter_dir = job.output_dir / "adapter"
-    trainer.model.save_pretrained(adapter_dir)
+    save_adapter(trainer, adapter_dir)
     tokenizer.save_pretrained(adapter_dir)
     start_step = int(resumed_from.rsplit("-", 1)[1]) if resumed_from else 0
     cfg = job.training

@@ -1,4 +1,5 @@
-"""Data-parallel training: `train_lora` in `training.num_processes` processes under `accelerate launch`.
+"""Distributed training: `train_lora` in `training.num_processes` processes under `accelerate launch`, data
+parallel (`training.strategy: ddp`) or sharded (`fsdp`, FSDP2: see `fsdp`).
 
 This module is the step process's side: it writes the job, starts the ranks (`worker`), replays rank 0's events
 (`channel`) and reads the result back.
@@ -9,8 +10,9 @@ step process writes a job folder (records as JSONL, configs as JSON), runs
     python -m accelerate.commands.launch --multi_gpu --num_processes N ... -m tuneline.train.distributed.worker JOB
 
 streams its output, and reads the result back. Every rank runs `train_lora`; the Trainer sees the
-torchrun environment and trains with DDP (NCCL on GPUs, gloo on CPU). `--multi_gpu` picks accelerate's torchrun
-launcher on CPU too: its `--cpu` launcher starts one process (more need mpirun). Rank 0 reports what the
+torchrun environment and trains with DDP (NCCL on GPUs, gloo on CPU), or with FSDP2 when `fsdp.LAUNCH_FLAGS`
+replace `--multi_gpu`. Both pick accelerate's torchrun launcher on CPU too: its `--cpu` launcher starts one
+process (more need mpirun). Rank 0 reports what the
 single-process hooks would get as events in the job folder: logged metrics, replayed to `on_metrics` in the
 step process as they come, and each checkpoint, handed to `on_checkpoint` there while rank 0 waits, so a
 checkpoint is copied before the Trainer may rotate it away. Single node only; no ZenML imports.
@@ -18,7 +20,8 @@ checkpoint is copied before the Trainer may rotate it away. Single node only; no
 Job folder (`<output_dir>/distributed`): `job.json`, `train.jsonl` and `validation.jsonl` (deleted after a
 successful run), `events.jsonl`, `pushed/` (checkpoint acknowledgements), `errors/rank-<rank>.txt` (a failed
 rank's traceback), `ranks/<rank>.json` (pid, world size and adapter digest per rank: equal digests show the
-gradients were all-reduced), `result.json` (the `TrainResult` of rank 0).
+gradients were all-reduced, or under FSDP that the gathered adapter is whole), `result.json` (the `TrainResult`
+of rank 0).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from pathlib import Path
 import torch
 
 from tuneline.config import TrainingConfig
+from tuneline.train.distributed import fsdp
 from tuneline.train.distributed.channel import POLL_SECONDS, EventReader, acknowledge, write_json, write_jsonl
 from tuneline.train.lora_model import TrainingSetupError, check_hardware
 from tuneline.train.train_job import CheckpointHook, MetricsHook, TrainJob, TrainResult
@@ -51,14 +55,16 @@ class DistributedTrainingError(RuntimeError):
     """The launched training processes failed; the message holds the tail of their output."""
 
 
-def launch_command(job_dir: Path, num_processes: int) -> list[str]:
+def launch_command(job_dir: Path, cfg: TrainingConfig) -> list[str]:
+    # --multi_gpu (DDP) and --use_fsdp both pick the torchrun launcher, also on CPU (see the module docstring)
+    strategy = fsdp.LAUNCH_FLAGS if cfg.strategy == "fsdp" else ["--multi_gpu"]
     return [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        "--multi_gpu",  # the torchrun launcher, also on CPU (see the module docstring)
+        *strategy,
         "--num_processes",
-        str(num_processes),
+        str(cfg.num_processes),
         "--num_machines",
         "1",
         "--main_process_port",
@@ -75,7 +81,7 @@ def launch_command(job_dir: Path, num_processes: int) -> list[str]:
 
 def _worker_env(cfg: TrainingConfig, cuda: bool) -> dict[str, str]:
     env = os.environ.copy()
-    package_root = str(Path(__file__).resolve().parent.parent)  # tuneline importable wherever the step runs
+    package_root = str(Path(__file__).resolve().parents[3])  # the folder holding tuneline/: importable anywhere
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     if not cuda:
@@ -112,6 +118,11 @@ def train_distributed(
     cfg = job.training
     cuda = torch.cuda.is_available()
     check_hardware(job.model, cfg, cuda)  # fail here, before starting N processes that would each fail
+    if cfg.strategy == "fsdp" and job.model.quantization == "8bit":
+        raise TrainingSetupError(
+            "training.strategy fsdp shards bitsandbytes weights only as 4-bit ones stored in a float dtype; use "
+            "model.quantization 4bit (QLoRA) or none"
+        )
     if cuda and torch.cuda.device_count() < cfg.num_processes:
         raise TrainingSetupError(
             f"training.num_processes: {cfg.num_processes} but {torch.cuda.device_count()} GPU(s) are visible; "
@@ -129,8 +140,9 @@ def train_distributed(
         {"job": job.settings(), "report_checkpoints": on_checkpoint is not None, "parent_pid": os.getpid()},
     )
 
-    cmd = launch_command(job_dir, cfg.num_processes)
-    log.info("training in %d processes (%s): %s", cfg.num_processes, "GPU" if cuda else "CPU", " ".join(cmd))
+    cmd = launch_command(job_dir, cfg)
+    where = "GPU" if cuda else "CPU"
+    log.info("training in %d processes (%s, %s): %s", cfg.num_processes, cfg.strategy, where, " ".join(cmd))
     proc = subprocess.Popen(
         cmd,
         env=_worker_env(cfg, cuda),

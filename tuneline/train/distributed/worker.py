@@ -1,8 +1,8 @@
-"""One rank of a data-parallel training run, started by `accelerate launch -m tuneline.train.distributed.worker JOB`.
+"""One rank of a distributed training run, started by `accelerate launch -m tuneline.train.distributed.worker JOB`.
 
 Every rank runs the same `train_lora` on the same job; the Trainer sees the torchrun environment and trains with
-DDP. Rank 0 writes the adapter and reports through the channel; the others write to their own folder, kept only
-for the digest that shows all ranks ended with the same weights.
+DDP, or FSDP2 (`fsdp`). Rank 0 writes the adapter and reports through the channel; the others write to their own
+folder, kept only for the digest that shows all ranks ended with the same weights.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import traceback
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 
+from tuneline.train.distributed import fsdp
 from tuneline.train.distributed.channel import EventWriter, read_jsonl, write_json
 from tuneline.train.train_job import TrainJob
 from tuneline.train.training import train_lora
@@ -41,6 +43,8 @@ def _work(job_dir: Path, rank: int, world: int) -> None:
     if torch.cuda.is_available():
         # Before the model loads: a quantized (QLoRA) base is placed on the current device, which must be this rank's.
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    elif job.training.strategy == "fsdp":
+        fsdp.enable_on_cpu()
     events = EventWriter(job_dir, spec["parent_pid"]) if rank == 0 else None
     if rank:
         job.output_dir = job_dir / f"rank-{rank}"  # one writer per adapter folder
@@ -56,6 +60,7 @@ def _work(job_dir: Path, rank: int, world: int) -> None:
             "world_size": world,
             "pid": os.getpid(),
             "steps": result.steps,
+            "distributed_type": AcceleratorState().distributed_type.value,  # FSDP when the model was sharded
             "adapter_sha256": _adapter_digest(result.adapter_dir),
         },
     )

@@ -1,0 +1,179 @@
+"""`run.py tune`'s search (tuneline/train/search.py): seeded draws, successive halving, the budget, the winner and
+the config it writes; unit tests on scripted trials, and one search on the tiny model."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tuneline.config import ConfigError, load_run_config, parse_config
+from tuneline.train.search import (
+    Rung,
+    TrialOutcome,
+    draw,
+    final_training,
+    halving,
+    schedule,
+    tune,
+    tuned_config_text,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Clock:
+    """Time that passes only when a scripted trial says so."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scripted(clock: Clock, seconds_per_unit: float = 0.01, overhead: float = 2.0):
+    """A trial scoring higher the closer its learning rate is to 2e-3 (more rows: a little higher), taking
+    `overhead` plus `seconds_per_unit` per row-epoch of clock time."""
+    calls = []
+
+    def run(recipe, rows, label):
+        train = seconds_per_unit * rows * recipe["training.epochs"]
+        clock.now += overhead + train
+        calls.append((recipe, rows))
+        return TrialOutcome(1.0 - abs(recipe["training.learning_rate"] - 2e-3) * 100 + rows * 1e-6, train)
+
+    run.calls = calls
+    return run
+
+
+def _config(**tuning):
+    return parse_config({"tuning": {"budget_minutes": 10, **tuning}})
+
+
+def test_draw_is_seeded_distinct_and_within_the_space():
+    config = _config(trials=6, seed=3)
+    first = draw(config)
+    assert first == draw(config) and first != draw(_config(trials=6, seed=4))
+    assert len({repr(sorted(r.items())) for r in first}) == 6
+    space = config.tuning.space
+    for r in first:
+        assert r["training.learning_rate"] in space.learning_rate and r["lora.target_modules"] in space.target_modules
+        assert r["lora.alpha"] == 2 * r["lora.r"]  # the config's alpha / r (32 / 16)
+        assert r["lora.last_layers"] is None  # an empty list keeps the config's value
+    small = _config(trials=50, space={"learning_rate": [1e-3], "epochs": [1], "r": [4, 8], "target_modules": []})
+    assert len(draw(small)) == 2  # the whole space when it is smaller than the trials asked for
+
+
+def test_schedule_halves_the_trials_and_multiplies_the_rows():
+    assert schedule(8, 2, 64, 1000) == [Rung(8, 64), Rung(4, 128), Rung(2, 256)]
+    assert schedule(9, 3, 100, 500) == [Rung(9, 100), Rung(3, 300)]
+    assert schedule(8, 2, 300, 1000) == [Rung(8, 300), Rung(4, 600), Rung(2, 1000)]  # at most all rows
+    assert schedule(3, 3, 10, 100) == [Rung(3, 10)]
+
+
+def test_halving_keeps_the_best_of_each_rung():
+    clock = Clock()
+    config = _config(trials=8)
+    recipes = draw(config)
+    run = scripted(clock)
+    trials, stopped = halving(recipes, schedule(8, 2, 64, 1000), run, deadline_s=1e9, clock=clock)
+    assert stopped is None and [t.rung for t in trials] == [0] * 8 + [1] * 4 + [2] * 2
+    for k in (1, 2):
+        before = sorted((t for t in trials if t.rung == k - 1), key=lambda t: -t.score)
+        kept = {t.trial for t in trials if t.rung == k}
+        assert kept == {t.trial for t in before[: len(kept)]}  # the best of the rung before, no other
+    assert [rows for _, rows in run.calls] == [64] * 8 + [128] * 4 + [256] * 2
+    distance = [abs(r["training.learning_rate"] - 2e-3) for r in recipes]
+    result = tune(config, 1000, scripted(Clock()), clock=Clock())
+    assert abs(result.best.recipe["training.learning_rate"] - 2e-3) == min(distance)
+    assert result.best.rung == 2 and result.best.score == max(t.score for t in result.trials if t.rung == 2)
+
+
+def test_the_search_stops_before_a_trial_that_would_overrun_its_share():
+    clock = Clock()
+    config = _config(trials=8, budget_minutes=1, search_share=0.5)  # 30 s for the search
+    run = scripted(clock, seconds_per_unit=0.05)  # rung 0: about 2 + 0.05 * 64 * epochs s a trial
+    result = tune(config, 1000, run, clock=clock)
+    assert result.search_seconds <= 30.0 and len(result.trials) < 14
+    assert result.why[0].startswith("the search stopped before trial")
+    assert result.best.rung == max(t.rung for t in result.trials)
+    left = 60.0 - result.search_seconds
+    minutes = result.recipe["training.budget_minutes"]  # 1000 rows of the winner's epochs do not fit
+    assert minutes is not None and minutes * 60 <= left + 0.6  # rounded to 0.01 min
+    assert result.search_seconds + minutes * 60 <= 60.0 + 0.6
+
+
+def test_the_winner_keeps_its_epochs_when_they_fit_the_rest_of_the_budget():
+    result = tune(_config(trials=4, budget_minutes=600), 1000, scripted(Clock()), clock=Clock())
+    assert result.recipe["training.budget_minutes"] is None and "min of the budget are left" in result.why[-1]
+    best = result.best
+    length, why = final_training(best, 1000, remaining_s=1.0)
+    assert length["training.budget_minutes"] == 0.1 and "instead" in why  # nothing left: a few steps, said so
+
+
+def test_the_written_config_reproduces_the_recipe(tmp_path):
+    raw = yaml.safe_load((ROOT / "configs" / "smoke.yaml").read_text())
+    params = raw.pop("parameters")
+    config = parse_config(params)
+    result = tune(
+        parse_config(params | {"tuning": {"budget_minutes": 600, "trials": 4}}), 500, scripted(Clock()), clock=Clock()
+    )
+    out = tmp_path / "smoke.tuned.yaml"
+    out.write_text(tuned_config_text(raw | {"parameters": params}, result.recipe, ["from a test", "second line"]))
+    assert out.read_text().startswith("# from a test\n# second line\n")
+    tuned, zenml = load_run_config(out)
+    assert zenml["model"]["name"] == "tuneline-smoke" and tuned.data == config.data  # the rest as it was
+    for key, value in result.recipe.items():
+        section, name = key.split(".")
+        assert getattr(getattr(tuned, section), name) == value, key
+    assert tuned.training.max_steps is None  # smoke's max_steps would have overridden the epochs
+
+
+def test_tuning_config_checks():
+    with pytest.raises(ConfigError, match="tuning.metric: 'act_accuracy' is not a metric of task 'text'"):
+        parse_config({"data": {"task": "text"}, "tuning": {"metric": "act_accuracy"}})
+    with pytest.raises(ConfigError, match="r 0"):
+        parse_config({"tuning": {"space": {"r": [0, 8]}}})
+    with pytest.raises(ValueError, match="needs a budget"):
+        tune(parse_config({}), 100, scripted(Clock()), clock=Clock())
+
+
+@pytest.mark.slow
+def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_model_dir, tiny_tokenizer, tmp_path):
+    from tuneline.data.sources import load_splits
+    from tuneline.data.validation import prepare
+    from tuneline.train.trials import trial_runner
+
+    params = {
+        "data": {"source": "synthetic:viggo", "system_prompt": "Give the meaning representation."},
+        "model": {"base": "tiny-random"},
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+        "training": {"batch_size": 8, "threads": 1},
+        "evaluation": {"batch_size": 8},
+        "tuning": {
+            "budget_minutes": 5,
+            "trials": 4,
+            "min_rows": 16,
+            "metric": "rougeL",  # a toy model writes no exact answer, but some closer than others
+            "space": {"learning_rate": [1e-4, 1e-2], "epochs": [1, 2], "r": [4], "target_modules": []},
+        },
+    }
+    config = parse_config(params)
+    splits = prepare(load_splits(config.data), config.data, tiny_tokenizer).splits
+    run = trial_runner(config, tiny_model_dir, splits["train"], splits["validation"][:8], tmp_path)
+    result = tune(config, len(splits["train"]), run)
+    assert [(t.rung, t.rows) for t in result.trials] == [(0, 16)] * 4 + [(1, 32)] * 2
+    assert len({t.trial for t in result.trials}) == 4 and all(0.0 <= t.score <= 1.0 for t in result.trials)
+    last = [t for t in result.trials if t.rung == 1]
+    assert result.best in last and result.best.score == max(t.score for t in last)
+    assert result.search_seconds <= 0.5 * 5 * 60
+    out = tmp_path / "tuned.yaml"
+    out.write_text(tuned_config_text({"parameters": params}, result.recipe, ["test"]))
+    tuned, _ = load_run_config(out)
+    best = result.best.recipe
+    assert (tuned.training.learning_rate, tuned.training.epochs) == (
+        best["training.learning_rate"],
+        best["training.epochs"],
+    )
+    assert (tuned.lora.r, tuned.lora.alpha, tuned.lora.target_modules) == (4, 8, config.lora.target_modules)
+    assert result.why  # the final training's plan is said

@@ -1,0 +1,242 @@
+"""`run.py tune`: which recipe (learning rate, epochs, LoRA rank, adapted modules) to train, found within a budget.
+
+A seeded draw of recipes from `tuning.space`; successive halving over training rows: every trial of a rung trains
+on the same rows and is scored on the same validation rows, and the best 1/eta go on with eta times the rows.
+The search stops early rather than start a trial its measured predecessors say would end past its share of the
+budget. The winner then gets what is left: its own epochs over all rows when they fit, else
+`training.budget_minutes` of it. Pure functions over a `run_trial` callable (tuneline/train/trials.py trains and
+scores one), so the schedule, the budget and the choice are unit-tested without a model.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import yaml
+from pydantic import BaseModel
+
+from tuneline.config import TunelineConfig, parse_config
+from tuneline.train.selection import PRIMARY_METRIC
+
+Recipe = dict[str, Any]  # dotted config keys (`training.learning_rate`) and their values
+
+
+class TrialOutcome(NamedTuple):
+    score: float
+    train_seconds: float  # in the Trainer's loop; the rest of the trial (loading, scoring) is its overhead
+
+
+RunTrial = Callable[[Recipe, int, str], TrialOutcome]  # recipe, training rows, label -> outcome
+
+
+@dataclass(frozen=True)
+class Rung:
+    trials: int
+    rows: int
+
+
+class Trial(BaseModel):
+    trial: int  # the recipe's place in the draw
+    rung: int
+    rows: int
+    recipe: Recipe
+    score: float
+    seconds: float
+    train_seconds: float
+    ended_s: float  # since the search started
+
+    @property
+    def label(self) -> str:
+        return f"trial {self.trial} rung {self.rung}"
+
+    @property
+    def units(self) -> float:
+        """Row-epochs trained: what a trial's training time grows with."""
+        return self.rows * self.recipe["training.epochs"]
+
+
+class TuningResult(BaseModel):
+    metric: str
+    budget_minutes: float
+    search_seconds: float
+    rungs: list[tuple[int, int]]  # (trials, rows) planned per rung
+    trials: list[Trial]
+    winner: int  # index into `trials`
+    recipe: Recipe  # the winner's recipe and how long it trains: what the written config sets
+    why: list[str]  # the search's stop, if any, and the final training's plan
+
+    @property
+    def best(self) -> Trial:
+        return self.trials[self.winner]
+
+
+def metric_of(config: TunelineConfig) -> str:
+    return config.tuning.metric or PRIMARY_METRIC[config.data.task]
+
+
+def _dimensions(config: TunelineConfig) -> dict[str, list]:
+    """Each searched key and its values; an empty list in the space is the config's own value."""
+    space, lora, training = config.tuning.space, config.lora, config.training
+    return {
+        "training.learning_rate": space.learning_rate or [training.learning_rate],
+        "training.epochs": space.epochs or [training.epochs],
+        "lora.r": space.r or [lora.r],
+        "lora.target_modules": space.target_modules or [lora.target_modules],
+        "lora.last_layers": space.last_layers or [lora.last_layers],
+    }
+
+
+def draw(config: TunelineConfig) -> list[Recipe]:
+    """`tuning.trials` distinct recipes of the space (all of them when it has fewer), in a seeded order. lora.alpha
+    follows r at the config's alpha / r, so a larger rank is not also a larger step."""
+    dims = _dimensions(config)
+    grid = [dict(zip(dims, values)) for values in itertools.product(*dims.values())]
+    picked = random.Random(config.tuning.seed).sample(grid, min(config.tuning.trials, len(grid)))
+    scale = config.lora.alpha / config.lora.r
+    return [r | {"lora.alpha": max(1, round(r["lora.r"] * scale))} for r in picked]
+
+
+def schedule(trials: int, eta: int, min_rows: int, n_rows: int) -> list[Rung]:
+    """Successive halving: rung k has trials // eta**k trials (at least 2: one left is the winner) on
+    min_rows * eta**k rows, at most all of them."""
+    rungs, k = [], 0
+    while (n := trials // eta**k) >= 2 or k == 0:
+        rungs.append(Rung(max(n, 1), min(n_rows, min_rows * eta**k)))
+        k += 1
+    return rungs
+
+
+def _ranked(trials: list[Trial]) -> list[Trial]:
+    """Best score first; equal scores in draw order."""
+    return sorted(trials, key=lambda t: (-t.score, t.trial))
+
+
+def predict_seconds(done: list[Trial], units: float) -> float | None:
+    """A trial's seconds from those measured so far: the largest overhead plus the slowest training rate, so the
+    prediction errs long. None before the first trial."""
+    if not done:
+        return None
+    overhead = max(t.seconds - t.train_seconds for t in done)
+    rate = max(t.train_seconds / t.units for t in done)
+    return overhead + rate * units
+
+
+def halving(
+    recipes: list[Recipe],
+    rungs: list[Rung],
+    run_trial: RunTrial,
+    deadline_s: float,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[Trial], str | None]:
+    """Run the rungs in order, each on the best of the one before; returns the trials and why the search stopped
+    before its end (None when it did not). The first trial always runs: nothing predicts it."""
+    start, done = clock(), []
+    alive = list(range(len(recipes)))
+    for k, rung in enumerate(rungs):
+        scored = []
+        for i in alive[: rung.trials]:
+            units = rung.rows * recipes[i]["training.epochs"]
+            need = predict_seconds(done, units)
+            if need is not None and clock() - start + need > deadline_s:
+                left = deadline_s - (clock() - start)
+                return done, (
+                    f"the search stopped before trial {i} of rung {k} ({rung.rows} rows): it would take about "
+                    f"{need:.0f}s and {max(0.0, left):.0f}s of the search's {deadline_s:.0f}s were left"
+                )
+            t0 = clock()
+            outcome = run_trial(recipes[i], rung.rows, f"trial {i} rung {k}")
+            now = clock()
+            trial = Trial(
+                trial=i,
+                rung=k,
+                rows=rung.rows,
+                recipe=recipes[i],
+                score=outcome.score,
+                seconds=now - t0,
+                train_seconds=outcome.train_seconds,
+                ended_s=now - start,
+            )
+            done.append(trial)
+            scored.append(trial)
+        alive = [t.trial for t in _ranked(scored)]
+    return done, None
+
+
+def winner(trials: list[Trial]) -> int:
+    """The best trial of the highest rung reached (a rung cut short by the budget holds the best-ranked)."""
+    top = max(t.rung for t in trials)
+    best = _ranked([t for t in trials if t.rung == top])[0]
+    return trials.index(best)
+
+
+def final_training(best: Trial, n_rows: int, remaining_s: float) -> tuple[Recipe, str]:
+    """How long the winner trains on all rows: its epochs when its measured rate says they fit in what is left
+    of the budget, else the rest of the budget (`training.budget_minutes` then plans the rows and epochs)."""
+    epochs = best.recipe["training.epochs"]
+    need = best.train_seconds / best.units * n_rows * epochs
+    if need <= remaining_s:
+        return {"training.budget_minutes": None, "training.max_steps": None}, (
+            f"the winner's {epochs:g} epochs over {n_rows} rows take about {need / 60:.1f} min at its measured "
+            f"rate; {remaining_s / 60:.1f} min of the budget are left"
+        )
+    minutes = max(remaining_s, 6.0) / 60  # a search past its share still leaves the winner a few steps
+    return {"training.budget_minutes": round(minutes, 2), "training.max_steps": None}, (
+        f"the winner's {epochs:g} epochs over {n_rows} rows would take about {need / 60:.1f} min; it trains for "
+        f"the {minutes:.2f} min left of the budget instead"
+    )
+
+
+def tune(
+    config: TunelineConfig, n_rows: int, run_trial: RunTrial, clock: Callable[[], float] = time.monotonic
+) -> TuningResult:
+    """The whole search and the winner's recipe; `config.tuning.budget_minutes` must be set."""
+    cfg = config.tuning
+    if cfg.budget_minutes is None:
+        raise ValueError("tuning needs a budget: tuning.budget_minutes in the config or --budget-minutes")
+    budget_s = cfg.budget_minutes * 60
+    recipes = draw(config)
+    rungs = schedule(len(recipes), cfg.eta, cfg.min_rows, n_rows)
+    start = clock()
+    trials, stopped = halving(recipes, rungs, run_trial, cfg.search_share * budget_s, clock)
+    spent = clock() - start
+    best = trials[winner(trials)]
+    length, plan = final_training(best, n_rows, budget_s - spent)
+    return TuningResult(
+        metric=metric_of(config),
+        budget_minutes=cfg.budget_minutes,
+        search_seconds=spent,
+        rungs=[(r.trials, r.rows) for r in rungs],
+        trials=trials,
+        winner=trials.index(best),
+        recipe=best.recipe | length,
+        why=[w for w in (stopped, plan) if w],
+    )
+
+
+def with_values(params: dict, values: Recipe) -> dict:
+    """`params` (a config's `parameters:`) with each dotted key set."""
+    out = copy.deepcopy(params)
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def apply_recipe(config: TunelineConfig, recipe: Recipe) -> TunelineConfig:
+    return parse_config(with_values(config.model_dump(), recipe), "the tuned recipe")
+
+
+def tuned_config_text(raw: dict, recipe: Recipe, header: list[str]) -> str:
+    """A run config: `raw` (ZenML keys and `parameters:`, the command line's overrides applied) with the recipe
+    set, after a comment saying where it came from."""
+    out = dict(raw) | {"parameters": with_values(raw.get("parameters") or {}, recipe)}
+    comment = "".join(f"# {line}\n" for line in header)
+    return comment + yaml.safe_dump(out, sort_keys=False, default_flow_style=None, width=110)

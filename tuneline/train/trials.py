@@ -1,0 +1,84 @@
+"""One trial of the recipe search (tuneline/train/search.py): train the recipe on a sample of the training rows,
+then generate the validation rows' answers with the adapter and score them, as evaluation scores the test rows."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+from tuneline.config import TunelineConfig
+from tuneline.data.chat_format import IGNORE
+from tuneline.train.lora_model import TrainingSetupError
+from tuneline.train.search import Recipe, RunTrial, TrialOutcome, apply_recipe, metric_of
+from tuneline.train.selection import ANSWER_MARGIN
+from tuneline.train.train_job import MetricsHook, TrainJob
+
+
+def trial_training(config: TunelineConfig, recipe: Recipe) -> TunelineConfig:
+    """The recipe for the recipe's epochs, without what only the final training does: no evaluations, checkpoints
+    or budget (a trial is scored once, at its end)."""
+    return apply_recipe(
+        config,
+        recipe
+        | {
+            "training.max_steps": None,
+            "training.budget_minutes": None,
+            "training.eval_steps": None,
+            "training.early_stopping_patience": None,
+            "training.select_by": "eval_loss",
+            "training.save_steps": None,
+        },
+    )
+
+
+def trial_runner(
+    config: TunelineConfig,
+    model_dir: Path,
+    train: list[dict],
+    validation: list[dict],
+    work_dir: Path | None = None,
+    on_metrics: MetricsHook | None = None,
+) -> RunTrial:
+    """Trials train on the first rows of one seeded shuffle of `train` (a rung's rows hold the rung before's) and
+    are scored on every distinct validation prompt, answers cut past the longest reference."""
+    from tuneline.evaluate.evaluation import evaluate_model, select_test
+    from tuneline.train.distributed import train_distributed
+    from tuneline.train.training import train_lora
+
+    if not validation:
+        raise TrainingSetupError("tuning scores trials on validation rows, and the data has none")
+    rows = random.Random(config.tuning.seed).sample(train, len(train))
+    examples = select_test(validation, config.evaluation.model_copy(update={"max_samples": None}))
+    longest = max(sum(t != IGNORE for t in r["labels"]) for r in validation)
+    evaluation = config.evaluation.model_copy(update={"max_new_tokens": longest + ANSWER_MARGIN, "constrained": False})
+    metric = metric_of(config)
+    train_fn = train_distributed if config.training.num_processes > 1 else train_lora
+
+    def run(recipe: Recipe, n_rows: int, label: str) -> TrialOutcome:
+        cfg = trial_training(config, recipe)
+        with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
+            job = TrainJob(
+                model_dir=model_dir,
+                train=rows[:n_rows],
+                validation=[],
+                output_dir=Path(out),
+                model=cfg.model,
+                lora=cfg.lora,
+                training=cfg.training,
+                task=cfg.data.task,
+            )
+            result = train_fn(job, on_metrics=on_metrics)
+            scored = evaluate_model(
+                label,
+                cfg.data.task,
+                model_dir,
+                examples,
+                evaluation,
+                adapter_dir=result.adapter_dir,
+                dtype=cfg.model.dtype,
+                device=cfg.model.device,
+            )
+        return TrialOutcome(scored.metrics[metric], result.seconds)
+
+    return run
