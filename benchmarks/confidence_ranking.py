@@ -5,11 +5,13 @@
 `--model` is a merged model folder (`run.py export --model-version production --out merged/`). Greedy answers are
 generated once per split, with their token log-probabilities; each candidate turns them into one number per answer:
 
-- `min token`: the least likely token of the whole answer (tuneline's answer confidence)
-- `mean token`: the geometric mean of the tokens' probabilities (the teacher-forcing baseline of issue 21)
+- `min token`: the least likely token of the whole answer
+- `mean token`: the geometric mean of the tokens' probabilities, the end of the answer included
+- `mean x min token`: the geometric mean of those two
 - `product of units`: act x each field x the end of the answer, each unit its least likely token (evidence adds up:
   two doubtful fields are worse than one)
 - `min over fields`: the least sure field or act, the tokens between fields left out
+- `mean over units`: the mean of the act's and the fields' confidences
 
 For each: AUROC against exact match, and the coverage at the lowest threshold whose accepted answers reach
 `--precision` exact match (how `serving.min_confidence: auto` picks it). Choose on validation, read on test.
@@ -29,9 +31,13 @@ sys.path.insert(0, str(ROOT))
 def _candidates(conf, logprobs: list[float]) -> dict[str, float]:
     units = ([conf.act] if conf.act is not None else []) + list(conf.fields.values())
     end = math.exp(logprobs[-1]) if logprobs else 1.0
+    mean = math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0
+    least = math.exp(min(logprobs)) if logprobs else 0.0
     return {
-        "min token": conf.answer,
-        "mean token": math.exp(sum(logprobs) / len(logprobs)) if logprobs else 0.0,
+        "min token": least,
+        "mean token": mean,
+        "mean x min token": math.sqrt(mean * least),
+        "mean over units": sum(units) / len(units) if units else 0.0,
         "product of units": math.prod(units) * end if units else 0.0,
         "min over fields": min(units) if units else 0.0,
     }

@@ -11,6 +11,7 @@ from tuneline.evaluate.calibration import (
     reliability,
     serving_threshold,
 )
+from tuneline.generate.confidence import ANSWER_MEASURE
 
 
 def test_ece_and_reliability_by_hand():
@@ -52,6 +53,7 @@ def test_threshold_is_the_lowest_that_reaches_the_target():
         "target_precision": 0.7,
         "setting": "auto",
         "n_examples": 5,
+        "measure": ANSWER_MEASURE,
     }
     assert serving_threshold(preds, "auto", 0.95)["min_confidence"] is None
     fixed = serving_threshold(preds, 0.75, 0.95)

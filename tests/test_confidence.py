@@ -85,7 +85,7 @@ def test_field_confidence_is_its_tokens_least_probability(model, tiny_tokenizer)
     assert set(conf.fields) == {"name", "rating"}
     assert conf.fields["name"] == pytest.approx(math.exp(min(by_hand[k] for k in name)), rel=1e-4)
     assert conf.act == pytest.approx(math.exp(min(by_hand[: len(act) - 1])), rel=1e-4)
-    assert conf.answer == pytest.approx(math.exp(min(by_hand)), rel=1e-4)
+    assert conf.answer == pytest.approx(math.exp(sum(by_hand) / len(by_hand)), rel=1e-4)
 
 
 def test_a_forced_wrong_token_lowers_its_field_and_answer(model, tiny_tokenizer):
@@ -128,11 +128,13 @@ def test_json_fields_are_flatten_paths_with_their_keys(lists_as_sets):
     text = 'Here: {"city": "Paris", "when": {"day": 3, "tags": ["a", "b"]}, "none": {}}'
     _, spans = field_spans("json", text, match)
     assert set(spans) == set(flatten(json_value(text), match))
-    conf = answer_confidence("json", text, *by_char(text, {'"day"': -2.0, '"b"': -1.0}), match)
+    spans, logprobs = by_char(text, {'"day"': -2.0, '"b"': -1.0})
+    conf = answer_confidence("json", text, spans, logprobs, match)
     assert conf.fields["when.day"] == pytest.approx(math.exp(-2.0))  # its key counts
     assert conf.fields["city"] == conf.fields["none"] == 1.0
     tags = conf.fields["when.tags"] if lists_as_sets else conf.fields["when.tags[1]"]
-    assert tags == pytest.approx(math.exp(-1.0)) and conf.answer == pytest.approx(math.exp(-2.0))
+    assert tags == pytest.approx(math.exp(-1.0))
+    assert conf.answer == pytest.approx(math.exp(sum(logprobs) / len(logprobs)))  # every token, not the least
 
 
 def test_viggo_slot_written_twice_takes_its_least_confident_and_unparsed_has_no_fields():
@@ -140,9 +142,9 @@ def test_viggo_slot_written_twice_takes_its_least_confident_and_unparsed_has_no_
     conf = answer_confidence("viggo", text, *by_char(text, {"shooter": -3.0}))
     assert conf.fields == {"genres": pytest.approx(math.exp(-3.0))} and conf.act == 1.0
     junk = answer_confidence("viggo", "inform(name[x]", *by_char("inform(name[x]", {"x": -1.0}))
-    assert junk.fields == {} and junk.act is None and junk.answer == pytest.approx(math.exp(-1.0))
+    assert junk.fields == {} and junk.act is None and junk.answer == pytest.approx(math.exp(-1.0 / 14))
     ended = answer_confidence("text", "ok", [(0, 2)], [-0.1, -0.5])  # the end token counts for the answer
-    assert ended.answer == pytest.approx(math.exp(-0.5)) and ended.as_row() == {
+    assert ended.answer == pytest.approx(math.exp(-0.3)) and ended.as_row() == {
         "confidence": ended.answer,
         "field_confidence": {},
     }

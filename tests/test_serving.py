@@ -13,6 +13,7 @@ import time
 import pytest
 
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
+from tuneline.generate.confidence import ANSWER_MEASURE
 from tuneline.evaluate.evaluation import evaluate_model
 from tuneline.serve.serving import ModelSlot, RequestError, load_extractor, review_rule
 from tuneline.data.sources import load_splits
@@ -72,6 +73,7 @@ RECORDED = {
     "target_precision": 0.95,
     "setting": "auto",
     "n_examples": 150,
+    "measure": ANSWER_MEASURE,
 }
 
 
@@ -101,6 +103,18 @@ def test_the_review_threshold_is_the_versions_or_the_configured(setting, recorde
     assert shown["min_confidence"] == threshold and shown["source"]
     from_version = setting == "auto" and recorded is not None
     assert shown.get("coverage") == (recorded["coverage"] if from_version else None)
+
+
+def test_a_threshold_recorded_for_another_confidence_measure_is_not_used(caplog):
+    """A version whose threshold was picked on another measure's scale (before the answer's confidence became the
+    geometric mean) would accept answers by a number that means something else: every answer needs review."""
+    for recorded in (
+        RECORDED | {"measure": "least likely token"},
+        {k: v for k, v in RECORDED.items() if k != "measure"},
+    ):
+        rule = review_rule(ServingConfig(), recorded, "tiny v1")
+        assert rule.min_confidence is None and rule.needs_review(1.0)
+    assert caplog.text.count("another confidence measure") == 2
 
 
 def test_another_target_precision_than_recorded_is_said(caplog):

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tuneline.generate.confidence import ANSWER_MEASURE
+
 COVERAGES = (0.25, 0.5, 0.75)  # reported as calibration.exact_at_coverage_<c>
 
 
@@ -149,4 +151,5 @@ def serving_threshold(predictions: list[dict], min_confidence: float | str, targ
         "target_precision": target_precision,
         "setting": min_confidence,
         "n_examples": len(predictions),
+        "measure": ANSWER_MEASURE,
     }

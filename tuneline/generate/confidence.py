@@ -9,9 +9,10 @@ json leaf `"key": value` keyed by its flattened path as `tuneline.tasks.flatten`
 set is one field). A field's tokens are those whose characters overlap it, so a token that also holds `, ` or
 `]` counts for it.
 
-The answer's confidence is the minimum over all its tokens, the end-of-answer token included: its least sure
-field, its act, and the choices no field holds (closing the slot list early drops a field; stopping is a choice
-too). One doubtful field makes the whole answer doubtful.
+The answer's confidence is the geometric mean of all its tokens' probabilities, the end-of-answer token included:
+exp(mean log-prob). Which answers are right depends on more than their least sure token; on the default model's
+validation answers (benchmarks/confidence_ranking.py) the mean ranked right above wrong answers better than the
+minimum (AUROC 0.850 against 0.842) and let a 0.95-precision threshold accept more of them (0.200 against 0.143).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from tuneline.config import JsonMatch
 from tuneline.tasks import json_located, parse_json, viggo_spans
 
 Span = tuple[int, int]
+# What an answer's confidence is; a threshold recorded for another measure cannot be compared with it.
+ANSWER_MEASURE = "geometric mean of token probabilities"
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ def answer_confidence(
 
     act, fields = field_spans(task, text, match)
     return Confidence(
-        answer=math.exp(min(logprobs)),
+        answer=math.exp(sum(logprobs) / len(logprobs)) if logprobs else 1.0,
         act=None if act is None else unit([act]),
         fields={name: unit(where) for name, where in fields.items()},
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneline.serve.batcher import Batcher
-from tuneline.generate.confidence import answer_confidence
+from tuneline.generate.confidence import ANSWER_MEASURE, answer_confidence
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
 from tuneline.data.chat_format import generation_prompt
 from tuneline.data.formats import question_messages
@@ -68,6 +68,14 @@ def review_rule(serving: ServingConfig, recorded: dict | None, label: str) -> Re
             label,
         )
         return ReviewRule(None, "auto: the model version recorded no threshold")
+    if recorded.get("measure") != ANSWER_MEASURE:
+        log.warning(
+            "%s recorded its threshold for another confidence measure (%s): every answer is marked needs_review; "
+            "evaluate it again (`run.py evaluate`) or set serving.min_confidence",
+            label,
+            recorded.get("measure", "the least likely token's probability"),
+        )
+        return ReviewRule(None, "auto: the model version's threshold is for another confidence measure")
     if recorded["min_confidence"] is None:
         log.warning(
             "%s: no confidence threshold reached exact match %s on its test set: every answer is marked needs_review",
