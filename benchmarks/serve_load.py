@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py [--config configs/finetune.yaml] [--model-version production]
         [--clients 8] [--seconds 60] [--batch 16] [--batching both|on|off] [--switch-to VERSION] [--record-cost]
-        [--compare batching,recording] [--json]
+        [--compare batching,recording [--endpoint invoke|openai]] [--json]
 
 Deploys the config's model (`run.py serve`'s own code) unless `--url` (and `--key`) name a running deployment,
 then for each mode runs `--clients` threads that send requests back to back for `--seconds`, with ViGGO test
@@ -19,7 +19,8 @@ deployment as it is.
 requests off and on, times serving.record off and full (`--compare batching`: the config's recording;
 `--compare recording`: batching on). One table: texts/s, p50, p95, failed requests, and how many of the texts
 answered under both a setup and the first one got the same answer (greedy decoding: all of them); below it, what
-batching changes (texts/s, p50) and what recording adds to the p50 (the target is under 5%).
+batching changes (texts/s, p50) and what recording adds to the p50 (the target is under 5%). `--endpoint openai`
+sends them to /v1/chat/completions, which answers through the same batcher without ZenML's pipeline run per request.
 
 `--record-cost` then deploys twice more, with serving.record off and full, runs the one-text mode on each and
 prints the same table for them (`--compare recording` after the modes).
@@ -119,20 +120,58 @@ def setups(compared: list[str], record: str) -> list[Setup]:
     return [Setup(b, r) for b, r in itertools.product(batching, recording)]
 
 
-def invoke(url: str, key: str | None, texts: list[str]) -> tuple[int, dict]:
+def invoke(url: str, key: str | None, texts: list[str], endpoint: str = "invoke") -> tuple[int, dict]:
+    """(status, reply) of one request; `endpoint` 'openai' asks /v1/chat/completions (one text, no pipeline run)
+    and returns its reading in /invoke's shape."""
     headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
-    body = json.dumps({"parameters": {"texts": texts}, "skip_artifact_materialization": True}).encode()
+    if endpoint == "openai":
+        path, payload = "/v1/chat/completions", {"model": _served_model(url, headers), "messages": _user(texts)}
+    else:
+        path, payload = "/invoke", {"parameters": {"texts": texts}, "skip_artifact_materialization": True}
     try:
-        with urllib.request.urlopen(urllib.request.Request(url + "/invoke", body, headers), timeout=300) as reply:
-            return reply.status, json.loads(reply.read())
+        request = urllib.request.Request(url + path, json.dumps(payload).encode(), headers)
+        with urllib.request.urlopen(request, timeout=300) as reply:
+            status, body = reply.status, json.loads(reply.read())
     except urllib.error.HTTPError as err:
         return err.code, {"error": err.read().decode()[:300]}
     except OSError as err:  # refused or reset: the server was not there
         return 0, {"error": repr(err)}
+    return status, body if endpoint != "openai" else _as_invoke(texts[0], body)
+
+
+def _user(texts: list[str]) -> list[dict]:
+    if len(texts) != 1:
+        raise SystemExit("--endpoint openai sends one text per request: use --compare or the one-text mode")
+    return [{"role": "user", "content": texts[0]}]
+
+
+_models: dict[str, str] = {}
+
+
+def _served_model(url: str, headers: dict) -> str:
+    if url not in _models:
+        with urllib.request.urlopen(urllib.request.Request(url + "/v1/models", headers=headers), timeout=60) as r:
+            _models[url] = json.loads(r.read())["data"][0]["id"]
+    return _models[url]
+
+
+def _as_invoke(text: str, completion: dict) -> dict:
+    reading = completion["tuneline"]
+    answer = {"text": text, "answer": completion["choices"][0]["message"]["content"]}
+    extractions = {"results": [answer], "seconds": reading.get("seconds", 0.0), "model": reading["model"]}
+    return {"success": True, "outputs": {"extractions": extractions}, "execution_time": extractions["seconds"]}
 
 
 def drive(
-    url: str, key: str | None, inputs: list[str], mode: str, per_request: int, clients: int, seconds: float, during=None
+    url: str,
+    key: str | None,
+    inputs: list[str],
+    mode: str,
+    per_request: int,
+    clients: int,
+    seconds: float,
+    during=None,
+    endpoint: str = "invoke",
 ) -> ModeResult:
     result, lock = ModeResult(mode, per_request), threading.Lock()
     deadline = time.monotonic() + seconds
@@ -143,7 +182,7 @@ def drive(
             texts = [inputs[(i + j) % len(inputs)] for j in range(per_request)]
             i += per_request
             start = time.monotonic()
-            status, reply = invoke(url, key, texts)
+            status, reply = invoke(url, key, texts, endpoint)
             took = time.monotonic() - start
             with lock:
                 result.requests += 1
@@ -273,6 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="AXES",
         help="only one-text requests, one deployment per setup of these axes: batching, recording or both",
     )
+    p.add_argument(
+        "--endpoint",
+        choices=("invoke", "openai"),
+        default="invoke",
+        help="with --compare: ZenML's /invoke (a pipeline run per request) or /v1/chat/completions (none)",
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.compare and (args.url or args.switch_to):
@@ -322,8 +367,8 @@ def compare(args, config, zenml_config, inputs: list[str], compared: list[str]) 
     results = {}
     for setup in setups(compared, config.serving.record):
         url, key, _ = deploy(args, config, zenml_config, setup)
-        invoke(url, key, inputs[:1])
-        results[setup] = drive(url, key, inputs, str(setup), 1, args.clients, args.seconds)
+        invoke(url, key, inputs[:1], args.endpoint)
+        results[setup] = drive(url, key, inputs, str(setup), 1, args.clients, args.seconds, endpoint=args.endpoint)
     return results
 
 
