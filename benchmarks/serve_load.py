@@ -325,6 +325,19 @@ def main(argv: list[str] | None = None) -> int:
 
     config, zenml_config = load_run_config(args.config)
     inputs = test_inputs(config)
+    try:
+        return measure(args, config, zenml_config, inputs)
+    finally:
+        if not args.url:  # what it deployed does not keep the cores busy after the table is printed
+            from runner import serve
+
+            try:
+                print(f"stopped deployment {serve.stop(config, zenml_config)}", file=sys.stderr)
+            except serve.DeployFailed:
+                pass  # nothing was deployed: the error that ended the run is the news
+
+
+def measure(args, config, zenml_config, inputs: list[str]) -> int:
     if args.compare:
         results = compare(args, config, zenml_config, inputs, args.compare)
         print(json.dumps(compare_rows(results), indent=1) if args.json else compare_table(results, args.clients))
