@@ -24,36 +24,14 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality_budget import _prepared, bootstrap_interval  # noqa: E402
 from tuneline.config import TunelineConfig, load_run_config  # noqa: E402
 from tuneline.train.search import apply_recipe  # noqa: E402
+from tuneline.train.trials import train_and_score  # noqa: E402
 
 
 def _train_and_score(label: str, cfg: TunelineConfig, model_dir: Path, splits: dict, test: list[dict]):
-    from tuneline.evaluate.evaluation import evaluate_model
-    from tuneline.train.train_job import TrainJob
-    from tuneline.train.training import train_lora
-
     with tempfile.TemporaryDirectory(prefix=f"tuneline-{label}-") as work:
-        job = TrainJob(
-            model_dir=model_dir,
-            train=splits["train"],
-            validation=splits.get("validation", []),
-            output_dir=Path(work),
-            model=cfg.model,
-            lora=cfg.lora,
-            training=cfg.training,
-            task=cfg.data.task,
+        return train_and_score(
+            label, cfg, model_dir, splits["train"], splits.get("validation", []), test, cfg.evaluation, Path(work)
         )
-        trained = train_lora(job)
-        result = evaluate_model(
-            label,
-            cfg.data.task,
-            model_dir,
-            test,
-            cfg.evaluation,
-            adapter_dir=trained.adapter_dir,
-            dtype=cfg.model.dtype,
-            device=cfg.model.device,
-        )
-    return trained, result
 
 
 def tuned(cfg: TunelineConfig, model_dir: Path, splits: dict, test: list[dict]) -> dict:

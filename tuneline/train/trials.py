@@ -7,7 +7,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from tuneline.config import TunelineConfig
+from tuneline.config import EvaluationConfig, TunelineConfig
 from tuneline.data.chat_format import IGNORE
 from tuneline.train.lora_model import TrainingSetupError
 from tuneline.train.search import Recipe, RunTrial, TrialOutcome, apply_recipe, metric_of
@@ -42,7 +42,7 @@ def trial_runner(
 ) -> RunTrial:
     """Trials train on the first rows of one seeded shuffle of `train` (a rung's rows hold the rung before's) and
     are scored on every distinct validation prompt, answers cut past the longest reference."""
-    from tuneline.evaluate.evaluation import evaluate_model, select_test
+    from tuneline.evaluate.evaluation import select_test
     from tuneline.train.distributed import train_distributed
     from tuneline.train.training import train_lora
 
@@ -58,27 +58,50 @@ def trial_runner(
     def run(recipe: Recipe, n_rows: int, label: str) -> TrialOutcome:
         cfg = trial_training(config, recipe)
         with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
-            job = TrainJob(
-                model_dir=model_dir,
-                train=rows[:n_rows],
-                validation=[],
-                output_dir=Path(out),
-                model=cfg.model,
-                lora=cfg.lora,
-                training=cfg.training,
-                task=cfg.data.task,
-            )
-            result = train_fn(job, on_metrics=on_metrics)
-            scored = evaluate_model(
-                label,
-                cfg.data.task,
-                model_dir,
-                examples,
-                evaluation,
-                adapter_dir=result.adapter_dir,
-                dtype=cfg.model.dtype,
-                device=cfg.model.device,
+            result, scored = train_and_score(
+                label, cfg, model_dir, rows[:n_rows], [], examples, evaluation, Path(out), train_fn, on_metrics
             )
         return TrialOutcome(scored.metrics[metric], result.seconds)
 
     return run
+
+
+def train_and_score(
+    label: str,
+    cfg: TunelineConfig,
+    model_dir: Path,
+    train: list[dict],
+    validation: list[dict],
+    examples: list[dict],
+    evaluation: EvaluationConfig,
+    out_dir: Path,
+    train_fn=None,
+    on_metrics: MetricsHook | None = None,
+):
+    """(TrainResult, EvalResult): `cfg`'s recipe trained on `train`, then its adapter scored on `examples` as
+    evaluation scores the test rows. `train_fn` defaults to training in this process."""
+    from tuneline.evaluate.evaluation import evaluate_model
+    from tuneline.train.training import train_lora
+
+    job = TrainJob(
+        model_dir=model_dir,
+        train=train,
+        validation=validation,
+        output_dir=out_dir,
+        model=cfg.model,
+        lora=cfg.lora,
+        training=cfg.training,
+        task=cfg.data.task,
+    )
+    result = (train_fn or train_lora)(job, on_metrics=on_metrics)
+    scored = evaluate_model(
+        label,
+        cfg.data.task,
+        model_dir,
+        examples,
+        evaluation,
+        adapter_dir=result.adapter_dir,
+        dtype=cfg.model.dtype,
+        device=cfg.model.device,
+    )
+    return result, scored
