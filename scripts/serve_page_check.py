@@ -69,7 +69,8 @@ def api_answers(url: str, key: str | None) -> list[dict]:
 def expected_row(result: dict) -> list[str]:
     """What the page's script writes into a row's cells for one result."""
     fields = "\n".join(f"{k}: {json.dumps(v)}" for k, v in (result["fields"] or {}).items())
-    return [result["text"], (result["act"] or "") if result["parsed"] else "(did not parse)", fields, result["answer"]]
+    act = (result["act"] or "") if result["parsed"] else "(did not parse)"
+    return [result["text"], act, fields, result["answer"], "Correct"]  # the last: the row's correct control
 
 
 def check_page(page, url: str, key: str | None, expected: list[list[str]], screenshot: Path) -> None:

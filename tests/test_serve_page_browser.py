@@ -1,8 +1,10 @@
 """The deployment's page (ui/index.html) in a real headless Chromium (Debian's, driven by Playwright) against the
 smoke model deployed on loopback: a double click while a request is in flight sends one request and shows one
 row; a server that answers too late or is gone, and a refused text, each show one readable line, never the input,
-and the page stops saying "generating". The server is made slow by pausing its process (SIGSTOP), the page's
-300 s timeout passes on Playwright's fake clock, and the last test stops the deployment.
+and the page stops saying "generating". A row is corrected from the page: an answer that does not parse shows the
+server's reason, a parsing one is saved once and stored on the request's trace. The server is made slow by pausing
+its process (SIGSTOP), the page's 300 s timeout passes on Playwright's fake clock, and the last test stops the
+deployment.
 
 Named to run after test_serve_deployment.py (the smoke model is trained by then), and so after the pipeline tests,
 whose first run must be the session store's first use. Needs /usr/bin/chromium (`apt-get install -y chromium`):
@@ -10,17 +12,21 @@ without it these tests fail saying so."""
 
 import contextlib
 import os
+import re
 import signal
+import time
 
 import pytest
 
 from scripts.dashboard_check import Missing, browser, check_prerequisites
 from tests.test_serve_deployment import CONFIG, _cli, deploy, trained  # noqa: F401 (fixture: the smoke model)
+from tuneline.serve.recording import Window, read_requests
 
 pytestmark = pytest.mark.slow  # a real deployment and a real browser
 
 CHROMIUM = "/usr/bin/chromium"
 TEXT = "I think SpellForce 3 is a poor game."
+CORRECTED = "give_opinion(name[SpellForce 3], rating[poor])"
 PAGE_TIMEOUT = "05:01"  # just past the page's TIMEOUT_S
 
 
@@ -54,10 +60,10 @@ def paused(pid: int):
         os.kill(pid, signal.SIGCONT)
 
 
-def invokes(page) -> list:
-    """The page's requests to /invoke, as it sends them."""
+def requests_to(page, path: str) -> list:
+    """The page's requests to `path`, as it sends them."""
     sent = []
-    page.on("request", lambda request: sent.append(request) if request.url.endswith("/invoke") else None)
+    page.on("request", lambda request: sent.append(request) if request.url.endswith(path) else None)
     return sent
 
 
@@ -85,7 +91,7 @@ def test_a_double_click_while_generating_sends_one_request_and_shows_one_row(ser
     from playwright.sync_api import expect
 
     url, pid = served
-    sent = invokes(page)
+    sent = requests_to(page, "/invoke")
     open_page(page, url)
     with paused(pid):
         page.locator("#go").dblclick()
@@ -116,6 +122,83 @@ def test_a_refused_text_is_one_line_without_the_text(served, page):
     page.locator("#go").click()
     line = assert_one_line_error(page, "422: ", "texts[0] is ")
     assert word not in line
+
+
+def extract_one(page, url: str) -> dict:
+    """Extract TEXT on the page: /invoke's `extractions` as the page got them."""
+    open_page(page, url)
+    with page.expect_response(lambda reply: reply.url.endswith("/invoke")) as invoked:
+        page.locator("#go").click()
+    return invoked.value.json()["outputs"]["extractions"]
+
+
+def stored_correction(model_name: str, trace_id: str, since_ms: int) -> dict | None:
+    """The latest correction of the trace's first text as the monitor and finetune read it back; the server
+    exports traces in the background, so it is polled for up to 30 s."""
+    import mlflow
+    from zenml.client import Client
+
+    mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
+    deadline = time.monotonic() + 30
+    while True:
+        window = Window(since_ms, int(time.time() * 1000) + 1)
+        found = [r["correction"] for r in read_requests(model_name, window) if r["trace_id"] == trace_id]
+        if (found and found[0]) or time.monotonic() > deadline:
+            return found[0] if found else None
+        time.sleep(1)
+
+
+def test_a_row_is_corrected_once_its_answer_parses_and_the_correction_is_on_its_trace(served, page, trained):  # noqa: F811
+    from playwright.sync_api import expect
+
+    url, pid = served
+    since_ms = int(time.time() * 1000)
+    sent = requests_to(page, "/feedback")
+    out = extract_one(page, url)
+    model_answer, row = out["results"][0]["answer"], page.locator("#results tbody tr")
+    answer_cell = row.locator("td").nth(3)
+    row.get_by_role("button", name="Correct").click()
+    box = answer_cell.get_by_role("textbox", name="corrected answer")
+    expect(box).to_have_value(model_answer)
+    wrong = "SpellForce is poor, not an MR"
+    box.fill(wrong)
+    row.get_by_role("button", name="Save").click()
+    reason = row.locator(".error")
+    expect(reason).to_have_text("422: the corrected answer does not parse as a meaning representation")
+    assert wrong not in reason.inner_text()
+    box.fill(CORRECTED)
+    with paused(pid):
+        row.get_by_role("button", name="Save").click()
+        expect(row.get_by_text("saving...")).to_be_visible()
+        box.press("Enter")  # again, the save still in flight
+        expect(row.get_by_role("button", name="Save")).to_be_disabled()
+    expect(row.locator(".saved")).to_have_text("saved")
+    expect(answer_cell).to_have_text(model_answer)  # the cell goes on showing the model's answer
+    assert len(sent) == 2  # the refused answer and one save of the right one
+    stored = stored_correction(trained["model_name"], out["trace_id"], since_ms)
+    assert stored and stored["value"] == CORRECTED, stored
+    row.get_by_role("button", name="Correct").click()
+    expect(box).to_have_value(CORRECTED)  # a second look starts from the saved correction
+    row.get_by_role("button", name="Cancel").click()
+    expect(answer_cell).to_have_text(model_answer)
+
+
+def test_an_answer_without_a_trace_cannot_be_corrected(served, page):
+    """What the page shows for a deployment with serving.record: off, emulated by dropping the real answer's
+    trace_id on its way to the page (a second deployment would take minutes)."""
+    from playwright.sync_api import expect
+
+    def untraced(route):
+        reply = route.fetch()
+        answer = reply.json()
+        del answer["outputs"]["extractions"]["trace_id"]
+        route.fulfill(response=reply, json=answer)
+
+    page.route("**/invoke", untraced)
+    extract_one(page, served[0])
+    correct = page.locator("#results tbody tr").get_by_role("button", name="Correct")
+    expect(correct).to_be_disabled()
+    expect(correct).to_have_attribute("title", re.compile("recording is off"))
 
 
 def test_a_stopped_server_is_an_error_line(served, page):
