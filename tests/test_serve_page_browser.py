@@ -160,12 +160,12 @@ def test_a_row_is_corrected_once_its_answer_parses_and_the_correction_is_on_its_
     row.get_by_role("button", name="Correct").click()
     box = answer_cell.get_by_role("textbox", name="corrected answer")
     expect(box).to_have_value(model_answer)
-    wrong = "SpellForce is poor, not an MR"
-    box.fill(wrong)
+    box.fill("SpellForce is poor, not an MR")
     row.get_by_role("button", name="Save").click()
     reason = row.locator(".error")
-    expect(reason).to_have_text("422: the corrected answer does not parse as a meaning representation")
-    assert wrong not in reason.inner_text()
+    expect(reason).to_contain_text("422: the corrected answer does not parse as a meaning representation")
+    line = reason.inner_text()
+    assert "\n" not in line and "SpellForce" not in line, line
     box.fill(CORRECTED)
     with paused(pid):
         row.get_by_role("button", name="Save").click()
