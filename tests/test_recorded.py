@@ -164,3 +164,37 @@ def test_a_redacted_deployment_stores_no_request_text(trained):
     assert location.startswith(f"file:{store}"), location  # the trace files too, not the server's ./mlruns
     files = [p for p in store.rglob("*") if p.is_file()]
     assert files and not [p for p in files if b"Zyxwvut" in p.read_bytes() or b"Quokkaland" in p.read_bytes()]
+
+
+@pytest.mark.slow  # a real pipeline or deployment
+def test_a_shadow_deployment_records_the_candidates_answer_on_the_requests_trace(trained):
+    """Production and shadow are the same version, so the shadow's answer (recorded after the response, by its own
+    copy of the model, unbatched) must equal the one the request got."""
+    import mlflow
+    from zenml.client import Client
+
+    from tests.test_serve_deployment import _cli, call, deploy, texts
+    from tuneline.serve.recording import Window, read_requests
+
+    version = str(trained["model_version"])
+    url = deploy("--model-version", version, "--shadow", version)
+    try:
+        since_ms = int(time.time() * 1000) - 1000
+        status, out = call(url, texts(["I think Game 7 is a good game."]))
+        assert status == 200, out
+        answered = out["outputs"]["extractions"]
+        mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
+        deadline = time.time() + 60
+        # Production's trace is exported in the background (spans, then tags), and the shadow answers after it.
+        while True:
+            window = Window(since_ms, int(time.time() * 1000) + 1)
+            records = [r for r in read_requests(trained["model_name"], window) if r["trace_id"] == answered["trace_id"]]
+            if (records and records[0]["shadow"]) or time.time() > deadline:
+                break
+            time.sleep(1)
+        [record] = records
+        assert record["version"] == record["shadow"]["version"] == version, record
+        assert record["shadow"]["answer"] == record["answer"] == answered["results"][0]["answer"]
+        assert record["shadow"]["confidence"] == pytest.approx(answered["results"][0]["confidence"])
+    finally:
+        _cli("serve", "--config", "configs/smoke.yaml", "--stop")
