@@ -52,7 +52,8 @@ def run_statuses(zenml_dir: Path) -> list[str]:
     db = zenml_dir / "local_stores" / "default_zen_store" / "zenml.db"
     if not db.exists():
         return []
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+    # Read-write: a read-only connection cannot roll back what a killed writer left half-written (a hot journal).
+    with sqlite3.connect(db, timeout=30) as con:
         return [status for (status,) in con.execute("SELECT status FROM pipeline_run")]
 
 
