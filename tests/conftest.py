@@ -19,22 +19,27 @@ sys.path.insert(0, str(ROOT))
 
 import pytest  # noqa: E402
 
-# Files whose tests build on each other's runs in the session's ZenML store (the first run is the store's first
-# use; later files find the smoke model trained and promoted): under pytest-xdist they run on one worker, in file
-# order, as they would alone. Every other file runs whole on one worker, so that its module fixtures run once.
-SESSION_STORE_FILES = {
-    "test_data_inputs.py",
-    "test_loose_ends.py",
-    "test_own_data.py",
-    "test_pipeline.py",
-    "test_promotion.py",
-    "test_recorded.py",
-    "test_recorded_review.py",
-    "test_remote.py",
-    "test_serve_deployment.py",
-    "test_serve_page_browser.py",
-    "test_serving.py",
-    "test_tune.py",
+# Under pytest-xdist each worker has its own session store (this module runs once per worker), and a file runs
+# whole on one worker, so that its module fixtures run once. Files that build on each other's state run together,
+# in file order, as they would alone: the pipeline files (the first run is the store's first use, later ones find
+# the smoke model trained and promoted), and the deployment files (one smoke model, deployed in turn).
+UNITS = {
+    "pipeline-lineage": {
+        "test_data_inputs.py",
+        "test_loose_ends.py",
+        "test_own_data.py",
+        "test_pipeline.py",
+        "test_promotion.py",
+        "test_remote.py",
+        "test_serving.py",
+        "test_tune.py",
+    },
+    "deployments": {
+        "test_recorded.py",
+        "test_recorded_review.py",
+        "test_serve_deployment.py",
+        "test_serve_page_browser.py",
+    },
 }
 XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 
@@ -45,26 +50,48 @@ if XDIST_WORKER:
     set_custom_source_root(str(ROOT))
 
 
-def _group(nodeid: str) -> str:
+def _unit(nodeid: str) -> str:
     file = nodeid.split("::", 1)[0]
-    return "session-store" if Path(file).name in SESSION_STORE_FILES else file
+    return next((unit for unit, files in UNITS.items() if Path(file).name in files), file)
 
 
 def pytest_xdist_make_scheduler(config, log):
-    """xdist's file scheduling, with the session-store files as one unit (its `loadgroup` needs markers in node
-    ids, which pytest 9.2 no longer lets it write)."""
+    """xdist's file scheduling, with each of `UNITS` as one unit (its `loadgroup` needs markers in node ids, which
+    pytest 9.2 no longer lets it write)."""
     from xdist.scheduler import LoadScopeScheduling
 
     class ByStore(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return _group(nodeid)
+            return _unit(nodeid)
 
     return ByStore(config, log)
 
 
 def pytest_collection_modifyitems(items):
-    if XDIST_WORKER:  # units are handed out in collection order: the longest first, so that it does not end alone
-        items.sort(key=lambda item: _group(item.nodeid) != "session-store")
+    """Under xdist, units are handed out in collection order: the long ones first (`UNITS`, then the files with slow
+    tests), so that none starts last and ends alone."""
+    if XDIST_WORKER:
+        order = list(UNITS)
+
+        def rank(item) -> int:
+            unit = _unit(item.nodeid)
+            return order.index(unit) if unit in order else len(order) + (item.get_closest_marker("slow") is None)
+
+        items.sort(key=rank)
+
+
+_MLFLOW_ENV = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_env_does_not_leak():
+    """ZenML's MLflow tracker exports MLFLOW_TRACKING_URI when a test configures it in-process; a later test's
+    `run.py` on a ZenML store of its own would inherit it and log into this session's MLflow store instead."""
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in _MLFLOW_ENV:
+            del os.environ[key]
+    os.environ.update(_MLFLOW_ENV)
 
 
 @pytest.fixture(scope="session")
