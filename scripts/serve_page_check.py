@@ -68,7 +68,10 @@ def api_answers(url: str, key: str | None) -> list[dict]:
 
 def expected_row(result: dict) -> list[str]:
     """What the page's script writes into a row's cells for one result."""
-    fields = "\n".join(f"{k}: {json.dumps(v)}" for k, v in (result["fields"] or {}).items())
+    # as the page writes them: JavaScript's JSON.stringify, no spaces after separators
+    fields = "\n".join(
+        f"{k}: {json.dumps(v, ensure_ascii=False, separators=(',', ':'))}" for k, v in (result["fields"] or {}).items()
+    )
     act = (result["act"] or "") if result["parsed"] else "(did not parse)"
     return [result["text"], act, fields, result["answer"], "Correct"]  # the last: the row's correct control
 
