@@ -60,11 +60,11 @@ def pytest_xdist_make_scheduler(config, log):
     pytest 9.2 no longer lets it write)."""
     from xdist.scheduler import LoadScopeScheduling
 
-    class ByStore(LoadScopeScheduling):
+    class ByUnit(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return _unit(nodeid)
 
-    return ByStore(config, log)
+    return ByUnit(config, log)
 
 
 def pytest_collection_modifyitems(items):

@@ -1,5 +1,6 @@
 """Monitor, record and correct for real: monitor pipelines on the session's ZenML store, and a deployment of the
-smoke model on loopback. Named to run after the pipeline tests, whose first run must be the store's first use."""
+smoke model on loopback. Run alone, it comes after the pipeline tests, whose first run must be the store's first
+use; under xdist it runs with the other deployment files on a store of their own (tests/conftest.py)."""
 
 import time
 from pathlib import Path
@@ -170,11 +171,7 @@ def test_a_redacted_deployment_stores_no_request_text(trained):
 def test_a_shadow_deployment_records_the_candidates_answer_on_the_requests_trace(trained):
     """Production and shadow are the same version, so the shadow's answer (recorded after the response, by its own
     copy of the model, unbatched) must equal the one the request got."""
-    import mlflow
-    from zenml.client import Client
-
-    from tests.test_serve_deployment import _cli, call, deploy, texts
-    from tuneline.serve.recording import Window, read_requests
+    from tests.test_serve_deployment import _cli, call, deploy, served_record, texts
 
     version = str(trained["model_version"])
     url = deploy("--model-version", version, "--shadow", version)
@@ -183,16 +180,9 @@ def test_a_shadow_deployment_records_the_candidates_answer_on_the_requests_trace
         status, out = call(url, texts(["I think Game 7 is a good game."]))
         assert status == 200, out
         answered = out["outputs"]["extractions"]
-        mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
-        deadline = time.time() + 60
-        # Production's trace is exported in the background (spans, then tags), and the shadow answers after it.
-        while True:
-            window = Window(since_ms, int(time.time() * 1000) + 1)
-            records = [r for r in read_requests(trained["model_name"], window) if r["trace_id"] == answered["trace_id"]]
-            if (records and records[0]["shadow"]) or time.time() > deadline:
-                break
-            time.sleep(1)
-        [record] = records
+        # The shadow answers after production's trace is exported.
+        record = served_record(trained["model_name"], answered["trace_id"], since_ms, lambda r: r["shadow"])
+        assert record, "the request was never recorded"
         assert record["version"] == record["shadow"]["version"] == version, record
         assert record["shadow"]["answer"] == record["answer"] == answered["results"][0]["answer"]
         assert record["shadow"]["confidence"] == pytest.approx(answered["results"][0]["confidence"])

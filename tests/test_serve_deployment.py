@@ -63,6 +63,25 @@ def deploy(*extra) -> str:
     return re.search(r"is \S+ at (http://\S+)", proc.stdout).group(1)
 
 
+def served_record(model_name: str, trace_id: str, since_ms: int, ready, seconds: float = 60) -> dict | None:
+    """The recorded request `trace_id` as the monitor and finetune read it back, once `ready(record)`. The server
+    exports traces in the background (spans, then tags; a shadow's answer and a correction later still), so it is
+    polled; None if it never appeared."""
+    import mlflow
+    from zenml.client import Client
+
+    from tuneline.serve.recording import Window, read_requests
+
+    mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
+    deadline = time.monotonic() + seconds
+    while True:
+        window = Window(since_ms, int(time.time() * 1000) + 1)
+        found = [r for r in read_requests(model_name, window) if r["trace_id"] == trace_id]
+        if (found and ready(found[0])) or time.monotonic() > deadline:
+            return found[0] if found else None
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """The smoke pipeline's summary (a cache hit when the pipeline tests already ran in this session)."""

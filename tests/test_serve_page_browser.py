@@ -19,8 +19,7 @@ import time
 import pytest
 
 from scripts.dashboard_check import Missing, browser, check_prerequisites
-from tests.test_serve_deployment import CONFIG, _cli, deploy, trained  # noqa: F401 (fixture: the smoke model)
-from tuneline.serve.recording import Window, read_requests
+from tests.test_serve_deployment import CONFIG, _cli, deploy, served_record, trained  # noqa: F401 (fixture: the smoke model)
 
 pytestmark = pytest.mark.slow  # a real deployment and a real browser
 
@@ -133,19 +132,9 @@ def extract_one(page, url: str) -> dict:
 
 
 def stored_correction(model_name: str, trace_id: str, since_ms: int) -> dict | None:
-    """The latest correction of the trace's first text as the monitor and finetune read it back; the server
-    exports traces in the background, so it is polled for up to 30 s."""
-    import mlflow
-    from zenml.client import Client
-
-    mlflow.set_tracking_uri(Client().active_stack.experiment_tracker.get_tracking_uri())
-    deadline = time.monotonic() + 30
-    while True:
-        window = Window(since_ms, int(time.time() * 1000) + 1)
-        found = [r["correction"] for r in read_requests(model_name, window) if r["trace_id"] == trace_id]
-        if (found and found[0]) or time.monotonic() > deadline:
-            return found[0] if found else None
-        time.sleep(1)
+    """The latest correction of the trace's first text as the monitor and finetune read it back (up to 30 s)."""
+    record = served_record(model_name, trace_id, since_ms, lambda r: r["correction"], seconds=30)
+    return record["correction"] if record else None
 
 
 def test_a_row_is_corrected_once_its_answer_parses_and_the_correction_is_on_its_trace(served, page, trained):  # noqa: F811
