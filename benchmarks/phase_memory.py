@@ -3,8 +3,9 @@ phase is charged only for what it held itself.
 
 On CUDA it is the allocator's peak, reset by `torch.cuda.reset_peak_memory_stats`. On CPU it is the process's
 peak resident set: `ru_maxrss` never resets, so Linux's own peak (`VmHWM`) is reset through
-`/proc/self/clear_refs`, which is exact; where that file cannot be written, a thread samples the resident set
-every `interval` seconds instead (a peak shorter than that can be missed). Linux only on CPU.
+`/proc/self/clear_refs`, which is exact. Where that file cannot be written, or a sandbox accepts the write and
+leaves the peak where it was (seen on CI: three phases with the same peak to the byte), a thread samples the
+resident set every `interval` seconds instead (a peak shorter than that can be missed). Linux only on CPU.
 """
 
 from __future__ import annotations
@@ -27,14 +28,19 @@ def _hwm() -> int:
         return int(re.search(r"VmHWM:\s+(\d+) kB", fh.read()).group(1)) * 1024
 
 
+CLEAR_REFS = "/proc/self/clear_refs"
+RESET_SLACK = 32 * 2**20  # the resident set may move between the reset and the reads that check it
+
+
 def _reset_hwm() -> bool:
-    """Reset the peak resident set to the current one; False where the kernel or sandbox does not allow it."""
+    """Reset the peak resident set to the current one; False where the kernel or sandbox does not, checked by
+    reading the peak back: a write that is accepted but ignored counts as not allowed."""
     try:
-        with open("/proc/self/clear_refs", "w") as fh:
+        with open(CLEAR_REFS, "w") as fh:
             fh.write("5")
     except OSError:
         return False
-    return True
+    return _hwm() <= _rss() + RESET_SLACK
 
 
 class _Sampler(threading.Thread):
@@ -55,8 +61,8 @@ class _Sampler(threading.Thread):
 class PhaseMemory:
     """`with memory.phase("training"): ...` records that phase's peak in `peaks` (GiB).
 
-    `method`: "cuda", "hwm" (reset peak RSS) or "sampled" (RSS sampled in a thread); default: "cuda" on that
-    device, else "hwm" where it can be reset, else "sampled"."""
+    `method`: "cuda", "hwm" (reset peak RSS; sampled in a phase where the reset does not take) or "sampled" (RSS
+    sampled in a thread); default: "cuda" on that device, else "hwm" where it can be reset, else "sampled"."""
 
     def __init__(self, device: str = "cpu", method: str | None = None, interval: float = 0.002):
         self.method = method or ("cuda" if device == "cuda" else "hwm" if _reset_hwm() else "sampled")
@@ -70,9 +76,8 @@ class PhaseMemory:
 
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-        elif self.method == "hwm" and not _reset_hwm():
-            raise RuntimeError("/proc/self/clear_refs cannot be written here; use method='sampled'")
-        sampler = _Sampler(self.interval) if self.method == "sampled" else None
+        sampled = self.method == "sampled" or (self.method == "hwm" and not _reset_hwm())
+        sampler = _Sampler(self.interval) if sampled else None
         if sampler:
             sampler.start()
         try:
