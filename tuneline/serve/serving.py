@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tuneline.serve.batcher import Batcher
-from tuneline.generate.confidence import ANSWER_MEASURE, answer_confidence
+from tuneline.generate.confidence import ANSWER_MEASURE, answer_confidence, token_spans
+from tuneline.generate.continuous import Decoder, Row
 from tuneline.config import DataConfig, EvaluationConfig, ServingConfig
 from tuneline.data.chat_format import generation_prompt
 from tuneline.data.formats import question_messages
@@ -187,6 +188,27 @@ class Extractor:
                 max_batch_tokens=self.evaluation.max_batch_tokens,
                 constraint=constraint,
             )
+
+    def decoder(self) -> Decoder:
+        """A continuous decoder on this model (tuneline/serve/batcher.py drives it, under `lock`)."""
+        eos = self.tokenizer.eos_token_id
+        pad = eos if self.tokenizer.pad_token_id is None else self.tokenizer.pad_token_id
+        return Decoder(self.model, eos, pad, self.evaluation.max_new_tokens)
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        """Checked texts' prompts as token ids, for `decoder`; under `lock` (the generating tokenizer)."""
+        return self.tokenizer([self.prompt(t) for t in texts], add_special_tokens=False)["input_ids"]
+
+    def generated(self, rows: list[Row], seconds: float) -> Generated:
+        """Decoded rows as `generate` returns its answers: texts, each token's characters, log-probabilities."""
+        texts, spans = zip(*(token_spans(self.tokenizer, row.ids) for row in rows)) if rows else ((), ())
+        return Generated(
+            texts=list(texts),
+            seconds=seconds,
+            new_tokens=sum(len(row.ids) for row in rows),
+            spans=list(spans),
+            logprobs=[row.logprobs for row in rows],
+        )
 
     def extract(self, texts: list[str], grammar: str | None = None) -> dict:
         """One request generated on its own (the deployment goes through tuneline/serve/batcher.py)."""
