@@ -2,8 +2,10 @@
 
 The Trainer runs with an upper bound of steps (MAX_EPOCHS over the rows); a callback times the first steps in
 tokens per second, turns the rate into the steps that fill the budget (`plan`), and sets the Trainer's own
-`state.max_steps` to them, the learning-rate schedule retargeted to end there. After each evaluation it plans
-again with the evaluations' measured cost, and it stops the run when the budget is spent whatever the plan said.
+`state.max_steps` to them, the learning-rate schedule retargeted to end there. It plans again REPLANS times over
+the run, from the rate since the last plan (a CPU's first steps are often slower or faster than the rest: the
+first plan alone left a tenth of an 11-minute budget unused), and after each evaluation, with the evaluations'
+measured cost; it stops the run when the budget is spent whatever the plan said.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ MEASURE_STEPS = 8  # steps timed after the first (which pays for allocation and 
 # The most passes a budget buys: past that a small data set is memorized, not learned; a GPU's minutes on a few
 # hundred rows would otherwise become hundreds of epochs.
 MAX_EPOCHS = 10.0
+REPLANS = 10  # plans after the first, spread over the planned steps
 
 
 @dataclass(frozen=True)
@@ -129,9 +132,15 @@ def budget_callback(
             retarget_schedule(scheduler, args.lr_scheduler_type, warmup_ratio, steps)
 
         def _replan(self, args, state, scheduler) -> None:
-            now, (t0, tokens0, eval_s0) = time.monotonic(), self.mark  # from the end of the first step
+            now, (t0, tokens0, eval_s0) = time.monotonic(), self.mark  # since the last plan (or the first step)
             train_s = now - t0 - (self.eval_s - eval_s0)
-            rate = (state.num_input_tokens_seen - tokens0) / max(train_s, 1e-9)
+            if state.num_input_tokens_seen > tokens0:
+                rate = (state.num_input_tokens_seen - tokens0) / max(train_s, 1e-9)
+            elif self.plan is not None:  # an evaluation right after a plan: only the evaluation's cost is new
+                rate = self.plan.tokens_per_second
+            else:
+                return
+            before = self.plan.steps if self.plan else None
             self.plan = plan(
                 self.budget_s,
                 now - self.start,
@@ -143,14 +152,20 @@ def budget_callback(
                 args.eval_steps if args.eval_strategy == "steps" else None,
                 self.eval_s / self.evals if self.evals else 0.0,
             )
-            self._apply(args, state, scheduler, _agreed(self.plan.steps, args.device))
-            log.info("budget: %s", self.plan.why)
+            steps = _agreed(self.plan.steps, args.device)
+            self._apply(args, state, scheduler, steps)
+            self.mark = (now, state.num_input_tokens_seen, self.eval_s)
+            self.next_plan = state.global_step + max(MEASURE_STEPS, steps // REPLANS)  # the same step on every rank
+            if self.plan.steps != before:
+                log.info("budget: %s", self.plan.why if before is None else f"replanned: {self.plan.why}")
 
         def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
             self.step_end = time.monotonic()
             if state.global_step == self.first_step + 1:
                 self.mark = (self.step_end, state.num_input_tokens_seen, self.eval_s)
             elif self.plan is None and state.global_step == self.first_step + 1 + MEASURE_STEPS:
+                self._replan(args, state, lr_scheduler)
+            elif self.plan is not None and state.global_step >= self.next_plan:
                 self._replan(args, state, lr_scheduler)
             if _agreed(int(self.step_end - self.start >= self.budget_s), args.device):
                 log.info("budget: %g min spent at step %d; stopping", budget_minutes, state.global_step)
