@@ -72,9 +72,9 @@ def test_retargeted_schedule_warms_up_and_ends_at_the_new_step_count():
     assert lrs[1] == pytest.approx(1.0) and lrs[-1] == pytest.approx(0.0)  # 2 warmup steps, decayed by step 20
 
 
-def test_the_plan_follows_the_rate_when_steps_speed_up(monkeypatch):
-    """Steps twice as fast after the first plan (a CPU warming up): the later plans fill the budget anyway; the
-    first plan alone would have ended the run with almost half of it unused."""
+def _drive(monkeypatch, budget_s: float, step_s, replans: int | None = None):
+    """A budget callback driven by a fake clock, the Trainer's own stop rule applied before it as the Trainer does;
+    `step_s(step)` is each step's duration. Returns the callback, the clock at the end and the steps run."""
     from types import SimpleNamespace
 
     from transformers import TrainerControl
@@ -83,20 +83,37 @@ def test_the_plan_follows_the_rate_when_steps_speed_up(monkeypatch):
 
     clock = [0.0]
     monkeypatch.setattr(budget.time, "monotonic", lambda: clock[0])
+    if replans:
+        monkeypatch.setattr(budget, "REPLANS", replans)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     args = SimpleNamespace(lr_scheduler_type="cosine", eval_strategy="no", eval_steps=None, device="cpu")
     state = SimpleNamespace(global_step=0, max_steps=10_000, num_input_tokens_seen=0)
     control = TrainerControl()
-    callback = budget.budget_callback(100 / 60, 100, 1000, 8000, 20, 0.0)
+    callback = budget.budget_callback(budget_s / 60, 100, 1000, 8000, 20, 0.0)
     callback.on_train_begin(args, state, control, lr_scheduler=scheduler)
     while not control.should_training_stop:
-        clock[0] += 1.0 if state.global_step < 20 else 0.5
+        clock[0] += step_s(state.global_step)
         state.global_step, state.num_input_tokens_seen = state.global_step + 1, state.num_input_tokens_seen + 100
+        control.should_training_stop = state.global_step >= state.max_steps  # transformers' DefaultFlowCallback
         callback.on_step_end(args, state, control, lr_scheduler=scheduler)
+    return callback, clock[0], state.global_step
+
+
+def test_the_plan_follows_the_rate_when_steps_speed_up(monkeypatch):
+    """Steps twice as fast after the first plan (a CPU warming up): the later plans fill the budget anyway; the
+    first plan alone would have ended the run with almost half of it unused."""
+    callback, seconds, steps = _drive(monkeypatch, 100, lambda step: 1.0 if step < 20 else 0.5)
     first_plan_ends = 20 + (100 - 20) * 0.5  # 100 steps planned at 1 s a step, run at 0.5 s after step 20
-    assert first_plan_ends < 65 and 95 <= clock[0] <= 100.5, clock[0]
-    assert state.global_step == callback.plan.steps or clock[0] >= 100
+    assert first_plan_ends < 65 and 95 <= seconds <= 100.5, seconds
+    assert steps == callback.plan.steps or seconds >= 100
+
+
+def test_a_plan_that_grows_at_its_last_step_goes_on(monkeypatch):
+    """Plans every 8 steps; the one at step 105, the last the plan before it allowed, finds the steps twice as
+    fast and plans 8 more: the run goes on to them, although the Trainer's own rule has already said stop."""
+    callback, seconds, steps = _drive(monkeypatch, 105, lambda step: 1.0 if step < 97 else 0.5, replans=10_000)
+    assert steps == 113 and seconds == pytest.approx(105.0), (steps, seconds)
 
 
 def test_budget_config():

@@ -161,6 +161,7 @@ def budget_callback(
 
         def on_step_end(self, args, state, control, lr_scheduler=None, **kw):
             self.step_end = time.monotonic()
+            stopped_by_plan = state.global_step >= state.max_steps  # the Trainer's own rule, which runs first
             if state.global_step == self.first_step + 1:
                 self.mark = (self.step_end, state.num_input_tokens_seen, self.eval_s)
             elif self.plan is None and state.global_step == self.first_step + 1 + MEASURE_STEPS:
@@ -172,6 +173,8 @@ def budget_callback(
                 state.max_steps = state.global_step
             if state.global_step >= state.max_steps:
                 control.should_training_stop = True
+            elif stopped_by_plan:  # a plan made at the last planned step grew it: go on
+                control.should_training_stop = False
 
         def on_evaluate(self, args, state, control, lr_scheduler=None, **kw):
             if not control.should_training_stop:
