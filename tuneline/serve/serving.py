@@ -1,6 +1,7 @@
-"""Extraction as a service: a merged model loaded once; each request's texts are checked, generated together in
-the evaluator's batches, and returned with their parsed act and fields, their confidences
-(tuneline/generate/confidence.py) and whether they need review (`ReviewRule`).
+"""Extraction as a service: a merged model loaded once; each request's texts are checked, decoded with concurrent
+requests' (tuneline/serve/batcher.py: continuously, or in the evaluator's batches under a grammar), and returned
+with their parsed act and fields, their confidences (tuneline/generate/confidence.py) and whether they need review
+(`ReviewRule`).
 
 `Extractor` knows nothing of HTTP or ZenML: `pipelines/extract.py` serves it as a ZenML deployment, and the
 tests call it directly to show it answers exactly as the offline evaluator does.
