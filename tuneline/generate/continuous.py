@@ -116,7 +116,7 @@ class Decoder:
         if not done:
             return []
         ended = [self.rows[i] for i in done]
-        keep = [i for i in range(len(self.rows)) if i not in set(done)]
+        keep = sorted(set(range(len(self.rows))) - set(done))
         self.rows = [self.rows[i] for i in keep]
         if not keep:
             self._cache = self._mask = self._next = None

@@ -161,28 +161,32 @@ class Batcher:
                 return []  # a new model, or a request under a grammar, waits for the rows in flight to end
             cap = (self._extractor or self.current()).evaluation.batch_size
             rows = sum(len(r.texts) for r in self._active)
-            tokens = sum(r.tokens for r in self._active)
-            batch, deadline = [], time.monotonic() + (self.wait_s if idle else 0.0)
-            while True:
-                for r in list(self._queue):
-                    alone = idle and not batch  # the first request always starts, however large
-                    fits = rows + len(r.texts) <= cap and self._fits(tokens + r.tokens)
-                    if r.continuous and (alone or fits):
-                        self._queue.remove(r)
-                        batch.append(r)
-                        rows, tokens = rows + len(r.texts), tokens + r.tokens
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._fits(tokens + 1):
-                    return batch
-                self._changed.wait(left)
+
+            def joins(r: _Request, batch: list[_Request], tokens: int) -> bool:
+                if not r.continuous:
+                    return False
+                if idle and not batch:  # the first request always starts, however large
+                    return True
+                return rows + sum(len(b.texts) for b in batch) + len(r.texts) <= cap and self._fits(tokens + r.tokens)
+
+            wait = self.wait_s if idle else 0.0
+            return self._gather(joins, [], sum(r.tokens for r in self._active), time.monotonic() + wait)
 
     def _static_batch(self) -> list[_Request]:
         """The oldest request and those under its grammar that fit the budget, within `wait_s` of it."""
-        batch = [self._queue.popleft()]
-        tokens, deadline = batch[0].tokens, time.monotonic() + self.wait_s
+        first = self._queue.popleft()
+
+        def joins(r: _Request, batch: list[_Request], tokens: int) -> bool:
+            return not r.continuous and r.grammar == first.grammar and self._fits(tokens + r.tokens)
+
+        return self._gather(joins, [first], first.tokens, time.monotonic() + self.wait_s)
+
+    def _gather(self, joins, batch: list[_Request], tokens: int, deadline: float) -> list[_Request]:
+        """`batch` and the queued requests `joins(request, batch, tokens)` takes, until `deadline` or the token
+        budget is full; `tokens` counts what the batch (and the rows in flight) already take. Under the lock."""
         while True:
             for r in list(self._queue):
-                if not r.continuous and r.grammar == batch[0].grammar and self._fits(tokens + r.tokens):
+                if joins(r, batch, tokens):
                     self._queue.remove(r)
                     batch.append(r)
                     tokens += r.tokens
