@@ -51,7 +51,7 @@ def write_tuned(result: TuningResult, source: Path, zenml_config: dict, params: 
     header = [
         f"Written by `run.py tune` from {shown(source)} on {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC:",
         f"trial {best.trial} of {len({t.trial for t in result.trials})} scored {result.metric} {best.score:.3f} "
-        f"on validation after {best.rows} training rows; {len(result.trials)} trials took "
+        f"on validation after {best.minutes:g} min of training ({best.rows} rows); {len(result.trials)} trials took "
         f"{result.search_seconds / 60:.1f} of {result.budget_minutes:g} min.",
         *result.why,
         f"Train it again: python run.py train --config {shown(out)}",
@@ -61,11 +61,15 @@ def write_tuned(result: TuningResult, source: Path, zenml_config: dict, params: 
 
 
 def render_trials(result: TuningResult) -> str:
-    lines = [f"{'trial':>5} {'rung':>4} {'rows':>6} {result.metric:>12} {'seconds':>7}  recipe"]
+    lines = [f"{'trial':>5} {'rung':>4} {'min':>5} {'rows':>6} {result.metric:>12} {'loss':>6} {'seconds':>7}  recipe"]
     for t in result.trials:
         recipe = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in t.recipe.items())
         mark = " *" if t is result.best else ""
-        lines.append(f"{t.trial:>5} {t.rung:>4} {t.rows:>6} {t.score:>12.3f} {t.seconds:>7.0f}  {recipe}{mark}")
+        loss = "-" if t.loss is None else f"{t.loss:.3f}"
+        lines.append(
+            f"{t.trial:>5} {t.rung:>4} {t.minutes:>5g} {t.rows:>6} {t.score:>12.3f} {loss:>6} {t.seconds:>7.0f}  "
+            f"{recipe}{mark}"
+        )
     return "\n".join(lines + [f"  {why}" for why in result.why])
 
 

@@ -19,13 +19,14 @@ def _as_child_runs(run_trial: RunTrial, metric: str) -> RunTrial:
     """Each trial in a nested run of the step's (the parent), with its recipe, curves and score; without an active
     run (no MLflow tracker in the stack) the trials run unlogged."""
 
-    def run(recipe: Recipe, rows: int, label: str) -> TrialOutcome:
+    def run(recipe: Recipe, minutes: float, label: str) -> TrialOutcome:
         if mlflow.active_run() is None:
-            return run_trial(recipe, rows, label)
+            return run_trial(recipe, minutes, label)
         with mlflow.start_run(run_name=label.replace(" ", "-"), nested=True):
-            tracking.log_params(recipe | {"tuning.rows": rows})
-            outcome = run_trial(recipe, rows, label)
-            tracking.log_metrics({metric: outcome.score, "train_seconds": outcome.train_seconds}, prefix="trial")
+            tracking.log_params(recipe | {"tuning.minutes": minutes})
+            outcome = run_trial(recipe, minutes, label)
+            scores = {metric: outcome.score, "train_seconds": outcome.train_seconds, "rows": outcome.rows}
+            tracking.log_metrics(scores | ({"eval_loss": outcome.loss} if outcome.loss is not None else {}), "trial")
         return outcome
 
     return run

@@ -31,16 +31,17 @@ class Clock:
         return self.now
 
 
-def scripted(clock: Clock, seconds_per_unit: float = 0.01, overhead: float = 2.0):
-    """A trial scoring higher the closer its learning rate is to 2e-3 (more rows: a little higher), taking
-    `overhead` plus `seconds_per_unit` per row-epoch of clock time."""
+def scripted(clock: Clock, overhead: float = 2.0, overrun: float = 1.0):
+    """A trial scoring higher the closer its learning rate is to 2e-3 (more minutes: a little higher), taking its
+    minutes (times `overrun`) plus `overhead` of clock time."""
     calls = []
 
-    def run(recipe, rows, label):
-        train = seconds_per_unit * rows * recipe["training.epochs"]
+    def run(recipe, minutes, label):
+        train = minutes * 60 * overrun
         clock.now += overhead + train
-        calls.append((recipe, rows))
-        return TrialOutcome(1.0 - abs(recipe["training.learning_rate"] - 2e-3) * 100 + rows * 1e-6, train)
+        calls.append((recipe, minutes))
+        score = 1.0 - abs(recipe["training.learning_rate"] - 2e-3) * 100 + minutes * 1e-6
+        return TrialOutcome(score, train, rows=int(minutes * 100))
 
     run.calls = calls
     return run
@@ -50,25 +51,35 @@ def _config(**tuning):
     return parse_config({"tuning": {"budget_minutes": 10, **tuning}})
 
 
-def test_draw_is_seeded_distinct_and_within_the_space():
+def test_draw_starts_with_the_configs_recipe_then_a_seeded_distinct_draw_of_the_space():
     config = _config(trials=6, seed=3)
     first = draw(config)
     assert first == draw(config) and first != draw(_config(trials=6, seed=4))
     assert len({repr(sorted(r.items())) for r in first}) == 6
+    own = {
+        "training.learning_rate": config.training.learning_rate,
+        "training.batch_size": config.training.batch_size,
+        "lora.r": config.lora.r,
+        "lora.target_modules": config.lora.target_modules,
+        "lora.last_layers": config.lora.last_layers,
+        "lora.alpha": config.lora.alpha,
+    }
+    assert first[0] == own and own not in first[1:]  # what the user has competes, once
     space = config.tuning.space
-    for r in first:
+    for r in first[1:]:
         assert r["training.learning_rate"] in space.learning_rate and r["lora.target_modules"] in space.target_modules
+        assert r["training.batch_size"] in space.batch_size
         assert r["lora.alpha"] == 2 * r["lora.r"]  # the config's alpha / r (32 / 16)
         assert r["lora.last_layers"] is None  # an empty list keeps the config's value
-    small = _config(trials=50, space={"learning_rate": [1e-3], "epochs": [1], "r": [4, 8], "target_modules": []})
-    assert len(draw(small)) == 2  # the whole space when it is smaller than the trials asked for
+    small = _config(trials=50, space={"learning_rate": [1e-3], "batch_size": [], "r": [4, 8], "target_modules": []})
+    assert len(draw(small)) == 3  # the config's (r 16) and the whole space when it is smaller than asked for
 
 
-def test_schedule_halves_the_trials_and_multiplies_the_rows():
-    assert schedule(8, 2, 64, 1000) == [Rung(8, 64), Rung(4, 128), Rung(2, 256)]
-    assert schedule(9, 3, 100, 500) == [Rung(9, 100), Rung(3, 300)]
-    assert schedule(8, 2, 300, 1000) == [Rung(8, 300), Rung(4, 600), Rung(2, 1000)]  # at most all rows
-    assert schedule(3, 3, 10, 100) == [Rung(3, 10)]
+def test_schedule_halves_the_trials_and_multiplies_the_minutes():
+    assert schedule(8, 2, 0.5) == [Rung(8, 0.5), Rung(4, 1.0), Rung(2, 2.0)]
+    assert schedule(9, 3, 1.0) == [Rung(9, 1.0), Rung(3, 3.0)]
+    assert schedule(6, 2, 0.5) == [Rung(6, 0.5), Rung(3, 1.0)]
+    assert schedule(3, 3, 0.2) == [Rung(3, 0.2)]
 
 
 def test_halving_keeps_the_best_of_each_rung():
@@ -76,39 +87,53 @@ def test_halving_keeps_the_best_of_each_rung():
     config = _config(trials=8)
     recipes = draw(config)
     run = scripted(clock)
-    trials, stopped = halving(recipes, schedule(8, 2, 64, 1000), run, deadline_s=1e9, clock=clock)
+    trials, stopped = halving(recipes, schedule(8, 2, 0.5), run, deadline_s=1e9, clock=clock)
     assert stopped is None and [t.rung for t in trials] == [0] * 8 + [1] * 4 + [2] * 2
     for k in (1, 2):
         before = sorted((t for t in trials if t.rung == k - 1), key=lambda t: -t.score)
         kept = {t.trial for t in trials if t.rung == k}
         assert kept == {t.trial for t in before[: len(kept)]}  # the best of the rung before, no other
-    assert [rows for _, rows in run.calls] == [64] * 8 + [128] * 4 + [256] * 2
+    assert [minutes for _, minutes in run.calls] == [0.5] * 8 + [1.0] * 4 + [2.0] * 2
+    assert [t.rows for t in trials] == [50] * 8 + [100] * 4 + [200] * 2  # what each trial reported
     distance = [abs(r["training.learning_rate"] - 2e-3) for r in recipes]
-    result = tune(config, 1000, scripted(Clock()), clock=Clock())
+    result = tune(_config(trials=8), 1000, scripted(Clock()), clock=Clock())
     assert abs(result.best.recipe["training.learning_rate"] - 2e-3) == min(distance)
     assert result.best.rung == 2 and result.best.score == max(t.score for t in result.trials if t.rung == 2)
 
 
+def test_equal_scores_are_ranked_by_validation_loss():
+    def run(recipe, minutes, label):  # every trial scores 0, as short first trials on a hard task do
+        return TrialOutcome(0.0, minutes * 60, 10, loss=abs(recipe["training.learning_rate"] - 5e-3))
+
+    result = tune(_config(trials=4, budget_minutes=600), 1000, run)
+    kept = [t.recipe["training.learning_rate"] for t in result.trials if t.rung == 1]
+    first = sorted((t for t in result.trials if t.rung == 0), key=lambda t: t.loss)
+    assert kept == [t.recipe["training.learning_rate"] for t in first[:2]]
+    assert result.best.loss == min(t.loss for t in result.trials if t.rung == 1)
+
+
 def test_the_search_stops_before_a_trial_that_would_overrun_its_share():
     clock = Clock()
-    config = _config(trials=8, budget_minutes=1, search_share=0.5)  # 30 s for the search
-    run = scripted(clock, seconds_per_unit=0.05)  # rung 0: about 2 + 0.05 * 64 * epochs s a trial
+    config = _config(trials=8, budget_minutes=4, search_share=0.5, min_minutes=0.1)  # 120 s for the search
+    run = scripted(clock, overrun=1.2)  # rung 0: 2 s + 7.2 s a trial, rung 1: 2 + 14.4, rung 2: 2 + 28.8
     result = tune(config, 1000, run, clock=clock)
-    assert result.search_seconds <= 30.0 and len(result.trials) < 14
+    assert result.search_seconds <= 120.0 and len(result.trials) < 14
     assert result.why[0].startswith("the search stopped before trial")
     assert result.best.rung == max(t.rung for t in result.trials)
-    left = 60.0 - result.search_seconds
-    minutes = result.recipe["training.budget_minutes"]  # 1000 rows of the winner's epochs do not fit
-    assert minutes is not None and minutes * 60 <= left + 0.6  # rounded to 0.01 min
-    assert result.search_seconds + minutes * 60 <= 60.0 + 0.6
+    left = 240.0 - result.search_seconds
+    minutes = result.recipe["training.budget_minutes"]
+    assert minutes * 60 <= left + 0.6 and minutes * 60 >= left - 0.6  # the rest, rounded to 0.01 min
+    assert f"{minutes:.2f} min left" in result.why[-1]
 
 
-def test_the_winner_keeps_its_epochs_when_they_fit_the_rest_of_the_budget():
-    result = tune(_config(trials=4, budget_minutes=600), 1000, scripted(Clock()), clock=Clock())
-    assert result.recipe["training.budget_minutes"] is None and "min of the budget are left" in result.why[-1]
-    best = result.best
-    length, why = final_training(best, 1000, remaining_s=1.0)
-    assert length["training.budget_minutes"] == 0.1 and "instead" in why  # nothing left: a few steps, said so
+def test_the_winner_trains_for_what_is_left_of_the_budget():
+    clock = Clock()
+    result = tune(_config(trials=4, budget_minutes=60), 1000, scripted(clock), clock=clock)
+    spent = 4 * (2 + 24) + 2 * (2 + 48)  # two rungs: 0.4 min then 0.8 min, 2 s overhead each
+    assert result.search_seconds == spent and result.recipe["training.budget_minutes"] == round(60 - spent / 60, 2)
+    assert "100 rows/min" in result.why[-1]  # the winner's own rate in its trial
+    length, why = final_training(result.best, 1000, remaining_s=1.0)
+    assert length["training.budget_minutes"] == 0.1  # nothing left: a few steps
 
 
 def test_the_written_config_reproduces_the_recipe(tmp_path):
@@ -126,7 +151,7 @@ def test_the_written_config_reproduces_the_recipe(tmp_path):
     for key, value in result.recipe.items():
         section, name = key.split(".")
         assert getattr(getattr(tuned, section), name) == value, key
-    assert tuned.training.max_steps is None  # smoke's max_steps would have overridden the epochs
+    assert tuned.training.max_steps is None  # smoke's max_steps would have overridden the budget
 
 
 def test_tuning_config_checks():
@@ -153,17 +178,20 @@ def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_mode
         "tuning": {
             "budget_minutes": 5,
             "trials": 4,
-            "min_rows": 16,
+            "min_minutes": 0.05,
             "metric": "rougeL",  # a toy model writes no exact answer, but some closer than others
-            "space": {"learning_rate": [1e-4, 1e-2], "epochs": [1, 2], "r": [4], "target_modules": []},
+            "space": {"learning_rate": [1e-4, 1e-2], "batch_size": [4, 8], "r": [4], "target_modules": []},
         },
     }
     config = parse_config(params)
     splits = prepare(load_splits(config.data), config.data, tiny_tokenizer).splits
     run = trial_runner(config, tiny_model_dir, splits["train"], splits["validation"][:8], tmp_path)
     result = tune(config, len(splits["train"]), run)
-    assert [(t.rung, t.rows) for t in result.trials] == [(0, 16)] * 4 + [(1, 32)] * 2
+    assert [(t.rung, t.minutes) for t in result.trials] == [(0, 0.05)] * 4 + [(1, 0.1)] * 2
     assert len({t.trial for t in result.trials}) == 4 and all(0.0 <= t.score <= 1.0 for t in result.trials)
+    assert all(t.rows > 0 and t.loss is not None for t in result.trials)
+    for t in result.trials:  # each trained for its minutes, give or take the budget's measuring steps
+        assert t.train_seconds <= t.minutes * 60 * 1.5 + 5
     last = [t for t in result.trials if t.rung == 1]
     assert result.best in last and result.best.score == max(t.score for t in last)
     assert result.search_seconds <= 0.5 * 5 * 60
@@ -171,9 +199,10 @@ def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_mode
     out.write_text(tuned_config_text({"parameters": params}, result.recipe, ["test"]))
     tuned, _ = load_run_config(out)
     best = result.best.recipe
-    assert (tuned.training.learning_rate, tuned.training.epochs) == (
+    assert (tuned.training.learning_rate, tuned.training.batch_size) == (
         best["training.learning_rate"],
-        best["training.epochs"],
+        best["training.batch_size"],
     )
+    assert tuned.training.budget_minutes == result.recipe["training.budget_minutes"]
     assert (tuned.lora.r, tuned.lora.alpha, tuned.lora.target_modules) == (4, 8, config.lora.target_modules)
     assert result.why  # the final training's plan is said

@@ -385,11 +385,11 @@ class MonitoringConfig(_Section):
 
 class TuningSpace(_Section):
     """The recipes `run.py tune` draws its trials from: each trial takes one value of every list; an empty list
-    keeps the config's own value."""
+    keeps the config's own value. No epochs: trials and the winner train for minutes, not passes."""
 
     learning_rate: list[float] = Field([5e-4, 1e-3, 2e-3, 5e-3], description="training.learning_rate values.")
-    epochs: list[float] = Field(
-        [1.0, 2.0, 3.0], description="training.epochs values: passes over the rows a trial, and the winner, trains on."
+    batch_size: list[int] = Field(
+        [4, 8, 16], description="training.batch_size values: rows per step, so also steps per minute."
     )
     r: list[int] = Field(
         [8, 16, 32], description="lora.r values; lora.alpha follows r, keeping the config's alpha / r."
@@ -409,20 +409,20 @@ class TuningSpace(_Section):
     @model_validator(mode="after")
     def _values_are_valid(self) -> "TuningSpace":
         bad = [f"learning_rate {v}" for v in self.learning_rate if v <= 0]
-        bad += [f"epochs {v}" for v in self.epochs if v <= 0]
+        bad += [f"batch_size {v}" for v in self.batch_size if v < 1]
         bad += [f"r {v}" for v in self.r if v < 1]
         bad += [f"last_layers {v}" for v in self.last_layers if v is not None and v < 1]
         bad += ["target_modules []" for v in self.target_modules if not v]
         if bad:
-            raise ValueError(f"tuning.space: {', '.join(bad)} cannot train (rates and epochs > 0, r and layers >= 1)")
+            raise ValueError(f"tuning.space: {', '.join(bad)} cannot train (rates > 0, batch sizes, r and layers >= 1)")
         return self
 
 
 class TuningConfig(_Section):
-    """`run.py tune`: a seeded search over the space by successive halving. Every trial of a rung trains on the
-    same sample of training rows and is scored on the validation rows; the best 1/eta go on to the next rung with
-    eta times the rows. The winner is written as a config and trained on all rows within what is left of the
-    budget (docs/tuning.md)."""
+    """`run.py tune`: the config's own recipe and a seeded draw from the space, by successive halving. Every trial
+    of a rung trains for the same minutes and is scored on the validation rows; the best 1/eta go on to the next
+    rung with eta times the minutes. The winner is written as a config and trained for what is left of the budget
+    (docs/tuning.md)."""
 
     budget_minutes: float | None = Field(
         None,
@@ -436,12 +436,19 @@ class TuningConfig(_Section):
         lt=1.0,
         description="The most of the budget the search may spend; the winner's training gets the rest.",
     )
-    trials: int = Field(8, ge=2, description="Recipes drawn from the space for the first rung.")
+    trials: int = Field(
+        6, ge=2, description="Recipes in the first rung: the config's own and trials - 1 drawn from the space."
+    )
     eta: int = Field(
         2, ge=2, description="Each rung keeps the best 1/eta of its trials and gives them eta times the rows."
     )
-    min_rows: int = Field(64, ge=1, description="Training rows each trial of the first rung trains on.")
-    seed: int = Field(0, description="Seed of the recipes drawn and of the rows sampled for the trials.")
+    min_minutes: float = Field(
+        0.4,
+        gt=0,
+        description="Training minutes of each trial of the first rung (loading and scoring come on top); rung k "
+        "trains eta**k times as long.",
+    )
+    seed: int = Field(0, description="Seed of the recipes drawn from the space.")
     metric: str | None = Field(
         None,
         description="The validation metric that ranks trials; null: the task's primary metric (exact_match for "

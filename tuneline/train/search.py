@@ -1,17 +1,20 @@
-"""`run.py tune`: which recipe (learning rate, epochs, LoRA rank, adapted modules) to train, found within a budget.
+"""`run.py tune`: which recipe (learning rate, batch size, LoRA rank, adapted modules) to train, found within a budget.
 
-A seeded draw of recipes from `tuning.space`; successive halving over training rows: every trial of a rung trains
-on the same rows and is scored on the same validation rows, and the best 1/eta go on with eta times the rows.
-The search stops early rather than start a trial its measured predecessors say would end past its share of the
-budget. The winner then gets what is left: its own epochs over all rows when they fit, else
-`training.budget_minutes` of it. Pure functions over a `run_trial` callable (tuneline/train/trials.py trains and
-scores one), so the schedule, the budget and the choice are unit-tested without a model.
+The config's own recipe, then a seeded draw from `tuning.space`; successive halving over training minutes: every
+trial of a rung trains for the same minutes and is scored on the same validation rows, and the best 1/eta go on
+with eta times the minutes. Minutes, not rows, because the winner is trained for a time budget: a recipe that is
+slower per row must earn its place per minute (ranking at equal rows favoured the slowest recipe per row, three
+epochs at rank 32). The search stops early rather than start a
+trial its measured predecessors say would end past its share of the budget; the winner trains for what is left.
+Pure functions over a `run_trial` callable (tuneline/train/trials.py trains and scores one), so the schedule, the
+budget and the choice are unit-tested without a model.
 """
 
 from __future__ import annotations
 
 import copy
 import itertools
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -29,23 +32,27 @@ Recipe = dict[str, Any]  # dotted config keys (`training.learning_rate`) and the
 class TrialOutcome(NamedTuple):
     score: float
     train_seconds: float  # in the Trainer's loop; the rest of the trial (loading, scoring) is its overhead
+    rows: int  # training rows seen in its minutes
+    loss: float | None = None  # validation loss: ranks trials of equal score (short first trials often all score 0)
 
 
-RunTrial = Callable[[Recipe, int, str], TrialOutcome]  # recipe, training rows, label -> outcome
+RunTrial = Callable[[Recipe, float, str], TrialOutcome]  # recipe, training minutes, label -> outcome
 
 
 @dataclass(frozen=True)
 class Rung:
     trials: int
-    rows: int
+    minutes: float  # each trial's training
 
 
 class Trial(BaseModel):
-    trial: int  # the recipe's place in the draw
+    trial: int  # the recipe's place in the draw (0: the config's own)
     rung: int
+    minutes: float
     rows: int
     recipe: Recipe
     score: float
+    loss: float | None = None
     seconds: float
     train_seconds: float
     ended_s: float  # since the search started
@@ -54,17 +61,12 @@ class Trial(BaseModel):
     def label(self) -> str:
         return f"trial {self.trial} rung {self.rung}"
 
-    @property
-    def units(self) -> float:
-        """Row-epochs trained: what a trial's training time grows with."""
-        return self.rows * self.recipe["training.epochs"]
-
 
 class TuningResult(BaseModel):
     metric: str
     budget_minutes: float
     search_seconds: float
-    rungs: list[tuple[int, int]]  # (trials, rows) planned per rung
+    rungs: list[tuple[int, float]]  # (trials, training minutes of each) planned per rung
     trials: list[Trial]
     winner: int  # index into `trials`
     recipe: Recipe  # the winner's recipe and how long it trains: what the written config sets
@@ -80,50 +82,52 @@ def metric_of(config: TunelineConfig) -> str:
 
 
 def _dimensions(config: TunelineConfig) -> dict[str, list]:
-    """Each searched key and its values; an empty list in the space is the config's own value."""
+    """Each searched key, the config's own value first, then the space's others."""
     space, lora, training = config.tuning.space, config.lora, config.training
-    return {
-        "training.learning_rate": space.learning_rate or [training.learning_rate],
-        "training.epochs": space.epochs or [training.epochs],
-        "lora.r": space.r or [lora.r],
-        "lora.target_modules": space.target_modules or [lora.target_modules],
-        "lora.last_layers": space.last_layers or [lora.last_layers],
+    values = {
+        "training.learning_rate": (training.learning_rate, space.learning_rate),
+        "training.batch_size": (training.batch_size, space.batch_size),
+        "lora.r": (lora.r, space.r),
+        "lora.target_modules": (lora.target_modules, space.target_modules),
+        "lora.last_layers": (lora.last_layers, space.last_layers),
     }
+    return {key: [own, *(v for v in others if v != own)] for key, (own, others) in values.items()}
 
 
 def draw(config: TunelineConfig) -> list[Recipe]:
-    """`tuning.trials` distinct recipes of the space (all of them when it has fewer), in a seeded order. lora.alpha
-    follows r at the config's alpha / r, so a larger rank is not also a larger step."""
+    """The config's own recipe, then `tuning.trials` - 1 other distinct recipes of the space (all of them when it
+    has fewer) in a seeded order: the search can keep what the user has, and only a better recipe displaces it.
+    lora.alpha follows r at the config's alpha / r, so a larger rank is not also a larger step."""
     dims = _dimensions(config)
-    grid = [dict(zip(dims, values)) for values in itertools.product(*dims.values())]
-    picked = random.Random(config.tuning.seed).sample(grid, min(config.tuning.trials, len(grid)))
+    own, *others = [dict(zip(dims, values)) for values in itertools.product(*dims.values())]
+    picked = random.Random(config.tuning.seed).sample(others, min(config.tuning.trials - 1, len(others)))
     scale = config.lora.alpha / config.lora.r
-    return [r | {"lora.alpha": max(1, round(r["lora.r"] * scale))} for r in picked]
+    return [r | {"lora.alpha": max(1, round(r["lora.r"] * scale))} for r in [own, *picked]]
 
 
-def schedule(trials: int, eta: int, min_rows: int, n_rows: int) -> list[Rung]:
-    """Successive halving: rung k has trials // eta**k trials (at least 2: one left is the winner) on
-    min_rows * eta**k rows, at most all of them."""
+def schedule(trials: int, eta: int, min_minutes: float) -> list[Rung]:
+    """Successive halving: rung k has trials // eta**k trials (at least 2: one left is the winner), each training
+    for min_minutes * eta**k."""
     rungs, k = [], 0
     while (n := trials // eta**k) >= 2 or k == 0:
-        rungs.append(Rung(max(n, 1), min(n_rows, min_rows * eta**k)))
+        rungs.append(Rung(max(n, 1), min_minutes * eta**k))
         k += 1
     return rungs
 
 
 def _ranked(trials: list[Trial]) -> list[Trial]:
-    """Best score first; equal scores in draw order."""
-    return sorted(trials, key=lambda t: (-t.score, t.trial))
+    """Best score first; equal scores by validation loss, then in draw order."""
+    return sorted(trials, key=lambda t: (-t.score, math.inf if t.loss is None else t.loss, t.trial))
 
 
-def predict_seconds(done: list[Trial], units: float) -> float | None:
-    """A trial's seconds from those measured so far: the largest overhead plus the slowest training rate, so the
-    prediction errs long. None before the first trial."""
+def predict_seconds(done: list[Trial], minutes: float) -> float | None:
+    """A trial's seconds from those measured so far: its minutes, stretched by the largest overrun of a trial's
+    budget, plus the largest overhead (loading, scoring), so the prediction errs long. None before the first."""
     if not done:
         return None
     overhead = max(t.seconds - t.train_seconds for t in done)
-    rate = max(t.train_seconds / t.units for t in done)
-    return overhead + rate * units
+    stretch = max(1.0, *(t.train_seconds / (t.minutes * 60) for t in done))
+    return overhead + stretch * minutes * 60
 
 
 def halving(
@@ -140,23 +144,24 @@ def halving(
     for k, rung in enumerate(rungs):
         scored = []
         for i in alive[: rung.trials]:
-            units = rung.rows * recipes[i]["training.epochs"]
-            need = predict_seconds(done, units)
+            need = predict_seconds(done, rung.minutes)
             if need is not None and clock() - start + need > deadline_s:
                 left = deadline_s - (clock() - start)
                 return done, (
-                    f"the search stopped before trial {i} of rung {k} ({rung.rows} rows): it would take about "
+                    f"the search stopped before trial {i} of rung {k} ({rung.minutes:g} min): it would take about "
                     f"{need:.0f}s and {max(0.0, left):.0f}s of the search's {deadline_s:.0f}s were left"
                 )
             t0 = clock()
-            outcome = run_trial(recipes[i], rung.rows, f"trial {i} rung {k}")
+            outcome = run_trial(recipes[i], rung.minutes, f"trial {i} rung {k}")
             now = clock()
             trial = Trial(
                 trial=i,
                 rung=k,
-                rows=rung.rows,
+                minutes=rung.minutes,
+                rows=outcome.rows,
                 recipe=recipes[i],
                 score=outcome.score,
+                loss=outcome.loss,
                 seconds=now - t0,
                 train_seconds=outcome.train_seconds,
                 ended_s=now - start,
@@ -175,19 +180,13 @@ def winner(trials: list[Trial]) -> int:
 
 
 def final_training(best: Trial, n_rows: int, remaining_s: float) -> tuple[Recipe, str]:
-    """How long the winner trains on all rows: its epochs when its measured rate says they fit in what is left
-    of the budget, else the rest of the budget (`training.budget_minutes` then plans the rows and epochs)."""
-    epochs = best.recipe["training.epochs"]
-    need = best.train_seconds / best.units * n_rows * epochs
-    if need <= remaining_s:
-        return {"training.budget_minutes": None, "training.max_steps": None}, (
-            f"the winner's {epochs:g} epochs over {n_rows} rows take about {need / 60:.1f} min at its measured "
-            f"rate; {remaining_s / 60:.1f} min of the budget are left"
-        )
+    """The winner trains for what is left of the budget (`training.budget_minutes` plans its rows and epochs on
+    the machine that runs it)."""
     minutes = max(remaining_s, 6.0) / 60  # a search past its share still leaves the winner a few steps
+    rate = best.rows / best.train_seconds * 60 if best.train_seconds else 0.0
     return {"training.budget_minutes": round(minutes, 2), "training.max_steps": None}, (
-        f"the winner's {epochs:g} epochs over {n_rows} rows would take about {need / 60:.1f} min; it trains for "
-        f"the {minutes:.2f} min left of the budget instead"
+        f"the winner trains for the {minutes:.2f} min left of the budget: about {rate * minutes:.0f} rows at the "
+        f"{rate:.0f} rows/min of its trial, over the {n_rows} training rows"
     )
 
 
@@ -200,7 +199,7 @@ def tune(
         raise ValueError("tuning needs a budget: tuning.budget_minutes in the config or --budget-minutes")
     budget_s = cfg.budget_minutes * 60
     recipes = draw(config)
-    rungs = schedule(len(recipes), cfg.eta, cfg.min_rows, n_rows)
+    rungs = schedule(len(recipes), cfg.eta, cfg.min_minutes)
     start = clock()
     trials, stopped = halving(recipes, rungs, run_trial, cfg.search_share * budget_s, clock)
     spent = clock() - start
@@ -210,7 +209,7 @@ def tune(
         metric=metric_of(config),
         budget_minutes=cfg.budget_minutes,
         search_seconds=spent,
-        rungs=[(r.trials, r.rows) for r in rungs],
+        rungs=[(r.trials, r.minutes) for r in rungs],
         trials=trials,
         winner=trials.index(best),
         recipe=best.recipe | length,

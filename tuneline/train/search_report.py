@@ -8,6 +8,7 @@ from html import escape
 from tuneline.evaluate.report import _STYLE, _table
 from tuneline.train.search import Trial, TuningResult
 
+HEADER = ["trial", "rung", "minutes", "rows", "eval loss", "seconds", "recipe"]  # the metric goes after rows
 RUNG_COLOURS = ("#1a73e8", "#e8710a", "#188038", "#a142f4", "#d93025")
 
 
@@ -28,14 +29,15 @@ def trials_svg(result: TuningResult, width: int = 520, height: int = 220) -> str
     dots = "".join(
         '<circle cx="{:.1f}" cy="{:.1f}" r="5"'.format(*at(t))
         + f' fill="{RUNG_COLOURS[t.rung % len(RUNG_COLOURS)]}" fill-opacity="0.8"><title>{escape(t.label)}: '
-        f"{result.metric} {t.score:.3f} on {t.rows} rows, {escape(_recipe_text(t.recipe))}</title></circle>"
+        f"{result.metric} {t.score:.3f} after {t.minutes:g} min ({t.rows} rows), {escape(_recipe_text(t.recipe))}"
+        "</title></circle>"
         for t in trials
     )
     ring = '<circle cx="{:.1f}" cy="{:.1f}" r="9" fill="none" stroke="#000"/>'.format(*at(result.best))
     legend = "".join(
         f'<text x="{pad + 90 * k}" y="{height - 2}" font-size="11" fill="{RUNG_COLOURS[k % len(RUNG_COLOURS)]}">'
-        f"rung {k}: {rows} rows</text>"
-        for k, (_, rows) in enumerate(result.rungs)
+        f"rung {k}: {minutes:g} min</text>"
+        for k, (_, minutes) in enumerate(result.rungs)
     )
     return (
         f'<svg width="{width}" height="{height}" font-family="sans-serif">'
@@ -54,8 +56,10 @@ def trials_html(result: TuningResult) -> str:
         [
             t.trial,
             t.rung,
+            f"{t.minutes:g}",
             t.rows,
             f"<b>{t.score:.3f}</b>" if t is best else f"{t.score:.3f}",
+            "-" if t.loss is None else f"{t.loss:.3f}",
             f"{t.seconds:.0f}",
             escape(_recipe_text(t.recipe)),
         ]
@@ -67,5 +71,5 @@ def trials_html(result: TuningResult) -> str:
         f"<p>{len(result.trials)} trials in {result.search_seconds / 60:.1f} min of a "
         f"{result.budget_minutes:g} min budget. Winner: trial {best.trial} "
         f"({escape(_recipe_text(result.recipe))}).</p><ul>{why}</ul>{trials_svg(result)}"
-        f"{_table(['trial', 'rung', 'rows', result.metric, 'seconds', 'recipe'], rows)}</body></html>"
+        f"{_table(HEADER[:4] + [result.metric] + HEADER[4:], rows)}</body></html>"
     )

@@ -1,9 +1,8 @@
-"""One trial of the recipe search (tuneline/train/search.py): train the recipe on a sample of the training rows,
-then generate the validation rows' answers with the adapter and score them, as evaluation scores the test rows."""
+"""One trial of the recipe search (tuneline/train/search.py): train the recipe for its minutes, then generate the
+validation rows' answers with the adapter and score them, as evaluation scores the test rows."""
 
 from __future__ import annotations
 
-import random
 import tempfile
 from pathlib import Path
 
@@ -15,15 +14,15 @@ from tuneline.train.selection import ANSWER_MARGIN
 from tuneline.train.train_job import MetricsHook, TrainJob
 
 
-def trial_training(config: TunelineConfig, recipe: Recipe) -> TunelineConfig:
-    """The recipe for the recipe's epochs, without what only the final training does: no evaluations, checkpoints
-    or budget (a trial is scored once, at its end)."""
+def trial_training(config: TunelineConfig, recipe: Recipe, minutes: float) -> TunelineConfig:
+    """The recipe for `minutes`, without what only the final training does: no evaluations during it or
+    checkpoints (a trial is scored once, at its end)."""
     return apply_recipe(
         config,
         recipe
         | {
             "training.max_steps": None,
-            "training.budget_minutes": None,
+            "training.budget_minutes": minutes,
             "training.eval_steps": None,
             "training.early_stopping_patience": None,
             "training.select_by": "eval_loss",
@@ -40,28 +39,27 @@ def trial_runner(
     work_dir: Path | None = None,
     on_metrics: MetricsHook | None = None,
 ) -> RunTrial:
-    """Trials train on the first rows of one seeded shuffle of `train` (a rung's rows hold the rung before's) and
-    are scored on every distinct validation prompt, answers cut past the longest reference."""
+    """Trials train on `train` as the final training does, as many rows as their minutes allow, and are scored on every
+    distinct validation prompt, answers cut past the longest reference; their validation loss breaks ties."""
     from tuneline.evaluate.evaluation import select_test
     from tuneline.train.distributed import train_distributed
     from tuneline.train.training import train_lora
 
     if not validation:
         raise TrainingSetupError("tuning scores trials on validation rows, and the data has none")
-    rows = random.Random(config.tuning.seed).sample(train, len(train))
     examples = select_test(validation, config.evaluation.model_copy(update={"max_samples": None}))
     longest = max(sum(t != IGNORE for t in r["labels"]) for r in validation)
     evaluation = config.evaluation.model_copy(update={"max_new_tokens": longest + ANSWER_MARGIN, "constrained": False})
     metric = metric_of(config)
     train_fn = train_distributed if config.training.num_processes > 1 else train_lora
 
-    def run(recipe: Recipe, n_rows: int, label: str) -> TrialOutcome:
-        cfg = trial_training(config, recipe)
+    def run(recipe: Recipe, minutes: float, label: str) -> TrialOutcome:
+        cfg = trial_training(config, recipe, minutes)
         with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
             result, scored = train_and_score(
-                label, cfg, model_dir, rows[:n_rows], [], examples, evaluation, Path(out), train_fn, on_metrics
+                label, cfg, model_dir, train, validation, examples, evaluation, Path(out), train_fn, on_metrics
             )
-        return TrialOutcome(scored.metrics[metric], result.seconds)
+        return TrialOutcome(scored.metrics[metric], result.seconds, result.rows, result.eval_loss)
 
     return run
 
