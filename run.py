@@ -54,6 +54,10 @@ def exit_code(err: BaseException) -> int | None:
     return None
 
 
+def _summary_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--summary-json", type=from_user, help="write the run summary as one JSON object here")
+
+
 def _config_args(p: argparse.ArgumentParser, cache: bool = True) -> None:
     p.add_argument("--config", type=from_user, required=True, help="a run config: ZenML keys and `parameters:`")
     p.add_argument(
@@ -100,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="continue from the last checkpoint of an interrupted run (needs training.save_steps)",
     )
-    train.add_argument("--summary-json", type=from_user, help="write the run summary as one JSON object here")
+    _summary_arg(train)
     prepare = sub.add_parser("prepare", help="the data steps only; prints the data report (exit 1: gate failed)")
     _config_args(prepare)
     evaluate = sub.add_parser("evaluate", help="score a model version on the test set, no training")
@@ -132,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget-minutes", type=float, help="search and training together; default: tuning.budget_minutes"
     )
     tune.add_argument("--out", type=from_user, help="the tuned config; default: <config stem>.tuned.yaml beside it")
+    _summary_arg(tune)
     return p
 
 
@@ -227,9 +232,14 @@ def preflight(config) -> None:
 
 def cmd_train(args, config, zenml_config) -> int:
     from runner import launch
+
+    return _report(args, launch.launch(config, zenml_config, enable_cache=not args.no_cache, resume=args.resume))
+
+
+def _report(args, summary) -> int:
+    """A finetune run's summary: the table, and the JSON when --summary-json asks for it."""
     from runner.summary import render_table, write_json
 
-    summary = launch.launch(config, zenml_config, enable_cache=not args.no_cache, resume=args.resume)
     print(render_table(summary))
     if args.summary_json:
         write_json(summary, args.summary_json)
@@ -291,7 +301,7 @@ def cmd_serve(args, config, zenml_config) -> int:
 def cmd_tune(args, config, zenml_config) -> int:
     from runner import tune
 
-    return tune.main(args, zenml_config)
+    return _report(args, tune.run(args, zenml_config))
 
 
 def cmd_monitor(args, config, zenml_config) -> int:

@@ -24,14 +24,27 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.quality_budget import _prepared, bootstrap_interval  # noqa: E402
 from tuneline.config import TunelineConfig, load_run_config  # noqa: E402
 from tuneline.train.search import apply_recipe  # noqa: E402
-from tuneline.train.trials import train_and_score  # noqa: E402
+from tuneline.train.trials import train_job  # noqa: E402
 
 
 def _train_and_score(label: str, cfg: TunelineConfig, model_dir: Path, splits: dict, test: list[dict]):
+    """The pipeline's training on all rows, then its evaluation of the test examples."""
+    from tuneline.evaluate.evaluation import evaluate_model
+    from tuneline.train.training import train_lora
+
     with tempfile.TemporaryDirectory(prefix=f"tuneline-{label}-") as work:
-        return train_and_score(
-            label, cfg, model_dir, splits["train"], splits.get("validation", []), test, cfg.evaluation, Path(work)
+        trained = train_lora(train_job(cfg, model_dir, splits["train"], splits.get("validation", []), Path(work)))
+        scored = evaluate_model(
+            label,
+            cfg.data.task,
+            model_dir,
+            test,
+            cfg.evaluation,
+            adapter_dir=trained.adapter_dir,
+            dtype=cfg.model.dtype,
+            device=cfg.model.device,
         )
+    return trained, scored
 
 
 def tuned(cfg: TunelineConfig, model_dir: Path, splits: dict, test: list[dict]) -> dict:

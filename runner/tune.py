@@ -14,7 +14,7 @@ from zenml.client import Client
 from runner import launch
 from runner.console import run_config_keys
 from runner.paths import shown
-from runner.summary import RunSummary, render_table
+from runner.summary import RunSummary
 from runner.versions import with_model_name
 from tuneline.config import ConfigError, TunelineConfig, apply_overrides, load_run_config, parse_config
 from tuneline.train.search import TuningResult, tuned_config_text
@@ -83,8 +83,3 @@ def run(args, zenml_config: dict) -> RunSummary:
     print(f"tuned config written to {shown(out)}; training the winner")
     tuned, tuned_zenml = load_run_config(out, top_level_keys=run_config_keys())
     return launch.launch(tuned, tuned_zenml, enable_cache=not args.no_cache)
-
-
-def main(args, zenml_config: dict) -> int:
-    print(render_table(run(args, zenml_config)))
-    return 0

@@ -26,7 +26,9 @@ def _as_child_runs(run_trial: RunTrial, metric: str) -> RunTrial:
             tracking.log_params(recipe | {"tuning.minutes": minutes})
             outcome = run_trial(recipe, minutes, label)
             scores = {metric: outcome.score, "train_seconds": outcome.train_seconds, "rows": outcome.rows}
-            tracking.log_metrics(scores | ({"eval_loss": outcome.loss} if outcome.loss is not None else {}), "trial")
+            tracking.log_metrics(
+                scores | ({"eval_loss": outcome.loss} if outcome.loss is not None else {}), prefix="trial"
+            )
         return outcome
 
     return run

@@ -128,7 +128,7 @@ def test_the_search_stops_before_a_trial_that_would_overrun_its_share():
 
 def test_the_winner_trains_for_what_is_left_of_the_budget():
     clock = Clock()
-    result = tune(_config(trials=4, budget_minutes=60), 1000, scripted(clock), clock=clock)
+    result = tune(_config(trials=4, budget_minutes=60, min_minutes=0.4), 1000, scripted(clock), clock=clock)
     spent = 4 * (2 + 24) + 2 * (2 + 48)  # two rungs: 0.4 min then 0.8 min, 2 s overhead each
     assert result.search_seconds == spent and result.recipe["training.budget_minutes"] == round(60 - spent / 60, 2)
     assert "100 rows/min" in result.why[-1]  # the winner's own rate in its trial
@@ -206,3 +206,63 @@ def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_mode
     assert tuned.training.budget_minutes == result.recipe["training.budget_minutes"]
     assert (tuned.lora.r, tuned.lora.alpha, tuned.lora.target_modules) == (4, 8, config.lora.target_modules)
     assert result.why  # the final training's plan is said
+
+
+@pytest.mark.slow
+def test_run_py_tune_searches_logs_each_trial_writes_the_winner_and_trains_it(tmp_path):
+    """`run.py tune` end to end on the smoke config: the tune pipeline's search step with its report, one MLflow
+    child run per trial under the step's run, the written config, and the finetune run that trains it."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+    from zenml.client import Client
+
+    out, summary = tmp_path / "smoke.tuned.yaml", tmp_path / "summary.json"
+    settings = ["tuning.trials=4", "tuning.min_minutes=0.05", "tuning.search_share=0.8", "tuning.metric=rougeL"]
+    proc = subprocess.run(
+        [sys.executable, "run.py", "tune", "--config", "configs/smoke.yaml", "--budget-minutes", "1.5"]
+        + [arg for s in settings for arg in ("--set", s)]
+        + ["--out", str(out), "--summary-json", str(summary)],
+        cwd=ROOT,
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = Client().get_pipeline(name_id_or_prefix="tune").last_run
+    step = run.steps["search_recipe"]
+    result = step.outputs["tuning_result"][0].load()
+    assert "<svg" in step.outputs["tuning_report"][0].load()
+    assert result.trials[0].recipe["training.learning_rate"] == 0.01  # the smoke config's own recipe runs first
+
+    tuned, _ = load_run_config(out)
+    assert out.read_text().startswith("# Written by `run.py tune`")
+    assert (
+        tuned.training.budget_minutes == result.recipe["training.budget_minutes"] and tuned.training.max_steps is None
+    )
+    assert tuned.training.learning_rate == result.best.recipe["training.learning_rate"]
+
+    done = json.loads(summary.read_text())  # the finetune run of the written config
+    client = MlflowClient(tracking_uri=done["mlflow_tracking_uri"])
+    trained = client.get_run(done["mlflow_run_id"])
+    assert float(trained.data.params["training.budget_minutes"]) == tuned.training.budget_minutes
+    (parent,) = client.search_runs(  # the search step's run: it holds the winner
+        [e.experiment_id for e in client.search_experiments()],
+        "params.`winner.training.learning_rate` LIKE '%'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    assert float(parent.data.params["winner.training.learning_rate"]) == tuned.training.learning_rate
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == len(result.trials)
+    for child in children:
+        assert "tuning.minutes" in child.data.params and "trial/rougeL" in child.data.metrics
+        assert "trial/eval_loss" in child.data.metrics and child.data.metrics["trial/rows"] > 0
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "tuning")} >= {
+        "tuning/trials.html",
+        "tuning/trials.svg",
+    }

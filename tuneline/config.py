@@ -437,13 +437,13 @@ class TuningConfig(_Section):
         description="The most of the budget the search may spend; the winner's training gets the rest.",
     )
     trials: int = Field(
-        6, ge=2, description="Recipes in the first rung: the config's own and trials - 1 drawn from the space."
+        4, ge=2, description="Recipes in the first rung: the config's own and trials - 1 drawn from the space."
     )
     eta: int = Field(
         2, ge=2, description="Each rung keeps the best 1/eta of its trials and gives them eta times the rows."
     )
     min_minutes: float = Field(
-        0.4,
+        1.0,
         gt=0,
         description="Training minutes of each trial of the first rung (loading and scoring come on top); rung k "
         "trains eta**k times as long.",

@@ -1,17 +1,21 @@
-"""One trial of the recipe search (tuneline/train/search.py): train the recipe for its minutes, then generate the
-validation rows' answers with the adapter and score them, as evaluation scores the test rows."""
+"""One trial of the recipe search (tuneline/train/search.py): train the recipe for its minutes, then score the
+adapter on the validation rows."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from pathlib import Path
 
-from tuneline.config import EvaluationConfig, TunelineConfig
+from tuneline.config import TunelineConfig
 from tuneline.data.chat_format import IGNORE
+from tuneline.evaluate.teacher_forced import TeacherForced, teacher_forced
 from tuneline.train.lora_model import TrainingSetupError
 from tuneline.train.search import Recipe, RunTrial, TrialOutcome, apply_recipe, metric_of
 from tuneline.train.selection import ANSWER_MARGIN
 from tuneline.train.train_job import MetricsHook, TrainJob
+
+log = logging.getLogger(__name__)
 
 
 def trial_training(config: TunelineConfig, recipe: Recipe, minutes: float) -> TunelineConfig:
@@ -39,9 +43,11 @@ def trial_runner(
     work_dir: Path | None = None,
     on_metrics: MetricsHook | None = None,
 ) -> RunTrial:
-    """Trials train on `train` as the final training does, as many rows as their minutes allow, and are scored on every
-    distinct validation prompt, answers cut past the longest reference; their validation loss breaks ties."""
-    from tuneline.evaluate.evaluation import select_test
+    """Trials train on `train` as the final training does, as many rows as their minutes allow. Exact match is
+    scored by teacher forcing (tuneline/evaluate/teacher_forced.py: one forward pass, a tenth of generating);
+    another metric by generating every distinct validation prompt's answer, cut past the longest reference. The
+    same pass gives the validation loss that breaks ties."""
+    from tuneline.evaluate.evaluation import evaluate_model, select_test
     from tuneline.train.distributed import train_distributed
     from tuneline.train.training import train_lora
 
@@ -56,32 +62,30 @@ def trial_runner(
     def run(recipe: Recipe, minutes: float, label: str) -> TrialOutcome:
         cfg = trial_training(config, recipe, minutes)
         with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
-            result, scored = train_and_score(
-                label, cfg, model_dir, train, validation, examples, evaluation, Path(out), train_fn, on_metrics
+            result = train_fn(train_job(cfg, model_dir, train, [], Path(out)), on_metrics=on_metrics)
+            forced = forced_scores(cfg, model_dir, result.adapter_dir, validation)
+            score = (
+                forced.exact_match
+                if metric == "exact_match"
+                else evaluate_model(
+                    label,
+                    cfg.data.task,
+                    model_dir,
+                    examples,
+                    evaluation,
+                    adapter_dir=result.adapter_dir,
+                    dtype=cfg.model.dtype,
+                    device=cfg.model.device,
+                ).metrics[metric]
             )
-        return TrialOutcome(scored.metrics[metric], result.seconds, result.rows, result.eval_loss)
+        log.info("%s: %s %.3f, validation loss %.4f after %d rows", label, metric, score, forced.loss, result.rows)
+        return TrialOutcome(score, result.seconds, result.rows, forced.loss)
 
     return run
 
 
-def train_and_score(
-    label: str,
-    cfg: TunelineConfig,
-    model_dir: Path,
-    train: list[dict],
-    validation: list[dict],
-    examples: list[dict],
-    evaluation: EvaluationConfig,
-    out_dir: Path,
-    train_fn=None,
-    on_metrics: MetricsHook | None = None,
-):
-    """(TrainResult, EvalResult): `cfg`'s recipe trained on `train`, then its adapter scored on `examples` as
-    evaluation scores the test rows. `train_fn` defaults to training in this process."""
-    from tuneline.evaluate.evaluation import evaluate_model
-    from tuneline.train.training import train_lora
-
-    job = TrainJob(
+def train_job(cfg: TunelineConfig, model_dir: Path, train: list[dict], validation: list[dict], out_dir: Path):
+    return TrainJob(
         model_dir=model_dir,
         train=train,
         validation=validation,
@@ -91,15 +95,11 @@ def train_and_score(
         training=cfg.training,
         task=cfg.data.task,
     )
-    result = (train_fn or train_lora)(job, on_metrics=on_metrics)
-    scored = evaluate_model(
-        label,
-        cfg.data.task,
-        model_dir,
-        examples,
-        evaluation,
-        adapter_dir=result.adapter_dir,
-        dtype=cfg.model.dtype,
-        device=cfg.model.device,
-    )
-    return result, scored
+
+
+def forced_scores(cfg: TunelineConfig, model_dir: Path, adapter_dir: Path, rows: list[dict]) -> TeacherForced:
+    from tuneline.models.modeling import load_merged, placement
+
+    device, dtype = placement(cfg.model.device, cfg.model.dtype)
+    model = load_merged(model_dir, adapter_dir, dtype, device).eval()
+    return teacher_forced(model, rows, cfg.evaluation.batch_size)
