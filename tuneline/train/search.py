@@ -4,10 +4,10 @@ The config's own recipe, then a seeded draw from `tuning.space`; successive halv
 trial of a rung trains for the same minutes and is scored on the same validation rows, and the best 1/eta go on
 with eta times the minutes. Minutes, not rows, because the winner is trained for a time budget: a recipe that is
 slower per row must earn its place per minute (ranking at equal rows favoured the slowest recipe per row, three
-epochs at rank 32). The search stops early rather than start a
-trial its measured predecessors say would end past its share of the budget; the winner trains for what is left.
-Pure functions over a `run_trial` callable (tuneline/train/trials.py trains and scores one), so the schedule, the
-budget and the choice are unit-tested without a model.
+epochs at rank 32). The search stops early rather than start a trial its measured predecessors say would end past
+its share of the budget; the winner trains for what is left. Pure functions over a `run_trial` callable
+(tuneline/train/trials.py trains and scores one), so the schedule, the budget and the choice are unit-tested
+without a model.
 """
 
 from __future__ import annotations
