@@ -101,15 +101,24 @@ def test_halving_keeps_the_best_of_each_rung():
     assert result.best.rung == 2 and result.best.score == max(t.score for t in result.trials if t.rung == 2)
 
 
-def test_equal_scores_are_ranked_by_validation_loss():
-    def run(recipe, minutes, label):  # every trial scores 0, as short first trials on a hard task do
+def test_equal_scores_keep_the_configs_recipe_and_a_better_score_displaces_it():
+    def run(recipe, minutes, label):  # every trial scores 0, as short trials on a hard task do
         return TrialOutcome(0.0, minutes * 60, 10, loss=abs(recipe["training.learning_rate"] - 5e-3))
 
     result = tune(_config(trials=4, budget_minutes=600), 1000, run)
-    kept = [t.recipe["training.learning_rate"] for t in result.trials if t.rung == 1]
-    first = sorted((t for t in result.trials if t.rung == 0), key=lambda t: t.loss)
-    assert kept == [t.recipe["training.learning_rate"] for t in first[:2]]
-    assert result.best.loss == min(t.loss for t in result.trials if t.rung == 1)
+    first = [t for t in result.trials if t.rung == 0]
+    kept = [t.trial for t in result.trials if t.rung == 1]
+    challengers = sorted((t for t in first if t.trial != 0), key=lambda t: t.loss)
+    assert kept == [0, challengers[0].trial]  # the config's own, then the challenger of lowest validation loss
+    assert result.best.trial == 0 and result.best.loss > challengers[0].loss  # a lower loss is no reason to switch
+
+    space = {"learning_rate": [5e-3], "batch_size": [], "r": [8, 32], "target_modules": []}
+
+    def rank_32_scores(recipe, minutes, label):
+        return TrialOutcome(0.1 if recipe["lora.r"] == 32 else 0.0, minutes * 60, 10, loss=1.0)
+
+    better = tune(_config(trials=4, budget_minutes=600, space=space), 1000, rank_32_scores)
+    assert better.best.trial != 0 and better.best.recipe["lora.r"] == 32
 
 
 def test_the_search_stops_before_a_trial_that_would_overrun_its_share():
@@ -164,7 +173,11 @@ def test_tuning_config_checks():
 
 
 @pytest.mark.slow
-def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_model_dir, tiny_tokenizer, tmp_path):
+def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(
+    tiny_model_dir, tiny_tokenizer, tmp_path, caplog
+):
+    import logging
+
     from tuneline.data.sources import load_splits
     from tuneline.data.validation import prepare
     from tuneline.train.trials import trial_runner
@@ -186,7 +199,9 @@ def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(tiny_mode
     config = parse_config(params)
     splits = prepare(load_splits(config.data), config.data, tiny_tokenizer).splits
     run = trial_runner(config, tiny_model_dir, splits["train"], splits["validation"][:8], tmp_path)
-    result = tune(config, len(splits["train"]), run)
+    with caplog.at_level(logging.INFO, logger="tuneline.train.trials"):
+        result = tune(config, len(splits["train"]), run)
+    assert [r.message for r in caplog.records].count("warming up: 4 untimed training steps before the first trial") == 1
     assert [(t.rung, t.minutes) for t in result.trials] == [(0, 0.05)] * 4 + [(1, 0.1)] * 2
     assert len({t.trial for t in result.trials}) == 4 and all(0.0 <= t.score <= 1.0 for t in result.trials)
     assert all(t.rows > 0 and t.loss is not None for t in result.trials)

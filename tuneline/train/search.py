@@ -33,7 +33,7 @@ class TrialOutcome(NamedTuple):
     score: float
     train_seconds: float  # in the Trainer's loop; the rest of the trial (loading, scoring) is its overhead
     rows: int  # training rows seen in its minutes
-    loss: float | None = None  # validation loss: ranks trials of equal score (short first trials often all score 0)
+    loss: float | None = None  # validation loss: orders challengers of equal score (short trials often all score 0)
 
 
 RunTrial = Callable[[Recipe, float, str], TrialOutcome]  # recipe, training minutes, label -> outcome
@@ -116,8 +116,11 @@ def schedule(trials: int, eta: int, min_minutes: float) -> list[Rung]:
 
 
 def _ranked(trials: list[Trial]) -> list[Trial]:
-    """Best score first; equal scores by validation loss, then in draw order."""
-    return sorted(trials, key=lambda t: (-t.score, math.inf if t.loss is None else t.loss, t.trial))
+    """Best score first. At equal scores the config's own recipe (trial 0) first: only a better score on the task's
+    metric displaces what the user has. Validation loss does not: on ViGGO a recipe whose loss after 2 minutes was
+    a quarter lower (learning rate 5e-3, batch 4) reached exact match 0.21 after 10, the config's 0.70 after 20.
+    Then the lower loss, which only orders challengers, then draw order."""
+    return sorted(trials, key=lambda t: (-t.score, t.trial != 0, math.inf if t.loss is None else t.loss, t.trial))
 
 
 def predict_seconds(done: list[Trial], minutes: float) -> float | None:
