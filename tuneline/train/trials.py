@@ -45,9 +45,9 @@ def trial_runner(
     on_metrics: MetricsHook | None = None,
 ) -> RunTrial:
     """Trials train on `train` as the final training does, as many rows as their minutes allow. Exact match is
-    scored by teacher forcing (tuneline/evaluate/teacher_forced.py: one forward pass, a tenth of generating);
+    scored by teacher forcing (tuneline/evaluate/teacher_forced.py: one forward pass, not one per token);
     another metric by generating every distinct validation prompt's answer, cut past the longest reference. The
-    same pass gives the validation loss that breaks ties."""
+    same pass gives the validation loss that orders challengers of equal score."""
     from tuneline.evaluate.evaluation import evaluate_model, select_test
     from tuneline.train.distributed import train_distributed
     from tuneline.train.training import train_lora
