@@ -198,10 +198,12 @@ def test_a_search_on_the_tiny_model_picks_its_best_trial_and_writes_it(
     }
     config = parse_config(params)
     splits = prepare(load_splits(config.data), config.data, tiny_tokenizer).splits
-    run = trial_runner(config, tiny_model_dir, splits["train"], splits["validation"][:8], tmp_path)
     with caplog.at_level(logging.INFO, logger="tuneline.train.trials"):
+        run = trial_runner(config, tiny_model_dir, splits["train"], splits["validation"][:8], tmp_path)
         result = tune(config, len(splits["train"]), run)
-    assert [r.message for r in caplog.records].count("warming up: 4 untimed training steps before the first trial") == 1
+    messages = [r.message for r in caplog.records if r.name == "tuneline.train.trials"]
+    assert messages.count("warming up: 4 untimed training steps before the search") == 1
+    assert messages.index("warming up: 4 untimed training steps before the search") == 0  # before any trial
     assert [(t.rung, t.minutes) for t in result.trials] == [(0, 0.05)] * 4 + [(1, 0.1)] * 2
     assert len({t.trial for t in result.trials}) == 4 and all(0.0 <= t.score <= 1.0 for t in result.trials)
     assert all(t.rows > 0 and t.loss is not None for t in result.trials)

@@ -59,13 +59,10 @@ def trial_runner(
     evaluation = config.evaluation.model_copy(update={"max_new_tokens": longest + ANSWER_MARGIN, "constrained": False})
     metric = metric_of(config)
     train_fn = train_distributed if config.training.num_processes > 1 else train_lora
-    warm = train_fn is not train_lora  # processes started per trial are each cold: nothing to warm in this one
+    if train_fn is train_lora:  # processes started per trial are each cold: nothing to warm in this one
+        warm_up(config, model_dir, train, work_dir)
 
     def run(recipe: Recipe, minutes: float, label: str) -> TrialOutcome:
-        nonlocal warm
-        if not warm:
-            warm_up(config, model_dir, train, work_dir)
-            warm = True
         cfg = trial_training(config, recipe, minutes)
         with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
             result = train_fn(train_job(cfg, model_dir, train, [], Path(out)), on_metrics=on_metrics)
@@ -91,14 +88,15 @@ def trial_runner(
 
 
 def warm_up(config: TunelineConfig, model_dir: Path, train: list[dict], work_dir: Path | None) -> None:
-    """A few untimed steps of the config's recipe before the first trial. A fresh process's first steps run slower
-    (allocator, kernel choice: a quarter slower over a trial's first minute on a 2-core CPU), and the first trial,
-    the config's own recipe, would pay for it in rows."""
+    """A few steps of the config's recipe before the search starts its clock, like loading the data: a fresh
+    process's first steps run slower (allocator, kernel choice), and the first trial, the config's own recipe,
+    paid for it: 10 steps in its minute on a 2-core CPU, 15 after a warm-up. Timed as part of that trial, it also
+    made every later trial's predicted overhead 35 s longer, and the search stopped a trial early."""
     from tuneline.train.training import train_lora
 
     steps = {"training.budget_minutes": None, "training.max_steps": WARM_UP_STEPS}
     cfg = apply_recipe(trial_training(config, {}, 1.0), steps)
-    log.info("warming up: %d untimed training steps before the first trial", WARM_UP_STEPS)
+    log.info("warming up: %d untimed training steps before the search", WARM_UP_STEPS)
     with tempfile.TemporaryDirectory(prefix="tuneline-warm-up-", dir=work_dir) as out:
         train_lora(train_job(cfg, model_dir, train[: WARM_UP_STEPS * cfg.training.batch_size], [], Path(out)))
 
