@@ -2,9 +2,8 @@
 own prefix, every next token it picks is the answer's next token, the end-of-turn token included. One forward
 pass over prompt + answer checks every position at once, where generation runs a pass per token (a 2-core CPU
 generated 32 ViGGO validation answers in 46 s; a trial now goes from its last step to its score in 9 to 12 s, the
-model loaded), and the same pass gives the answers' loss. Token-exact is a lower
-bound of a task's exact match, which may forgive what tokens do not (ViGGO's slot order), so it ranks recipes,
-and evaluation still generates.
+model loaded), and the same pass gives the answers' loss. Token-exact is a lower bound of a task's exact match,
+which may forgive what tokens do not (ViGGO's slot order), so it ranks recipes, and evaluation still generates.
 """
 
 from __future__ import annotations

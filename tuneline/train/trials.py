@@ -62,25 +62,24 @@ def trial_runner(
     if train_fn is train_lora:  # processes started per trial are each cold: nothing to warm in this one
         warm_up(config, model_dir, train, work_dir)
 
+    def generated_score(label: str, cfg: TunelineConfig, adapter_dir: Path) -> float:
+        return evaluate_model(
+            label,
+            cfg.data.task,
+            model_dir,
+            examples,
+            evaluation,
+            adapter_dir=adapter_dir,
+            dtype=cfg.model.dtype,
+            device=cfg.model.device,
+        ).metrics[metric]
+
     def run(recipe: Recipe, minutes: float, label: str) -> TrialOutcome:
         cfg = trial_training(config, recipe, minutes)
         with tempfile.TemporaryDirectory(prefix="tuneline-trial-", dir=work_dir) as out:
             result = train_fn(train_job(cfg, model_dir, train, [], Path(out)), on_metrics=on_metrics)
             forced = forced_scores(cfg, model_dir, result.adapter_dir, validation)
-            score = (
-                forced.exact_match
-                if metric == "exact_match"
-                else evaluate_model(
-                    label,
-                    cfg.data.task,
-                    model_dir,
-                    examples,
-                    evaluation,
-                    adapter_dir=result.adapter_dir,
-                    dtype=cfg.model.dtype,
-                    device=cfg.model.device,
-                ).metrics[metric]
-            )
+            score = forced.exact_match if metric == "exact_match" else generated_score(label, cfg, result.adapter_dir)
         log.info("%s: %s %.3f, validation loss %.4f after %d rows", label, metric, score, forced.loss, result.rows)
         return TrialOutcome(score, result.seconds, result.rows, forced.loss)
 
