@@ -3,9 +3,12 @@
     python benchmarks/eval_throughput.py [--n 200] [--batch-size 16] [--max-new-tokens 80] [--json]
     python benchmarks/eval_throughput.py --modes batched,no-confidence     # what confidence costs an evaluation
     python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --batch-size 256 --max-batch-tokens 131072
+    python benchmarks/eval_throughput.py --prompted --modes batched,no-shared-prefix --n 64   # the prompted baseline
 
 Modes: `batched` is the evaluator (batched greedy generation, token log-probs recorded, each answer's confidence
-computed); `no-confidence` the same without log-probs or confidences; `sequential` one example at a time. Each mode
+computed); `no-confidence` the same without log-probs or confidences; `no-shared-prefix` the same, but each prompt
+run whole, with the tokens all prompts share run again in each (how it generated before); `sequential` one example at
+a time. `--prompted` asks as the prompted baseline does: its instruction and shots before each input. Each mode
 runs in its own process so peak memory (max RSS) is its own. Prints examples/s, generated tokens/s, peak memory,
 time relative to the first mode, and the share of examples whose greedy outputs are identical to the first mode's.
 """
@@ -26,21 +29,32 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _prompts(n: int, model_dir) -> list[str]:
+def _prompts(n: int, model_dir, prompted: bool) -> list[str]:
+    """The default config's test prompts, or with `prompted` those the prompted baseline asks (its shots drawn from
+    the training rows as the pipeline draws them)."""
     from tuneline.config import DataConfig, EvaluationConfig
+    from tuneline.data.chat_format import generation_prompt
     from tuneline.data.sources import load_splits
     from tuneline.data.validation import prepare
+    from tuneline.evaluate.baseline import few_shot_messages, instruction_for, pick_shots
     from tuneline.evaluate.evaluation import select_test
     from tuneline.models.modeling import load_tokenizer
 
-    data = DataConfig(max_train_samples=1, max_validation_samples=1)
-    prepared = prepare(load_splits(data), data, load_tokenizer(model_dir))
-    return [r["prompt"] for r in select_test(prepared.splits["test"], EvaluationConfig(max_samples=n))]
+    tokenizer = load_tokenizer(model_dir)
+    data, evaluation = DataConfig(max_validation_samples=1), EvaluationConfig(max_samples=n)
+    prepared = prepare(load_splits(data), data, tokenizer)
+    records = select_test(prepared.splits["test"], evaluation)
+    if not prompted:
+        return [r["prompt"] for r in records]
+    shots = pick_shots(prepared.splits["train"], evaluation.prompted_baseline)
+    instruction = instruction_for(data.task, evaluation.prompted_baseline)
+    return [generation_prompt(tokenizer, few_shot_messages(r, shots, instruction)) for r in records]
 
 
 MODES = {
     "batched": "ours (batched, KV cache, confidence)",
     "no-confidence": "ours without log-probs or confidence",
+    "no-shared-prefix": "ours, shared first tokens run per prompt",
     "sequential": "one at a time (same model, KV cache)",
 }
 
@@ -54,7 +68,7 @@ def worker(args) -> None:
 
     torch.manual_seed(0)
     model_dir = resolve_base_model(args.model)
-    prompts = _prompts(args.n, model_dir)
+    prompts = _prompts(args.n, model_dir, args.prompted)
     device, dtype = placement(args.device, args.dtype)
     tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, dtype, device)
     batch = 1 if args.worker == "sequential" else args.batch_size
@@ -68,6 +82,7 @@ def worker(args) -> None:
         args.max_new_tokens,
         max_batch_tokens=args.max_batch_tokens if batch > 1 else None,
         confidence=confidence,
+        share_prefix=args.worker != "no-shared-prefix",
     )
     if confidence:  # as the evaluator does for every answer
         for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs):
@@ -83,6 +98,7 @@ def worker(args) -> None:
                 "examples": len(prompts),
                 "seconds": seconds,
                 "new_tokens": gen.new_tokens,
+                "shared_tokens": gen.shared_tokens,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "texts": gen.texts,
             }
@@ -95,6 +111,7 @@ def _run_mode(mode: str, args, out: Path) -> dict:
     cmd += ["--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens)]
     cmd += ["--device", args.device, "--dtype", args.dtype, "--task", args.task]
     cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
+    cmd += ["--prompted"] if args.prompted else []
     subprocess.run(cmd, check=True, env=os.environ.copy())
     return json.loads(out.read_text())
 
@@ -109,6 +126,7 @@ def main() -> None:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="cpu", help="as model.device")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="as model.dtype")
     p.add_argument("--task", default="viggo", help="whose fields the confidences are computed for")
+    p.add_argument("--prompted", action="store_true", help="the prompted baseline's prompts (instruction and shots)")
     p.add_argument("--modes", default="batched,sequential", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
@@ -131,6 +149,7 @@ def main() -> None:
             "seconds": r["seconds"],
             "examples_per_s": r["examples"] / r["seconds"],
             "new_tokens_per_s": r["new_tokens"] / r["seconds"],
+            "shared_tokens": r["shared_tokens"],
             "peak_rss_mb": r["peak_rss_mb"],
             "time_vs_first": r["seconds"] / first["seconds"],
             "identical_to_first": sum(a == b for a, b in zip(first["texts"], r["texts"], strict=True))
@@ -150,18 +169,19 @@ def main() -> None:
         print(json.dumps(summary, indent=2))
         return
     print(
-        f"{'mode':<40} {'batch':>5} {'examples':>8} {'seconds':>8} {'ex/s':>7} {'new tok/s':>10} "
+        f"{'mode':<40} {'batch':>5} {'examples':>8} {'seconds':>8} {'ex/s':>7} {'new tok/s':>10} {'shared':>6} "
         f"{'peak RSS MB':>12} {'time vs 1st':>11} {'same text':>9}"
     )
     for r in rows:
         print(
             f"{r['mode']:<40} {r['batch']:>5} {r['examples']:>8} {r['seconds']:>8.1f} {r['examples_per_s']:>7.2f} "
-            f"{r['new_tokens_per_s']:>10.1f} {r['peak_rss_mb']:>12.0f} {r['time_vs_first']:>10.2f}x "
-            f"{r['identical_to_first']:>9.1%}"
+            f"{r['new_tokens_per_s']:>10.1f} {r['shared_tokens']:>6} {r['peak_rss_mb']:>12.0f} "
+            f"{r['time_vs_first']:>10.2f}x {r['identical_to_first']:>9.1%}"
         )
     print(
         f"\n{args.model} on {first['device']} in {first['dtype']}, max_new_tokens {args.max_new_tokens}, "
-        f"{os.cpu_count()} CPU threads"
+        f"{os.cpu_count()} CPU threads; {'prompted baseline' if args.prompted else 'plain'} prompts; shared: tokens "
+        "every prompt begins with, run once"
     )
 
 

@@ -120,6 +120,8 @@ def evaluate_model(
         max_batch_tokens=cfg.max_batch_tokens,
         constraint=constraint,
     )
+    if gen.shared_tokens:
+        log.info("evaluate %s: the first %d tokens of every prompt ran once, for all of them", label, gen.shared_tokens)
     metrics, rows = score(task, gen.texts, references, cfg.json_match)
     confidences = [
         answer_confidence(task, text, spans, lps, cfg.json_match)

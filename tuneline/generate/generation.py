@@ -1,13 +1,19 @@
-"""Batched greedy generation: left padding so every row's next token sits at the last position, KV cache on."""
+"""Batched greedy generation: left padding so every row's next token sits at the last position, KV cache on.
+
+Prompts that begin alike (the prompted baseline's instruction and examples, a long system prompt) share their common
+tokens' keys and values: computed once per call and copied into each batch, so each row runs only its own tail.
+"""
 
 from __future__ import annotations
 
+import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import LogitsProcessor
+from transformers import DynamicCache, LogitsProcessor
 
 from tuneline.generate.confidence import token_spans
 
@@ -19,6 +25,7 @@ class Generated:
     new_tokens: int
     spans: list[list[tuple[int, int]]]  # per answer, each generated token's characters in its text
     logprobs: list[list[float]]  # per answer, each generated token's log-probability, then the end token's if any
+    shared_tokens: int = 0  # the prompts' common first tokens, run once for all of them
 
     def part(self, start: int, stop: int) -> "Generated":
         """Answers `start:stop`, for one of the requests generated together (tuneline/serve/batcher.py); `seconds` is
@@ -30,6 +37,7 @@ class Generated:
             new_tokens=sum(map(len, spans)),
             spans=spans,
             logprobs=self.logprobs[start:stop],
+            shared_tokens=self.shared_tokens,
         )
 
 
@@ -85,6 +93,33 @@ def length_batches(
     return batches
 
 
+MIN_SHARED_TOKENS = 32  # a shorter common start saves less than copying its cache into every batch costs
+
+
+def shared_prefix(ids: list[list[int]]) -> int:
+    """How many first tokens all prompts share and can run once: each prompt keeps at least one token of its own
+    (its last, whose logits pick the first answer token); 0 when one prompt alone or under `MIN_SHARED_TOKENS`."""
+    if len(ids) < 2:
+        return 0
+    n = min(len(os.path.commonprefix(ids)), min(map(len, ids)) - 1)
+    return n if n >= MIN_SHARED_TOKENS else 0
+
+
+def _prefix_cache(model, prefix: list[int]) -> DynamicCache:
+    cache = DynamicCache(config=model.config)
+    model(input_ids=torch.tensor([prefix], device=model.device), past_key_values=cache, use_cache=True)
+    return cache
+
+
+def _batch_inputs(rows: list[list[int]], shared: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shared tokens, then each row's own tail left-padded to the longest: padding sits between the two, where
+    the attention mask hides it and position ids (counted over the mask) carry on from the shared part."""
+    width = max(len(r) for r in rows) - shared
+    ids = [r[:shared] + [pad_id] * (width - len(r) + shared) + r[shared:] for r in rows]
+    mask = [[1] * shared + [0] * (width - len(r) + shared) + [1] * (len(r) - shared) for r in rows]
+    return torch.tensor(ids), torch.tensor(mask)
+
+
 @torch.inference_mode()
 def generate_greedy(
     model,
@@ -96,33 +131,44 @@ def generate_greedy(
     max_batch_tokens: int | None = None,
     constraint: Callable[[], object] | None = None,
     confidence: bool = True,
+    share_prefix: bool = True,
 ) -> Generated:
     """`constraint` makes a fresh logits processor for each batch (tuneline/generate/grammar.py). With `confidence`,
     each answer comes with its tokens' log-probabilities and characters, for
-    `tuneline.generate.confidence.answer_confidence`; without, only texts (checkpoint selection needs no more)."""
-    tokenizer.padding_side = "left"
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    `tuneline.generate.confidence.answer_confidence`; without, only texts (checkpoint selection needs no more).
+    `share_prefix` runs the prompts' common first tokens once (see the module's docstring); the answers are the
+    same without it, only slower."""
+    start = time.monotonic()
+    all_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in all_ids]
+    pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    model.eval()
+    shared = shared_prefix(all_ids) if share_prefix else 0
+    prefix = _prefix_cache(model, all_ids[0][:shared]) if shared else None
     texts: list[str] = [""] * len(prompts)
     spans: list[list[tuple[int, int]]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
     new_tokens = done = 0
-    start = time.monotonic()
-    model.eval()
     for idx in length_batches(lengths, batch_size, max_new_tokens, max_batch_tokens):
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = enc.to(model.device)
+        input_ids, attention_mask = _batch_inputs([all_ids[i] for i in idx], shared, pad_id)
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(idx))
         recorder = _Logprobs() if confidence else None
         processors = [constraint()] if constraint else []
         out = model.generate(
-            **enc,
+            input_ids=input_ids.to(model.device),
+            attention_mask=attention_mask.to(model.device),
+            past_key_values=cache,
             do_sample=False,
             max_new_tokens=max_new_tokens,
             eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
+            pad_token_id=pad_id,
             use_cache=True,
             logits_processor=[recorder.before, *processors, recorder.after] if recorder else processors,
         )
-        gen = out[:, enc["input_ids"].shape[1] :].tolist()  # one copy off the GPU per batch
+        gen = out[:, input_ids.shape[1] :].tolist()  # one copy off the GPU per batch
         rows = recorder.rows() if recorder else None
         for k, (ids, i) in enumerate(zip(gen, idx)):
             ended = tokenizer.eos_token_id in ids
@@ -137,6 +183,4 @@ def generate_greedy(
         done += len(idx)
         if progress:
             progress(done, len(prompts), time.monotonic() - start)
-    return Generated(
-        texts=texts, seconds=time.monotonic() - start, new_tokens=new_tokens, spans=spans, logprobs=logprobs
-    )
+    return Generated(texts, time.monotonic() - start, new_tokens, spans, logprobs, shared_tokens=shared)
