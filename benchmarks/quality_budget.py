@@ -11,7 +11,8 @@ else the table refuses.
 
 Columns: training minutes, steps, tokens trained (prompt and answer, every epoch), training tokens/s, exact match
 with its 95% bootstrap interval (the noise of the test sample), slot accuracy, act accuracy (viggo), parse rate,
-and the seconds spent preparing data and generating. `--base` scores the untuned base model first; `--grammar`
+the seconds spent preparing data and generating, and exact match minus the first row's with its paired bootstrap
+interval. `--base` scores the untuned base model first; `--grammar`
 scores every model a second time with decoding
 constrained by the task's grammar (`evaluation.constrained`), in rows of its own.
 """
@@ -89,6 +90,7 @@ def _scored(
         "eval_seconds": result.seconds,
         "device": result.device,
         "n_test": result.n_examples,
+        "predictions": result.predictions,
     }
 
 
@@ -142,10 +144,11 @@ def run_recipe(name: str, cfg: TunelineConfig, base: bool, also_constrained: boo
 def table(rows: list[dict]) -> str:
     head = (
         f"{'recipe':<22} {'train min':>9} {'steps':>5} {'tokens':>8} {'tok/s':>7} {'exact (95% CI)':>20} "
-        f"{'slot':>6} {'act':>6} {'parse':>6} {'prep s':>6} {'eval s':>6}"
+        f"{'slot':>6} {'act':>6} {'parse':>6} {'prep s':>6} {'eval s':>6}  exact vs 1st (paired 95% CI)"
     )
     lines = [head]
     for r in rows:
+        diff = versus_first(r, rows[0])
         m = r["metrics"]
         exact = f"{m['exact_match']:.3f} ({r['exact_low']:.3f}-{r['exact_high']:.3f})"
         train = (
@@ -157,9 +160,20 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"{r['recipe']:<22} {train} {exact:>20} {m.get('slot_accuracy', 0):>6.3f} "
             f"{m.get('act_accuracy', 0):>6.3f} {m.get('parse_rate', 0):>6.3f} {r['prepare_seconds']:>6.0f} "
-            f"{r['eval_seconds']:>6.0f}"
+            f"{r['eval_seconds']:>6.0f}  {diff}"
         )
     return "\n".join(lines)
+
+
+def versus_first(row: dict, first: dict) -> str:
+    """Exact match minus the first row's, with the paired bootstrap interval promotion uses: both scored the same
+    examples, so this is the noise of the difference, narrower than the two intervals side by side."""
+    if row is first:
+        return "-"
+    from tuneline.registry.promotion import paired_bootstrap
+
+    point, low, high = paired_bootstrap("exact_match", row["predictions"], first["predictions"], 2000, 0)
+    return f"{point:+.3f} ({low:+.3f} to {high:+.3f})"
 
 
 def main() -> None:
@@ -194,7 +208,7 @@ def main() -> None:
             raise SystemExit(f"recipe {name} scored other test examples than the first; the table would mislead")
         print(table(rows), file=sys.stderr, flush=True)  # so far, in case a later recipe fails
     if args.json:
-        print(json.dumps(rows, indent=1, default=str))
+        print(json.dumps([{k: v for k, v in r.items() if k != "predictions"} for r in rows], indent=1, default=str))
         return
     r0 = rows[0]
     print(table(rows))

@@ -10,7 +10,7 @@ from tuneline.config import LoraConfig, ModelConfig, TrainingConfig
 from tuneline.train.lora_model import TrainingSetupError, check_hardware, load_trainable_model
 from tuneline.train.train_job import TrainJob
 from tuneline.train.trainer import LIGER_KERNELS, answer_loss, trainer_arguments
-from tuneline.train.training import batches
+from tuneline.train.training import batches, build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +143,32 @@ def test_liger_and_compile_reach_the_trainer(tmp_path):
     # Our answer-only head replaces Liger's fused cross-entropy, which would compute every position's logits.
     assert not LIGER_KERNELS["fused_linear_cross_entropy"] and LIGER_KERNELS["rms_norm"] and LIGER_KERNELS["swiglu"]
     assert not trainer_arguments(TrainJob("unused", [], [], tmp_path), 10, False).use_liger_kernel
+
+
+def test_loraplus_gives_the_b_matrices_their_own_rate(tiny_model_dir, tiny_tokenizer, records, tmp_path):
+    def rates(**training):
+        job = TrainJob(
+            tiny_model_dir,
+            records[:8],
+            [],
+            tmp_path,
+            lora=LoraConfig(r=4, alpha=8),
+            training=TrainingConfig(**training),
+        )
+        trainer = build_trainer(job, tiny_tokenizer, None, None)
+        names = {id(p): n for n, p in trainer.model.named_parameters()}
+        optimizer = trainer.create_optimizer()
+        by_lr = {}
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                by_lr.setdefault(round(group["lr"], 9), set()).add("lora_B" in names[id(p)])
+        return by_lr, sum(len(g["params"]) for g in optimizer.param_groups)
+
+    plain, n_plain = rates(learning_rate=1e-3)
+    plus, n_plus = rates(learning_rate=1e-3, loraplus_lr_ratio=16)
+    assert plain == {1e-3: {True, False}}
+    assert plus == {1e-3: {False}, 1.6e-2: {True}}
+    assert n_plus == n_plain  # every trainable parameter, in one group or the other
 
 
 @pytest.mark.parametrize(

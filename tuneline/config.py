@@ -189,6 +189,12 @@ class TrainingConfig(_Section):
         False, description="Fused RMSNorm, SwiGLU and RoPE kernels from liger-kernel (the `gpu` extra; CUDA only)."
     )
     torch_compile: bool = Field(False, description="Compile the model with torch.compile before training.")
+    loraplus_lr_ratio: float | None = Field(
+        None,
+        ge=1,
+        description="LoRA+ (peft's optimizer): the B matrices learn this many times faster than the A matrices, "
+        "which keep learning_rate. None: one rate for both.",
+    )
 
     @model_validator(mode="after")
     def _early_stopping_needs_eval(self) -> "TrainingConfig":

@@ -59,6 +59,7 @@ def trainer_class():
         loss_is_scaled_for_ga = True  # answer_loss divides by the target count of the whole accumulated step
         score_validation = None  # model -> {metric: value}, added to each evaluation's metrics as eval_<metric>
         budget = None  # the `tuneline.train.budget` callback, when training.budget_minutes is set
+        loraplus_lr_ratio = None  # training.loraplus_lr_ratio
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             loss = answer_loss(model, inputs, num_items_in_batch if model.training else None)
@@ -66,6 +67,24 @@ def trainer_class():
                 # num_items_in_batch counts the targets of all processes and DDP averages the gradients over them
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
+
+        def create_optimizer(self, model=None):
+            """peft's LoRA+ param groups when `loraplus_lr_ratio` is set; the Trainer's own optimizer otherwise."""
+            if self.loraplus_lr_ratio and self.optimizer is None:
+                from peft.optimizers import create_loraplus_optimizer
+
+                model = self.model if model is None else model
+                cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+                kwargs.pop("lr", None)
+                self.optimizer = create_loraplus_optimizer(
+                    model,
+                    cls,
+                    lr=self.args.learning_rate,
+                    loraplus_lr_ratio=self.loraplus_lr_ratio,
+                    loraplus_weight_decay=self.args.weight_decay,
+                    **kwargs,
+                )
+            return super().create_optimizer(model)
 
         def evaluation_loop(
             self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"

@@ -96,6 +96,7 @@ def build_trainer(job: TrainJob, tokenizer, on_metrics: MetricsHook | None, on_c
     )
     trainer.remove_callback(PrinterCallback)  # our progress callback reports the same values, with ETA
     trainer.budget = budget
+    trainer.loraplus_lr_ratio = cfg.loraplus_lr_ratio
     if cfg.select_by == "primary_metric":
         trainer.score_validation = validation_scorer(job.task, tokenizer, job.validation)
     return trainer
