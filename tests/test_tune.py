@@ -62,6 +62,7 @@ def test_draw_starts_with_the_configs_recipe_then_a_seeded_distinct_draw_of_the_
         "lora.r": config.lora.r,
         "lora.target_modules": config.lora.target_modules,
         "lora.last_layers": config.lora.last_layers,
+        "training.loraplus_lr_ratio": config.training.loraplus_lr_ratio,
         "lora.alpha": config.lora.alpha,
     }
     assert first[0] == own and own not in first[1:]  # what the user has competes, once
@@ -70,9 +71,11 @@ def test_draw_starts_with_the_configs_recipe_then_a_seeded_distinct_draw_of_the_
         assert r["training.learning_rate"] in space.learning_rate and r["lora.target_modules"] in space.target_modules
         assert r["training.batch_size"] in space.batch_size
         assert r["lora.alpha"] == 2 * r["lora.r"]  # the config's alpha / r (32 / 16)
-        assert r["lora.last_layers"] is None  # an empty list keeps the config's value
+        assert r["lora.last_layers"] is None and r["training.loraplus_lr_ratio"] is None  # empty: the config's
     small = _config(trials=50, space={"learning_rate": [1e-3], "batch_size": [], "r": [4, 8], "target_modules": []})
     assert len(draw(small)) == 3  # the config's (r 16) and the whole space when it is smaller than asked for
+    plus = draw(_config(trials=50, space={**small.tuning.space.model_dump(), "r": [], "loraplus_lr_ratio": [16]}))
+    assert [r["training.loraplus_lr_ratio"] for r in plus] == [None, 16]
 
 
 def test_schedule_halves_the_trials_and_multiplies_the_minutes():

@@ -411,6 +411,9 @@ class TuningSpace(_Section):
     last_layers: list[int | None] = Field(
         [], description="lora.last_layers values (null: every layer); empty: the config's."
     )
+    loraplus_lr_ratio: list[float | None] = Field(
+        [], description="training.loraplus_lr_ratio values (null: plain LoRA); empty: the config's."
+    )
 
     @model_validator(mode="after")
     def _values_are_valid(self) -> "TuningSpace":
@@ -418,9 +421,12 @@ class TuningSpace(_Section):
         bad += [f"batch_size {v}" for v in self.batch_size if v < 1]
         bad += [f"r {v}" for v in self.r if v < 1]
         bad += [f"last_layers {v}" for v in self.last_layers if v is not None and v < 1]
+        bad += [f"loraplus_lr_ratio {v}" for v in self.loraplus_lr_ratio if v is not None and v < 1]
         bad += ["target_modules []" for v in self.target_modules if not v]
         if bad:
-            raise ValueError(f"tuning.space: {', '.join(bad)} cannot train (rates > 0, batch sizes, r and layers >= 1)")
+            raise ValueError(
+                f"tuning.space: {', '.join(bad)} cannot train (rates > 0; batch sizes, r, layers, LoRA+ ratios >= 1)"
+            )
         return self
 
 

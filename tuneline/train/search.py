@@ -90,6 +90,7 @@ def _dimensions(config: TunelineConfig) -> dict[str, list]:
         "lora.r": (lora.r, space.r),
         "lora.target_modules": (lora.target_modules, space.target_modules),
         "lora.last_layers": (lora.last_layers, space.last_layers),
+        "training.loraplus_lr_ratio": (training.loraplus_lr_ratio, space.loraplus_lr_ratio),
     }
     return {key: [own, *(v for v in others if v != own)] for key, (own, others) in values.items()}
 
