@@ -12,9 +12,8 @@ else the table refuses.
 Columns: training minutes, steps, tokens trained (prompt and answer, every epoch), training tokens/s, exact match
 with its 95% bootstrap interval (the noise of the test sample), slot accuracy, act accuracy (viggo), parse rate,
 the seconds spent preparing data and generating, and exact match minus the first row's with its paired bootstrap
-interval. `--base` scores the untuned base model first; `--grammar`
-scores every model a second time with decoding
-constrained by the task's grammar (`evaluation.constrained`), in rows of its own.
+interval. `--base` scores the untuned base model first; `--grammar` scores every model a second time with
+decoding constrained by the task's grammar (`evaluation.constrained`), in rows of its own.
 """
 
 from __future__ import annotations
