@@ -68,3 +68,13 @@ def test_as_params():
     flat = as_params(TunelineConfig())
     assert flat["training.learning_rate"] == TunelineConfig().training.learning_rate
     assert "lora.target_modules" in flat
+
+
+def test_a_loraplus_ratio_below_one_is_named(tmp_path):
+    p = write(tmp_path, "parameters:\n  training:\n    loraplus_lr_ratio: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_run_config(p)
+    assert str(p) in str(err.value) and "parameters.training.loraplus_lr_ratio" in str(err.value)
+    p = write(tmp_path, "parameters:\n  tuning:\n    space:\n      loraplus_lr_ratio: [16, 0.5]\n")
+    with pytest.raises(ConfigError, match="loraplus_lr_ratio 0.5 cannot train"):
+        load_run_config(p)
