@@ -4,11 +4,15 @@
     python benchmarks/eval_throughput.py --modes batched,no-confidence     # what confidence costs an evaluation
     python benchmarks/eval_throughput.py --device cuda --dtype bfloat16 --batch-size 256 --max-batch-tokens 131072
     python benchmarks/eval_throughput.py --prompted --modes batched,no-shared-prefix --n 64   # the prompted baseline
+    python benchmarks/eval_throughput.py --adapter DIR --modes batched,fixed-batches --n 150 --batch-size 32
 
 Modes: `batched` is the evaluator (batched greedy generation, token log-probs recorded, each answer's confidence
 computed); `no-confidence` the same without log-probs or confidences; `no-shared-prefix` the same, but each prompt
-run whole, with the tokens all prompts share run again in each (how it generated before); `sequential` one example at
-a time. `--prompted` asks as the prompted baseline does: its instruction and shots before each input. Each mode
+run whole, with the tokens all prompts share run again in each (how it generated before); `fixed-batches` the same
+on fixed batches through Hugging Face's `generate`, each as long as its longest answer (how it generated before
+continuous batching); `sequential` one example at a time. `--prompted` asks as the prompted baseline does: its
+instruction and shots before each input. `--adapter` scores a tuned model (a LoRA adapter directory, merged): its
+answers end at different lengths, where the base model's mostly run to `--max-new-tokens`. Each mode
 runs in its own process so peak memory (max RSS) is its own. Prints examples/s, generated tokens/s, peak memory,
 time relative to the first mode, and the share of examples whose greedy outputs are identical to the first mode's.
 """
@@ -55,6 +59,7 @@ MODES = {
     "batched": "ours (batched, KV cache, confidence)",
     "no-confidence": "ours without log-probs or confidence",
     "no-shared-prefix": "ours, shared first tokens run per prompt",
+    "fixed-batches": "ours on fixed batches (HF generate)",
     "sequential": "one at a time (same model, KV cache)",
 }
 
@@ -64,13 +69,17 @@ def worker(args) -> None:
 
     from tuneline.generate.confidence import answer_confidence
     from tuneline.generate.generation import generate_greedy
-    from tuneline.models.modeling import load_model, load_tokenizer, placement, resolve_base_model
+    from tuneline.models.modeling import load_merged, load_model, load_tokenizer, placement, resolve_base_model
 
     torch.manual_seed(0)
     model_dir = resolve_base_model(args.model)
     prompts = _prompts(args.n, model_dir, args.prompted)
     device, dtype = placement(args.device, args.dtype)
-    tokenizer, model = load_tokenizer(model_dir), load_model(model_dir, dtype, device)
+    tokenizer = load_tokenizer(model_dir)
+    if args.adapter:
+        model = load_merged(model_dir, Path(args.adapter), dtype, device)
+    else:
+        model = load_model(model_dir, dtype, device)
     batch = 1 if args.worker == "sequential" else args.batch_size
     confidence = args.worker != "no-confidence"
     start = time.monotonic()
@@ -83,6 +92,7 @@ def worker(args) -> None:
         max_batch_tokens=args.max_batch_tokens if batch > 1 else None,
         confidence=confidence,
         share_prefix=args.worker != "no-shared-prefix",
+        continuous=args.worker != "fixed-batches",
     )
     if confidence:  # as the evaluator does for every answer
         for text, spans, lps in zip(gen.texts, gen.spans, gen.logprobs):
@@ -112,6 +122,7 @@ def _run_mode(mode: str, args, out: Path) -> dict:
     cmd += ["--device", args.device, "--dtype", args.dtype, "--task", args.task]
     cmd += ["--max-batch-tokens", str(args.max_batch_tokens)] if args.max_batch_tokens else []
     cmd += ["--prompted"] if args.prompted else []
+    cmd += ["--adapter", args.adapter] if args.adapter else []
     subprocess.run(cmd, check=True, env=os.environ.copy())
     return json.loads(out.read_text())
 
@@ -127,6 +138,7 @@ def main() -> None:
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32", help="as model.dtype")
     p.add_argument("--task", default="viggo", help="whose fields the confidences are computed for")
     p.add_argument("--prompted", action="store_true", help="the prompted baseline's prompts (instruction and shots)")
+    p.add_argument("--adapter", help="a LoRA adapter directory: score the tuned model, merged")
     p.add_argument("--modes", default="batched,sequential", help=f"comma-separated, from {', '.join(MODES)}")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--worker", choices=list(MODES), help=argparse.SUPPRESS)
@@ -178,10 +190,11 @@ def main() -> None:
             f"{r['new_tokens_per_s']:>10.1f} {r['shared_tokens']:>6} {r['peak_rss_mb']:>12.0f} "
             f"{r['time_vs_first']:>10.2f}x {r['identical_to_first']:>9.1%}"
         )
+    tuned = f", tuned ({args.adapter})" if args.adapter else ""
     print(
         f"\n{args.model} on {first['device']} in {first['dtype']}, max_new_tokens {args.max_new_tokens}, "
-        f"{os.cpu_count()} CPU threads; {'prompted baseline' if args.prompted else 'plain'} prompts; shared: tokens "
-        "every prompt begins with, run once"
+        f"{os.cpu_count()} CPU threads; {'prompted baseline' if args.prompted else 'plain'} prompts{tuned}; "
+        "shared: tokens every prompt begins with, run once"
     )
 
 

@@ -1,6 +1,7 @@
 """Continuous batching on the tiny model: rows that join a batch mid-decoding, and rows that leave it when they end,
 get the tokens and log-probabilities each would get decoded alone."""
 
+import copy
 from collections import Counter
 
 import pytest
@@ -64,3 +65,30 @@ def test_rows_joining_and_leaving_get_what_they_get_alone(model, tiny_tokenizer)
     longest = max(map(len, prompts))
     assert all(width <= longest + NEW for width, _ in widths), "padding nobody needs is dropped"
     assert len({rows for _, rows in widths}) > 1, "rows left the batch as they ended"
+
+
+SHARED = "Answer with the meaning representation only, as in the examples. " * 6
+
+
+@pytest.mark.parametrize("start", ["", SHARED], ids=["distinct", "shared start"])
+def test_continuous_batches_answer_as_fixed_batches(model, tiny_tokenizer, start):
+    """Evaluation's batches are continuous: with two places for five prompts, rows that end early make room for
+    waiting ones, and every answer and log-probability is the one Hugging Face's fixed batches give."""
+    from tuneline.generate.generation import generate_greedy
+
+    prompts = [start + p for p in PROMPTS]
+    ids = [tiny_tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    free = [alone(model, p, eos=-1)[0] for p in ids]
+    tokenizer = copy.deepcopy(tiny_tokenizer)  # an end token the random model writes, at different steps
+    common = Counter(t for row in free for t in row[2:]).most_common(1)[0][0]
+    tokenizer.eos_token = tokenizer.convert_ids_to_tokens(common)
+
+    fixed = generate_greedy(model, tokenizer, prompts, 2, NEW, continuous=False)
+    continuous = generate_greedy(model, tokenizer, prompts, 2, NEW)
+    assert continuous.texts == fixed.texts
+    assert continuous.new_tokens == fixed.new_tokens
+    assert len({len(lps) for lps in continuous.logprobs}) > 1, "the rows should end at different steps"
+    for got, want in zip(continuous.logprobs, fixed.logprobs):
+        assert got == pytest.approx(want, abs=1e-4)
+    assert continuous.shared_tokens == fixed.shared_tokens
+    assert (continuous.shared_tokens > 0) == bool(start)

@@ -12,10 +12,12 @@ per-layer key/value store (sliding windows, state-space layers) are not supporte
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 
 @dataclass
@@ -46,16 +48,25 @@ class Decoder:
         return len(self.rows)
 
     @torch.inference_mode()
-    def add(self, prompts: list[list[int]], keys: list) -> list[Row]:
-        """Prefill `prompts` (token ids) and pick their first tokens; returns the rows that already ended."""
+    def add(self, prompts: list[list[int]], keys: list, prefix: DynamicCache | None = None) -> list[Row]:
+        """Prefill `prompts` (token ids) and pick their first tokens; returns the rows that already ended. With
+        `prefix`, the cache of the first tokens every prompt shares: only each prompt's tail runs, left-padded
+        after the shared part, as `tuneline.generate.generation` pads its batches."""
         device = self.model.device
-        width = max(map(len, prompts))
-        ids = torch.tensor([[self.pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        shared = prefix.get_seq_length() if prefix is not None else 0
+        tails = [p[shared:] for p in prompts]
+        width = max(map(len, tails))
+        ids = torch.tensor([[self.pad] * (width - len(t)) + t for t in tails], device=device)
+        mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
+        cache = None
+        if prefix is not None:
+            cache = copy.deepcopy(prefix)
+            cache.batch_repeat_interleave(len(prompts))
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
-            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
+            past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         )

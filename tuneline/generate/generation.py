@@ -16,6 +16,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessor
 
 from tuneline.generate.confidence import token_spans
+from tuneline.generate.continuous import Decoder, Row
 
 
 @dataclass
@@ -120,6 +121,25 @@ def _batch_inputs(rows: list[list[int]], shared: int, pad_id: int) -> tuple[torc
     return torch.tensor(ids), torch.tensor(mask)
 
 
+def _continuous(model, all_ids: list[list[int]], eos: int, pad: int, width: int, max_new_tokens: int, prefix, report):
+    """Every prompt through one `Decoder`: at most `width` rows decode at once, a row leaves the step it ends and
+    waiting prompts take its place, so no step runs for a finished row and the batch stays wide. Newcomers join
+    when a quarter of the places are free (or all that wait fit), shortest prompts first: one prefill for
+    several rows, padded little."""
+    decoder = Decoder(model, eos, pad, max_new_tokens)
+    waiting = sorted(range(len(all_ids)), key=lambda i: len(all_ids[i]))
+    rows: list[Row] = []
+    while waiting or len(decoder):
+        free = width - len(decoder)
+        if waiting and free >= min(len(waiting), max(1, width // 4)):
+            joining, waiting = waiting[:free], waiting[free:]
+            rows += decoder.add([all_ids[i] for i in joining], joining, prefix=prefix)
+        if len(decoder):
+            rows += decoder.step()
+        report(len(rows))
+    return rows
+
+
 @torch.inference_mode()
 def generate_greedy(
     model,
@@ -132,23 +152,54 @@ def generate_greedy(
     constraint: Callable[[], object] | None = None,
     confidence: bool = True,
     share_prefix: bool = True,
+    continuous: bool = True,
 ) -> Generated:
-    """`constraint` makes a fresh logits processor for each batch (tuneline/generate/grammar.py). With `confidence`,
-    each answer comes with its tokens' log-probabilities and characters, for
+    """At most `batch_size` prompts decode at once (and, with `max_batch_tokens`, at most that many tokens counted
+    as rows x (longest prompt + max_new_tokens)), in a continuous batch (`_continuous`), or with `continuous`
+    off in fixed batches through Hugging Face's `generate`, as before: the same answers, each batch as slow as its
+    longest. `constraint` makes a fresh logits processor for each fixed batch (tuneline/generate/grammar.py).
+    With `confidence`, each answer comes with its tokens' log-probabilities and characters, for
     `tuneline.generate.confidence.answer_confidence`; without, only texts (checkpoint selection needs no more).
     `share_prefix` runs the prompts' common first tokens once (see the module's docstring); the answers are the
     same without it, only slower."""
     start = time.monotonic()
     all_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     lengths = [len(ids) for ids in all_ids]
-    pad_id = tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
+    eos = tokenizer.eos_token_id
+    pad_id = eos if tokenizer.pad_token_id is None else tokenizer.pad_token_id
     model.eval()
     shared = shared_prefix(all_ids) if share_prefix else 0
     prefix = _prefix_cache(model, all_ids[0][:shared]) if shared else None
     texts: list[str] = [""] * len(prompts)
     spans: list[list[tuple[int, int]]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
-    new_tokens = done = 0
+    reported = [0]
+
+    def report(done: int) -> None:
+        """At each fifth of the prompts, and at the end: continuous decoding ends rows a few at a time."""
+        if progress and (done == len(prompts) or done - reported[0] >= max(1, len(prompts) // 5)):
+            reported[0] = done
+            progress(done, len(prompts), time.monotonic() - start)
+
+    def answer(i: int, ids: list[int], lps: list[float] | None) -> int:
+        """Prompt i's answer from its generated tokens (the end token excluded) and their log-probabilities (the end
+        token's too, if it ended)."""
+        if lps is not None:
+            texts[i], spans[i] = token_spans(tokenizer, ids)
+            logprobs[i] = lps
+        else:
+            texts[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+        return len(ids)
+
+    new_tokens = 0
+    if continuous and constraint is None:
+        width = batch_size
+        if max_batch_tokens is not None:
+            width = max(1, min(width, max_batch_tokens // (max(lengths) + max_new_tokens)))
+        for row in _continuous(model, all_ids, eos, pad_id, width, max_new_tokens, prefix, report):
+            new_tokens += answer(row.key, row.ids, row.logprobs if confidence else None)
+        return Generated(texts, time.monotonic() - start, new_tokens, spans, logprobs, shared_tokens=shared)
+    done = 0
     for idx in length_batches(lengths, batch_size, max_new_tokens, max_batch_tokens):
         input_ids, attention_mask = _batch_inputs([all_ids[i] for i in idx], shared, pad_id)
         cache = None
@@ -163,7 +214,7 @@ def generate_greedy(
             past_key_values=cache,
             do_sample=False,
             max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=eos,
             pad_token_id=pad_id,
             use_cache=True,
             logits_processor=[recorder.before, *processors, recorder.after] if recorder else processors,
@@ -171,16 +222,10 @@ def generate_greedy(
         gen = out[:, input_ids.shape[1] :].tolist()  # one copy off the GPU per batch
         rows = recorder.rows() if recorder else None
         for k, (ids, i) in enumerate(zip(gen, idx)):
-            ended = tokenizer.eos_token_id in ids
+            ended = eos in ids
             if ended:
-                ids = ids[: ids.index(tokenizer.eos_token_id)]
-            new_tokens += len(ids)
-            if recorder:
-                texts[i], spans[i] = token_spans(tokenizer, ids)
-                logprobs[i] = rows[k][: len(ids) + ended]
-            else:
-                texts[i] = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                ids = ids[: ids.index(eos)]
+            new_tokens += answer(i, ids, rows[k][: len(ids) + ended] if recorder else None)
         done += len(idx)
-        if progress:
-            progress(done, len(prompts), time.monotonic() - start)
+        report(done)
     return Generated(texts, time.monotonic() - start, new_tokens, spans, logprobs, shared_tokens=shared)
