@@ -28,6 +28,13 @@ class Row:
     ended: bool = False  # by the end token (else by max_new_tokens)
 
 
+def repeated(prefix: DynamicCache, rows: int) -> DynamicCache:
+    """The shared prefix's cache copied for `rows` prompts, leaving `prefix` as it is for the next batch."""
+    cache = copy.deepcopy(prefix)
+    cache.batch_repeat_interleave(rows)
+    return cache
+
+
 def supported(cache) -> bool:
     layers = getattr(cache, "layers", None)
     return bool(layers) and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
@@ -58,15 +65,11 @@ class Decoder:
         width = max(map(len, tails))
         ids = torch.tensor([[self.pad] * (width - len(t)) + t for t in tails], device=device)
         mask = torch.tensor([[1] * shared + [0] * (width - len(t)) + [1] * len(t) for t in tails], device=device)
-        cache = None
-        if prefix is not None:
-            cache = copy.deepcopy(prefix)
-            cache.batch_repeat_interleave(len(prompts))
         out = self.model(
             input_ids=ids,
             attention_mask=mask,
             position_ids=(mask.cumsum(-1) - 1).clamp(min=0)[:, shared:],
-            past_key_values=cache,
+            past_key_values=repeated(prefix, len(prompts)) if prefix is not None else None,
             use_cache=True,
             logits_to_keep=1,
         )

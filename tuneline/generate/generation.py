@@ -6,7 +6,6 @@ tokens' keys and values: computed once per call and copied into each batch, so e
 
 from __future__ import annotations
 
-import copy
 import os
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import torch
 from transformers import DynamicCache, LogitsProcessor
 
 from tuneline.generate.confidence import token_spans
-from tuneline.generate.continuous import Decoder, Row
+from tuneline.generate.continuous import Decoder, Row, repeated
 
 
 @dataclass
@@ -173,12 +172,13 @@ def generate_greedy(
     texts: list[str] = [""] * len(prompts)
     spans: list[list[tuple[int, int]]] = [[] for _ in prompts]
     logprobs: list[list[float]] = [[] for _ in prompts]
-    reported = [0]
+    reported = 0
 
     def report(done: int) -> None:
         """At each fifth of the prompts, and at the end: continuous decoding ends rows a few at a time."""
-        if progress and (done == len(prompts) or done - reported[0] >= max(1, len(prompts) // 5)):
-            reported[0] = done
+        nonlocal reported
+        if progress and (done == len(prompts) or done - reported >= max(1, len(prompts) // 5)):
+            reported = done
             progress(done, len(prompts), time.monotonic() - start)
 
     def answer(i: int, ids: list[int], lps: list[float] | None) -> int:
@@ -202,10 +202,7 @@ def generate_greedy(
     done = 0
     for idx in length_batches(lengths, batch_size, max_new_tokens, max_batch_tokens):
         input_ids, attention_mask = _batch_inputs([all_ids[i] for i in idx], shared, pad_id)
-        cache = None
-        if prefix is not None:
-            cache = copy.deepcopy(prefix)
-            cache.batch_repeat_interleave(len(idx))
+        cache = repeated(prefix, len(idx)) if prefix is not None else None
         recorder = _Logprobs() if confidence else None
         processors = [constraint()] if constraint else []
         out = model.generate(
